@@ -1,0 +1,689 @@
+//! The one typed configuration, loaded once at start-up and validated before anything runs.
+//!
+//! Sources, lowest precedence first: built-in defaults, `terrarium.toml` (or the file named by
+//! `TERRARIUM_CONFIG`), then the environment. A `.env` file in the current directory is merged into
+//! the environment by `main` before this runs, without overriding variables already set. Every
+//! value `NAME` may instead be given as `NAME_FILE` (the Docker/Kubernetes secrets convention);
+//! giving both is an error, because silently picking one hides a deployment mistake.
+//!
+//! Loading takes its inputs as plain maps so that it is unit-testable without touching the
+//! process environment.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Environment variable prefix for every setting.
+pub const ENV_PREFIX: &str = "TERRARIUM_";
+
+/// Names that must never be passed through to terraform: each changes what terraform does behind
+/// the executor's back (extra arguments, another CLI config, debug logs that print secrets, another
+/// data directory).
+pub const FORBIDDEN_PASSTHROUGH: &[&str] = &[
+    "TF_CLI_ARGS",
+    "TF_CLI_CONFIG_FILE",
+    "TF_LOG",
+    "TF_DATA_DIR",
+    "TF_PLUGIN_CACHE_DIR",
+    "TF_IN_AUTOMATION",
+    "TF_INPUT",
+    "TF_REATTACH_PROVIDERS",
+    "TF_DISABLE_PLUGIN_TLS",
+    "TF_SKIP_PROVIDER_VERIFY",
+    "TF_CLI_CONFIG",
+    "TF_IGNORE",
+    "LD_PRELOAD",
+    "LD_LIBRARY_PATH",
+    "LD_AUDIT",
+    "PATH",
+    "HOME",
+    "TMPDIR",
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{name}: {message}")]
+    Invalid { name: String, message: String },
+    #[error("both {name} and {name}_FILE are set; set only one of them")]
+    Ambiguous { name: String },
+    #[error("{name}_FILE: cannot read {path}: {source}")]
+    SecretFile {
+        name: String,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    File { path: PathBuf, message: String },
+}
+
+fn invalid(name: &str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        name: name.to_string(),
+        message: message.into(),
+    }
+}
+
+/// Resource limits applied to every terraform process (and inherited by what it starts).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    pub cpu_secs: u64,
+    pub address_space_bytes: u64,
+    pub open_files: u64,
+    pub processes: u64,
+    pub file_size_bytes: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            cpu_secs: 900,
+            address_space_bytes: 8 << 30,
+            open_files: 4096,
+            processes: 4096,
+            file_size_bytes: 1 << 30,
+        }
+    }
+}
+
+/// The effective configuration. Construct with [`Config::load`].
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Canonical directory under which every workspace must lie.
+    pub workspace_root: PathBuf,
+    /// The terraform executable: a path, or a name looked up on `PATH` at load time.
+    pub terraform_bin: PathBuf,
+    /// Wall-clock limit of one terraform run.
+    pub timeout: Duration,
+    /// How long terraform gets to stop after SIGINT before the group is killed.
+    pub kill_grace: Duration,
+    pub enable_apply: bool,
+    pub enable_destroy: bool,
+    /// Server-owned files (saved plans, per-run private dirs, plugin cache), outside the root.
+    pub state_dir: PathBuf,
+    /// How long a saved plan may be applied after it was made.
+    pub plan_ttl: Duration,
+    /// Bytes kept of each of stdout and stderr per run.
+    pub output_limit_bytes: usize,
+    /// Runs allowed at once across all workspaces.
+    pub max_concurrent_runs: usize,
+    /// How long a call waits for a busy workspace (or a free run slot) before giving up.
+    pub queue_wait: Duration,
+    /// `PATH` given to terraform (and so to `local-exec` provisioners).
+    pub child_path: String,
+    /// Environment variables passed through to terraform by exact name (provider credentials).
+    pub passthrough_env: Vec<String>,
+    /// Environment variables passed through by prefix, e.g. `AWS_`.
+    pub passthrough_prefixes: Vec<String>,
+    pub limits: Limits,
+    /// Where audit events go: a file path, or stderr when unset.
+    pub audit_file: Option<PathBuf>,
+    /// Diagnostic log level: error, warn, info or debug.
+    pub log_level: String,
+}
+
+/// What a `terrarium.toml` may contain: the same settings as the environment, lower-cased and
+/// without the prefix.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    workspace_root: Option<PathBuf>,
+    terraform_bin: Option<PathBuf>,
+    timeout_secs: Option<u64>,
+    kill_grace_secs: Option<u64>,
+    enable_apply: Option<bool>,
+    enable_destroy: Option<bool>,
+    state_dir: Option<PathBuf>,
+    plan_ttl_secs: Option<u64>,
+    output_limit_bytes: Option<usize>,
+    max_concurrent_runs: Option<usize>,
+    queue_wait_secs: Option<u64>,
+    child_path: Option<String>,
+    passthrough_env: Option<Vec<String>>,
+    passthrough_prefixes: Option<Vec<String>>,
+    limit_cpu_secs: Option<u64>,
+    limit_address_space_bytes: Option<u64>,
+    limit_open_files: Option<u64>,
+    limit_processes: Option<u64>,
+    limit_file_size_bytes: Option<u64>,
+    audit_file: Option<PathBuf>,
+    log_level: Option<String>,
+}
+
+/// Reads settings from an environment snapshot, honouring `NAME_FILE`.
+struct EnvReader<'a> {
+    env: &'a BTreeMap<String, String>,
+}
+
+impl EnvReader<'_> {
+    fn get(&self, key: &str) -> Result<Option<String>, ConfigError> {
+        let name = format!("{ENV_PREFIX}{key}");
+        let file_name = format!("{name}_FILE");
+        match (self.env.get(&name), self.env.get(&file_name)) {
+            (Some(_), Some(_)) => Err(ConfigError::Ambiguous { name }),
+            (Some(v), None) => Ok(Some(v.clone())),
+            (None, Some(path)) => {
+                let path = PathBuf::from(path);
+                let text =
+                    std::fs::read_to_string(&path).map_err(|source| ConfigError::SecretFile {
+                        name: name.clone(),
+                        path: path.clone(),
+                        source,
+                    })?;
+                Ok(Some(text.trim_end_matches(['\n', '\r']).to_string()))
+            }
+            (None, None) => Ok(None),
+        }
+    }
+
+    fn parse<T: std::str::FromStr>(&self, key: &str, what: &str) -> Result<Option<T>, ConfigError> {
+        match self.get(key)? {
+            None => Ok(None),
+            Some(v) => v
+                .trim()
+                .parse::<T>()
+                .map(Some)
+                .map_err(|_| invalid(&format!("{ENV_PREFIX}{key}"), format!("expected {what}, got {v:?}"))),
+        }
+    }
+
+    fn bool(&self, key: &str) -> Result<Option<bool>, ConfigError> {
+        match self.get(key)? {
+            None => Ok(None),
+            Some(v) => match v.trim().to_ascii_lowercase().as_str() {
+                "1" | "true" | "yes" | "on" => Ok(Some(true)),
+                "0" | "false" | "no" | "off" | "" => Ok(Some(false)),
+                _ => Err(invalid(
+                    &format!("{ENV_PREFIX}{key}"),
+                    format!("expected true or false, got {v:?}"),
+                )),
+            },
+        }
+    }
+
+    fn list(&self, key: &str) -> Result<Option<Vec<String>>, ConfigError> {
+        Ok(self.get(key)?.map(|v| {
+            v.split([',', ' ', '\n'])
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(String::from)
+                .collect()
+        }))
+    }
+}
+
+impl Config {
+    /// Loads from the process environment and the optional config file.
+    pub fn from_process() -> Result<Config, ConfigError> {
+        let env: BTreeMap<String, String> = std::env::vars().collect();
+        Config::load(&env, Path::new("."))
+    }
+
+    /// Loads from an environment snapshot; `cwd` is where `terrarium.toml` is looked for.
+    pub fn load(env: &BTreeMap<String, String>, cwd: &Path) -> Result<Config, ConfigError> {
+        let reader = EnvReader { env };
+        let file = load_file(&reader, cwd)?;
+
+        let workspace_root = reader
+            .get("WORKSPACE_ROOT")?
+            .map(PathBuf::from)
+            .or(file.workspace_root)
+            .ok_or_else(|| {
+                invalid(
+                    "TERRARIUM_WORKSPACE_ROOT",
+                    "not set; point it at the directory that holds your Terraform workspaces",
+                )
+            })?;
+        let workspace_root = std::fs::canonicalize(&workspace_root).map_err(|e| {
+            invalid(
+                "TERRARIUM_WORKSPACE_ROOT",
+                format!("{}: {e}", workspace_root.display()),
+            )
+        })?;
+        if !workspace_root.is_dir() {
+            return Err(invalid(
+                "TERRARIUM_WORKSPACE_ROOT",
+                format!("{} is not a directory", workspace_root.display()),
+            ));
+        }
+
+        let terraform_bin = reader
+            .get("TERRAFORM_BIN")?
+            .map(PathBuf::from)
+            .or(file.terraform_bin)
+            .unwrap_or_else(|| PathBuf::from("terraform"));
+        let terraform_bin = resolve_executable(&terraform_bin, env.get("PATH"))
+            .map_err(|m| invalid("TERRARIUM_TERRAFORM_BIN", m))?;
+
+        let secs = |key: &str, file_value: Option<u64>, default: u64, min: u64| -> Result<Duration, ConfigError> {
+            let v = reader.parse::<u64>(key, "a whole number of seconds")?.or(file_value).unwrap_or(default);
+            if v < min {
+                return Err(invalid(&format!("{ENV_PREFIX}{key}"), format!("must be at least {min}")));
+            }
+            Ok(Duration::from_secs(v))
+        };
+        let timeout = secs("TIMEOUT_SECS", file.timeout_secs, 300, 1)?;
+        let kill_grace = secs("KILL_GRACE_SECS", file.kill_grace_secs, 10, 0)?;
+        let plan_ttl = secs("PLAN_TTL_SECS", file.plan_ttl_secs, 3600, 1)?;
+        let queue_wait = secs("QUEUE_WAIT_SECS", file.queue_wait_secs, 30, 0)?;
+
+        let enable_apply = reader.bool("ENABLE_APPLY")?.or(file.enable_apply).unwrap_or(false);
+        let enable_destroy = reader.bool("ENABLE_DESTROY")?.or(file.enable_destroy).unwrap_or(false);
+
+        let state_dir = reader
+            .get("STATE_DIR")?
+            .map(PathBuf::from)
+            .or(file.state_dir)
+            .unwrap_or_else(|| default_state_dir(env));
+        let state_dir = absolutize(&state_dir, cwd);
+        std::fs::create_dir_all(&state_dir).map_err(|e| {
+            invalid("TERRARIUM_STATE_DIR", format!("cannot create {}: {e}", state_dir.display()))
+        })?;
+        let state_dir = std::fs::canonicalize(&state_dir)
+            .map_err(|e| invalid("TERRARIUM_STATE_DIR", format!("{}: {e}", state_dir.display())))?;
+        if state_dir.starts_with(&workspace_root) || workspace_root.starts_with(&state_dir) {
+            return Err(invalid(
+                "TERRARIUM_STATE_DIR",
+                format!(
+                    "{} overlaps the workspace root {}; saved plans must live outside it",
+                    state_dir.display(),
+                    workspace_root.display()
+                ),
+            ));
+        }
+
+        let output_limit_bytes = reader
+            .parse::<usize>("OUTPUT_LIMIT_BYTES", "a number of bytes")?
+            .or(file.output_limit_bytes)
+            .unwrap_or(1 << 20);
+        if !(1024..=64 << 20).contains(&output_limit_bytes) {
+            return Err(invalid("TERRARIUM_OUTPUT_LIMIT_BYTES", "must be between 1024 and 67108864"));
+        }
+        let max_concurrent_runs = reader
+            .parse::<usize>("MAX_CONCURRENT_RUNS", "a whole number")?
+            .or(file.max_concurrent_runs)
+            .unwrap_or(4);
+        if max_concurrent_runs == 0 || max_concurrent_runs > 1024 {
+            return Err(invalid("TERRARIUM_MAX_CONCURRENT_RUNS", "must be between 1 and 1024"));
+        }
+
+        let child_path = reader
+            .get("CHILD_PATH")?
+            .or(file.child_path)
+            .unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".to_string());
+        let passthrough_env = reader
+            .list("PASSTHROUGH_ENV")?
+            .or(file.passthrough_env)
+            .unwrap_or_default();
+        let passthrough_prefixes = reader
+            .list("PASSTHROUGH_PREFIXES")?
+            .or(file.passthrough_prefixes)
+            .unwrap_or_default();
+        validate_passthrough(&passthrough_env, &passthrough_prefixes)?;
+
+        let defaults = Limits::default();
+        let limit = |key: &str, file_value: Option<u64>, default: u64| -> Result<u64, ConfigError> {
+            let v = reader.parse::<u64>(key, "a whole number")?.or(file_value).unwrap_or(default);
+            if v == 0 {
+                return Err(invalid(&format!("{ENV_PREFIX}{key}"), "must be greater than 0"));
+            }
+            Ok(v)
+        };
+        let limits = Limits {
+            cpu_secs: limit("LIMIT_CPU_SECS", file.limit_cpu_secs, defaults.cpu_secs)?,
+            address_space_bytes: limit(
+                "LIMIT_ADDRESS_SPACE_BYTES",
+                file.limit_address_space_bytes,
+                defaults.address_space_bytes,
+            )?,
+            open_files: limit("LIMIT_OPEN_FILES", file.limit_open_files, defaults.open_files)?,
+            processes: limit("LIMIT_PROCESSES", file.limit_processes, defaults.processes)?,
+            file_size_bytes: limit(
+                "LIMIT_FILE_SIZE_BYTES",
+                file.limit_file_size_bytes,
+                defaults.file_size_bytes,
+            )?,
+        };
+
+        let audit_file = reader
+            .get("AUDIT_FILE")?
+            .map(PathBuf::from)
+            .or(file.audit_file)
+            .map(|p| absolutize(&p, cwd));
+        if let Some(path) = &audit_file {
+            let inside = path
+                .parent()
+                .and_then(|p| std::fs::canonicalize(p).ok())
+                .is_some_and(|p| p.starts_with(&workspace_root));
+            if inside {
+                return Err(invalid(
+                    "TERRARIUM_AUDIT_FILE",
+                    "must not lie inside the workspace root, where terraform runs could edit it",
+                ));
+            }
+        }
+
+        let log_level = reader
+            .get("LOG_LEVEL")?
+            .or(file.log_level)
+            .unwrap_or_else(|| "warn".to_string());
+        let log_level = parse_log_level(&log_level).map_err(|m| invalid("TERRARIUM_LOG_LEVEL", m))?;
+
+        Ok(Config {
+            workspace_root,
+            terraform_bin,
+            timeout,
+            kill_grace,
+            enable_apply,
+            enable_destroy,
+            state_dir,
+            plan_ttl,
+            output_limit_bytes,
+            max_concurrent_runs,
+            queue_wait,
+            child_path,
+            passthrough_env,
+            passthrough_prefixes,
+            limits,
+            audit_file,
+            log_level,
+        })
+    }
+
+    /// The effective settings as `(env name, value)` pairs, for `check-config` and the startup
+    /// log. Pass-through variables are listed by name only: their values are credentials.
+    pub fn effective(&self) -> Vec<(&'static str, String)> {
+        let d = |d: Duration| d.as_secs().to_string();
+        vec![
+            ("TERRARIUM_WORKSPACE_ROOT", self.workspace_root.display().to_string()),
+            ("TERRARIUM_TERRAFORM_BIN", self.terraform_bin.display().to_string()),
+            ("TERRARIUM_TIMEOUT_SECS", d(self.timeout)),
+            ("TERRARIUM_KILL_GRACE_SECS", d(self.kill_grace)),
+            ("TERRARIUM_ENABLE_APPLY", self.enable_apply.to_string()),
+            ("TERRARIUM_ENABLE_DESTROY", self.enable_destroy.to_string()),
+            ("TERRARIUM_STATE_DIR", self.state_dir.display().to_string()),
+            ("TERRARIUM_PLAN_TTL_SECS", d(self.plan_ttl)),
+            ("TERRARIUM_OUTPUT_LIMIT_BYTES", self.output_limit_bytes.to_string()),
+            ("TERRARIUM_MAX_CONCURRENT_RUNS", self.max_concurrent_runs.to_string()),
+            ("TERRARIUM_QUEUE_WAIT_SECS", d(self.queue_wait)),
+            ("TERRARIUM_CHILD_PATH", self.child_path.clone()),
+            ("TERRARIUM_PASSTHROUGH_ENV", self.passthrough_env.join(",")),
+            ("TERRARIUM_PASSTHROUGH_PREFIXES", self.passthrough_prefixes.join(",")),
+            ("TERRARIUM_LIMIT_CPU_SECS", self.limits.cpu_secs.to_string()),
+            ("TERRARIUM_LIMIT_ADDRESS_SPACE_BYTES", self.limits.address_space_bytes.to_string()),
+            ("TERRARIUM_LIMIT_OPEN_FILES", self.limits.open_files.to_string()),
+            ("TERRARIUM_LIMIT_PROCESSES", self.limits.processes.to_string()),
+            ("TERRARIUM_LIMIT_FILE_SIZE_BYTES", self.limits.file_size_bytes.to_string()),
+            (
+                "TERRARIUM_AUDIT_FILE",
+                self.audit_file
+                    .as_ref()
+                    .map_or_else(|| "(stderr)".to_string(), |p| p.display().to_string()),
+            ),
+            ("TERRARIUM_LOG_LEVEL", self.log_level.clone()),
+        ]
+    }
+}
+
+impl fmt::Display for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (k, v) in self.effective() {
+            writeln!(f, "{k}={v}")?;
+        }
+        Ok(())
+    }
+}
+
+fn load_file(reader: &EnvReader<'_>, cwd: &Path) -> Result<FileConfig, ConfigError> {
+    let (path, required) = match reader.get("CONFIG")? {
+        Some(p) => (absolutize(Path::new(&p), cwd), true),
+        None => (cwd.join("terrarium.toml"), false),
+    };
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => {
+            return Ok(FileConfig::default());
+        }
+        Err(e) => {
+            return Err(ConfigError::File {
+                path,
+                message: e.to_string(),
+            });
+        }
+    };
+    toml::from_str(&text).map_err(|e| ConfigError::File {
+        path,
+        message: e.to_string(),
+    })
+}
+
+fn absolutize(p: &Path, cwd: &Path) -> PathBuf {
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        let base = std::fs::canonicalize(cwd).unwrap_or_else(|_| cwd.to_path_buf());
+        base.join(p)
+    }
+}
+
+fn default_state_dir(env: &BTreeMap<String, String>) -> PathBuf {
+    if let Some(x) = env.get("XDG_STATE_HOME").filter(|s| !s.is_empty()) {
+        return PathBuf::from(x).join("terrarium");
+    }
+    if let Some(h) = env.get("HOME").filter(|s| !s.is_empty()) {
+        return PathBuf::from(h).join(".local/state/terrarium");
+    }
+    std::env::temp_dir().join("terrarium-state")
+}
+
+/// Finds the executable now, so a wrong name fails at start-up rather than on the first call.
+fn resolve_executable(bin: &Path, path_var: Option<&String>) -> Result<PathBuf, String> {
+    let candidate = if bin.components().count() > 1 || bin.is_absolute() {
+        Some(bin.to_path_buf())
+    } else {
+        path_var.and_then(|paths| {
+            std::env::split_paths(paths)
+                .map(|dir| dir.join(bin))
+                .find(|p| is_executable(p))
+        })
+    };
+    let found = candidate.ok_or_else(|| {
+        format!(
+            "{} was not found on PATH; install it (scripts/install-terraform) or set the full path",
+            bin.display()
+        )
+    })?;
+    if !is_executable(&found) {
+        return Err(format!("{} is not an executable file", found.display()));
+    }
+    std::fs::canonicalize(&found).map_err(|e| format!("{}: {e}", found.display()))
+}
+
+fn is_executable(p: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+fn validate_passthrough(names: &[String], prefixes: &[String]) -> Result<(), ConfigError> {
+    let valid = |s: &str| {
+        !s.is_empty()
+            && s.len() <= 128
+            && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+    };
+    for n in names {
+        if !valid(n) {
+            return Err(invalid("TERRARIUM_PASSTHROUGH_ENV", format!("{n:?} is not a variable name")));
+        }
+        if is_forbidden_env(n) {
+            return Err(invalid(
+                "TERRARIUM_PASSTHROUGH_ENV",
+                format!("{n} may not be passed to terraform: it would change what terraform runs"),
+            ));
+        }
+    }
+    for p in prefixes {
+        if !valid(p) || p.len() < 2 {
+            return Err(invalid("TERRARIUM_PASSTHROUGH_PREFIXES", format!("{p:?} is not a usable prefix")));
+        }
+        if FORBIDDEN_PASSTHROUGH.iter().any(|f| f.starts_with(p.as_str())) {
+            return Err(invalid(
+                "TERRARIUM_PASSTHROUGH_PREFIXES",
+                format!("prefix {p} would pass forbidden variables (such as TF_CLI_ARGS) to terraform"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// True for names that never reach terraform, whatever the configuration says.
+pub fn is_forbidden_env(name: &str) -> bool {
+    FORBIDDEN_PASSTHROUGH
+        .iter()
+        .any(|f| name == *f || (name.starts_with(f) && name.as_bytes().get(f.len()) == Some(&b'_')))
+}
+
+/// Accepts names and the numeric levels 1–4 (error, warn, info, debug).
+pub fn parse_log_level(s: &str) -> Result<String, String> {
+    let level = match s.trim().to_ascii_lowercase().as_str() {
+        "1" | "error" => "error",
+        "2" | "warn" | "warning" => "warn",
+        "3" | "info" => "info",
+        "4" | "debug" => "debug",
+        other => return Err(format!("expected error, warn, info, debug or 1-4, got {other:?}")),
+    };
+    Ok(level.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    fn base(dir: &Path) -> Vec<(String, String)> {
+        vec![
+            ("TERRARIUM_WORKSPACE_ROOT".into(), dir.join("root").display().to_string()),
+            ("TERRARIUM_TERRAFORM_BIN".into(), "/bin/sh".into()),
+            ("TERRARIUM_STATE_DIR".into(), dir.join("state").display().to_string()),
+        ]
+    }
+
+    fn load_with(dir: &Path, extra: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        std::fs::create_dir_all(dir.join("root")).unwrap();
+        let mut e: BTreeMap<String, String> = base(dir).into_iter().collect();
+        e.extend(env(extra));
+        Config::load(&e, dir)
+    }
+
+    #[test]
+    fn defaults_are_safe() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = load_with(dir.path(), &[]).unwrap();
+        assert!(!c.enable_apply);
+        assert!(!c.enable_destroy);
+        assert_eq!(c.timeout, Duration::from_secs(300));
+        assert_eq!(c.log_level, "warn");
+    }
+
+    #[test]
+    fn invalid_values_name_the_variable() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = load_with(dir.path(), &[("TERRARIUM_TIMEOUT_SECS", "soon")]).unwrap_err();
+        assert!(err.to_string().contains("TERRARIUM_TIMEOUT_SECS"), "{err}");
+        let err = load_with(dir.path(), &[("TERRARIUM_ENABLE_APPLY", "maybe")]).unwrap_err();
+        assert!(err.to_string().contains("TERRARIUM_ENABLE_APPLY"), "{err}");
+        let err = load_with(dir.path(), &[("TERRARIUM_TERRAFORM_BIN", "/nonexistent/tf")]).unwrap_err();
+        assert!(err.to_string().contains("TERRARIUM_TERRAFORM_BIN"), "{err}");
+    }
+
+    #[test]
+    fn missing_workspace_root_is_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = env(&[("TERRARIUM_TERRAFORM_BIN", "/bin/sh")]);
+        let err = Config::load(&e, dir.path()).unwrap_err();
+        assert!(err.to_string().contains("TERRARIUM_WORKSPACE_ROOT"), "{err}");
+    }
+
+    #[test]
+    fn file_values_and_env_precedence() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("terrarium.toml"), "timeout_secs = 42\nenable_apply = true\n").unwrap();
+        let c = load_with(dir.path(), &[]).unwrap();
+        assert_eq!(c.timeout, Duration::from_secs(42));
+        assert!(c.enable_apply);
+        let c = load_with(dir.path(), &[("TERRARIUM_TIMEOUT_SECS", "7")]).unwrap();
+        assert_eq!(c.timeout, Duration::from_secs(7), "env wins over file");
+    }
+
+    #[test]
+    fn unknown_file_keys_are_rejected() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("terrarium.toml"), "timeout = 42\n").unwrap();
+        let err = load_with(dir.path(), &[]).unwrap_err();
+        assert!(err.to_string().contains("unknown field"), "{err}");
+    }
+
+    #[test]
+    fn file_convention_and_ambiguity() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("t");
+        std::fs::write(&secret, "17\n").unwrap();
+        let s = secret.display().to_string();
+        let c = load_with(dir.path(), &[("TERRARIUM_TIMEOUT_SECS_FILE", &s)]).unwrap();
+        assert_eq!(c.timeout, Duration::from_secs(17));
+        let err =
+            load_with(dir.path(), &[("TERRARIUM_TIMEOUT_SECS_FILE", &s), ("TERRARIUM_TIMEOUT_SECS", "3")])
+                .unwrap_err();
+        assert!(matches!(err, ConfigError::Ambiguous { .. }));
+    }
+
+    #[test]
+    fn state_dir_inside_root_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let inside = dir.path().join("root/state").display().to_string();
+        let err = load_with(dir.path(), &[("TERRARIUM_STATE_DIR", &inside)]).unwrap_err();
+        assert!(err.to_string().contains("TERRARIUM_STATE_DIR"), "{err}");
+    }
+
+    #[test]
+    fn forbidden_passthrough_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        for (k, v) in [
+            ("TERRARIUM_PASSTHROUGH_ENV", "TF_CLI_ARGS_plan"),
+            ("TERRARIUM_PASSTHROUGH_ENV", "TF_LOG"),
+            ("TERRARIUM_PASSTHROUGH_ENV", "TF_CLI_CONFIG_FILE"),
+            ("TERRARIUM_PASSTHROUGH_PREFIXES", "TF_"),
+            ("TERRARIUM_PASSTHROUGH_PREFIXES", "TF_CLI"),
+            ("TERRARIUM_PASSTHROUGH_PREFIXES", "LD_"),
+        ] {
+            let err = load_with(dir.path(), &[(k, v)]).unwrap_err();
+            assert!(err.to_string().contains(k), "{v}: {err}");
+        }
+        let c = load_with(
+            dir.path(),
+            &[("TERRARIUM_PASSTHROUGH_ENV", "AWS_ACCESS_KEY_ID"), ("TERRARIUM_PASSTHROUGH_PREFIXES", "TF_VAR_")],
+        )
+        .unwrap();
+        assert_eq!(c.passthrough_prefixes, vec!["TF_VAR_"]);
+    }
+
+    #[test]
+    fn forbidden_env_matching() {
+        assert!(is_forbidden_env("TF_CLI_ARGS"));
+        assert!(is_forbidden_env("TF_CLI_ARGS_apply"));
+        assert!(is_forbidden_env("TF_LOG_PATH"));
+        assert!(!is_forbidden_env("TF_LOGGER"));
+        assert!(!is_forbidden_env("AWS_REGION"));
+    }
+
+    #[test]
+    fn log_levels() {
+        assert_eq!(parse_log_level("4").unwrap(), "debug");
+        assert_eq!(parse_log_level("WARN").unwrap(), "warn");
+        assert!(parse_log_level("loud").is_err());
+    }
+}

@@ -1,0 +1,560 @@
+//! The core: every call from every front door goes through [`Executor::call`].
+//!
+//! validate (schema) → confine (workspace) → authorize (policy) → lock → run (sandbox) →
+//! redact → audit. The front doors only translate their protocol to a [`CallContext`] and a
+//! JSON arguments object, and the [`ToolResponse`] back.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use serde_json::{Map, Value, json};
+use tokio::sync::{OwnedMutexGuard, OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
+
+use crate::audit::{AuditEvent, AuditLog, rfc3339_now};
+use crate::config::Config;
+use crate::plans::{PlanError, PlanStore, create_private_dir, write_private};
+use crate::policy::{self, PolicyError};
+use crate::redact::Redactor;
+use crate::sandbox::env::{self, RunDirs};
+use crate::sandbox::{RunOutcome, RunSpec, Runner, SpawnError, StreamLine};
+use crate::schema::{FieldError, SchemaError, Schemas};
+use crate::terraform::{Invocation, stream};
+use crate::tools::{self, ToolKind, ToolOutput};
+use crate::workspace::{Workspace, WorkspaceError, WorkspaceRoot};
+
+/// Reports a line of progress to the caller (already redacted).
+pub type ProgressFn = Arc<dyn Fn(String) + Send + Sync>;
+
+/// Who is calling and how; filled in by the front door.
+#[derive(Clone)]
+pub struct CallContext {
+    pub principal: String,
+    pub transport: &'static str,
+    pub request_id: String,
+    pub progress: Option<ProgressFn>,
+    pub cancel: CancellationToken,
+}
+
+impl CallContext {
+    pub fn new(principal: impl Into<String>, transport: &'static str) -> CallContext {
+        CallContext {
+            principal: principal.into(),
+            transport,
+            request_id: uuid::Uuid::new_v4().to_string(),
+            progress: None,
+            cancel: CancellationToken::new(),
+        }
+    }
+}
+
+/// What a front door sends back: a structured result and its readable text.
+#[derive(Debug, Clone)]
+pub struct ToolResponse {
+    pub is_error: bool,
+    pub structured: Value,
+    pub text: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ToolError {
+    #[error("invalid arguments: {}", describe_fields(.0))]
+    Validation(Vec<FieldError>),
+    #[error(transparent)]
+    Workspace(#[from] WorkspaceError),
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+    #[error("workspace {0} is busy with another run; try again when it finishes")]
+    Busy(String),
+    #[error("the server is running its maximum number of terraform runs; try again shortly")]
+    NoSlot,
+    #[error(transparent)]
+    Spawn(#[from] SpawnError),
+    #[error("{0}")]
+    Terraform(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl ToolError {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ToolError::Validation(_) => "validation",
+            ToolError::Workspace(_) => "confinement",
+            ToolError::Policy(_) => "policy",
+            ToolError::Plan(_) => "plan",
+            ToolError::Busy(_) | ToolError::NoSlot => "busy",
+            ToolError::Spawn(_) => "spawn",
+            ToolError::Terraform(_) => "terraform",
+            ToolError::Internal(_) => "internal",
+        }
+    }
+}
+
+fn describe_fields(fields: &[FieldError]) -> String {
+    fields
+        .iter()
+        .map(|f| {
+            let at = if f.pointer.is_empty() { "(arguments)" } else { f.pointer.as_str() };
+            format!("{at}: {}", f.message)
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Schema(#[from] SchemaError),
+    #[error("state dir {path}: {source}")]
+    StateDir { path: PathBuf, source: std::io::Error },
+    #[error("audit file {path}: {source}")]
+    Audit { path: PathBuf, source: std::io::Error },
+}
+
+pub struct Executor {
+    config: Arc<Config>,
+    schemas: Schemas,
+    root: WorkspaceRoot,
+    plans: PlanStore,
+    runner: Arc<dyn Runner>,
+    audit: AuditLog,
+    host_env: BTreeMap<String, String>,
+    locks: Mutex<HashMap<PathBuf, Arc<tokio::sync::Mutex<()>>>>,
+    slots: Arc<Semaphore>,
+    runs_dir: PathBuf,
+    plugin_cache: PathBuf,
+}
+
+impl Executor {
+    /// `host_env` is the server's environment, the only source of pass-through credentials.
+    pub fn new(
+        config: Config,
+        runner: Arc<dyn Runner>,
+        host_env: BTreeMap<String, String>,
+    ) -> Result<Executor, StartError> {
+        let state_err = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| StartError::StateDir { path, source }
+        };
+        let runs_dir = config.state_dir.join("runs");
+        let plugin_cache = config.state_dir.join("plugin-cache");
+        create_private_dir(&config.state_dir).map_err(state_err(&config.state_dir))?;
+        create_private_dir(&runs_dir).map_err(state_err(&runs_dir))?;
+        create_private_dir(&plugin_cache).map_err(state_err(&plugin_cache))?;
+        // Run dirs left by a crash hold nothing worth keeping.
+        if let Ok(entries) = std::fs::read_dir(&runs_dir) {
+            for e in entries.flatten() {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+        let plans = PlanStore::open(&config.state_dir, config.plan_ttl).map_err(state_err(&config.state_dir))?;
+        plans.sweep();
+        let audit = match &config.audit_file {
+            Some(path) => AuditLog::file(path).map_err(|source| StartError::Audit {
+                path: path.clone(),
+                source,
+            })?,
+            None => AuditLog::stderr(),
+        };
+        Ok(Executor {
+            schemas: Schemas::load()?,
+            root: WorkspaceRoot::new(config.workspace_root.clone()),
+            plans,
+            runner,
+            audit,
+            host_env,
+            locks: Mutex::new(HashMap::new()),
+            slots: Arc::new(Semaphore::new(config.max_concurrent_runs)),
+            runs_dir,
+            plugin_cache,
+            config: Arc::new(config),
+        })
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The tools this server offers, in order, with their schema documents.
+    pub fn listed_tools(&self) -> Vec<(ToolKind, Arc<Map<String, Value>>)> {
+        ToolKind::ALL
+            .iter()
+            .filter(|k| policy::is_listed(&self.config, k.name()))
+            .filter_map(|k| self.schemas.document(k.name()).map(|d| (*k, d)))
+            .collect()
+    }
+
+    /// Runs one tool call end to end and audits it. Never panics on caller input; every failure
+    /// becomes an error response that says what to do.
+    pub async fn call(&self, tool: &str, arguments: Value, ctx: CallContext) -> ToolResponse {
+        let started = Instant::now();
+        let rctx = RunCtx {
+            exec: self,
+            call: &ctx,
+            redactor: Mutex::new(self.base_redactor()),
+        };
+        let mut workspace = None;
+        let result = self.dispatch(tool, &arguments, &rctx, &mut workspace).await;
+        let duration = started.elapsed().as_secs_f64();
+        let redactor = rctx.redactor.lock().map(|r| r.clone()).unwrap_or_default();
+
+        let (response, event) = match result {
+            Ok(out) => self.success_response(tool, workspace.as_ref(), out, duration, &ctx),
+            Err(err) => self.error_response(tool, workspace.as_ref(), &err, duration, &ctx),
+        };
+        let mut response = response;
+        redactor.value(&mut response.structured);
+        response.text = redactor.text(&response.text);
+        let mut event = event;
+        event.error = event.error.map(|e| redactor.text(&e));
+        let _ = self.audit.record(&event);
+        response
+    }
+
+    fn base_redactor(&self) -> Redactor {
+        let mut r = Redactor::new();
+        for v in env::passthrough_values(&self.config, &self.host_env) {
+            r.add(&v);
+        }
+        r
+    }
+
+    async fn dispatch(
+        &self,
+        tool: &str,
+        arguments: &Value,
+        ctx: &RunCtx<'_>,
+        workspace: &mut Option<Workspace>,
+    ) -> Result<ToolOutput, ToolError> {
+        policy::check_tool(&self.config, tool)?;
+        let kind = ToolKind::from_name(tool).ok_or_else(|| PolicyError::UnknownTool(tool.to_string()))?;
+        let arguments = if arguments.is_null() { json!({}) } else { arguments.clone() };
+        self.schemas.validate(tool, &arguments).map_err(ToolError::Validation)?;
+        if !kind.needs_workspace() {
+            return tools::run(kind, ctx, None, arguments).await;
+        }
+        let path = arguments.get("path").and_then(Value::as_str).unwrap_or_default();
+        let ws = self.root.workspace("path", path)?;
+        *workspace = Some(ws.clone());
+        let _guard = self.lock_workspace(&ws, &ctx.call.cancel).await?;
+        tools::run(kind, ctx, Some(&ws), arguments).await
+    }
+
+    async fn lock_workspace(&self, ws: &Workspace, cancel: &CancellationToken) -> Result<OwnedMutexGuard<()>, ToolError> {
+        let lock = {
+            let mut locks = self.locks.lock().map_err(|_| ToolError::Internal("lock table poisoned".into()))?;
+            locks.retain(|_, l| Arc::strong_count(l) > 1 || l.try_lock().is_err());
+            locks.entry(ws.dir.clone()).or_default().clone()
+        };
+        tokio::select! {
+            r = tokio::time::timeout(self.config.queue_wait, lock.lock_owned()) => {
+                r.map_err(|_| ToolError::Busy(ws.relative.clone()))
+            }
+            _ = cancel.cancelled() => Err(ToolError::Busy(ws.relative.clone())),
+        }
+    }
+
+    async fn run_slot(&self) -> Result<OwnedSemaphorePermit, ToolError> {
+        tokio::time::timeout(self.config.queue_wait, self.slots.clone().acquire_owned())
+            .await
+            .map_err(|_| ToolError::NoSlot)?
+            .map_err(|_| ToolError::NoSlot)
+    }
+
+    fn success_response(
+        &self,
+        tool: &str,
+        ws: Option<&Workspace>,
+        out: ToolOutput,
+        duration: f64,
+        ctx: &CallContext,
+    ) -> (ToolResponse, AuditEvent) {
+        let mut s = Map::new();
+        s.insert("tool".into(), json!(tool));
+        if let Some(ws) = ws {
+            s.insert("path".into(), json!(ws.relative));
+        }
+        s.insert("success".into(), json!(out.success));
+        let run = out.run.as_ref();
+        s.insert("exit_code".into(), json!(run.and_then(|r| r.exit_code)));
+        s.insert("duration_secs".into(), json!(round3(duration)));
+        s.insert("timed_out".into(), json!(run.is_some_and(|r| r.timed_out)));
+        s.insert("cancelled".into(), json!(run.is_some_and(|r| r.cancelled)));
+        for (k, v) in out.data {
+            s.insert(k, v);
+        }
+        if let Some(r) = run {
+            s.insert("terraform_duration_secs".into(), json!(round3(r.duration.as_secs_f64())));
+            if let Some(sig) = r.signal {
+                s.insert("signal".into(), json!(sig));
+            }
+            s.insert("stdout".into(), json!(r.stdout.text));
+            s.insert("stderr".into(), json!(r.stderr.text));
+            s.insert("truncated".into(), json!(r.stdout.truncated || r.stderr.truncated));
+            s.insert("stragglers_killed".into(), json!(r.stragglers_killed));
+        }
+        let mut text = out.text.clone();
+        if let Some(r) = run {
+            text.push_str(&format!(
+                "\n\nexit code: {}{}{} · {:.2}s",
+                r.exit_code.map_or_else(|| "none".to_string(), |c| c.to_string()),
+                if r.timed_out { " · TIMED OUT (process group interrupted, then killed)" } else { "" },
+                if r.cancelled { " · CANCELLED" } else { "" },
+                r.duration.as_secs_f64()
+            ));
+            if !r.stderr.text.trim().is_empty() {
+                text.push_str(&format!("\n\nstderr:\n{}", r.stderr.text.trim_end()));
+            }
+            if r.stdout.truncated || r.stderr.truncated {
+                text.push_str("\n\n(output truncated)");
+            }
+        }
+        let event = AuditEvent {
+            timestamp: rfc3339_now(),
+            level: if out.success { "info" } else { "warn" },
+            event: "terraform_operation",
+            request_id: ctx.request_id.clone(),
+            principal: ctx.principal.clone(),
+            transport: ctx.transport,
+            tool: tool.to_string(),
+            action: out.action.clone(),
+            workspace: ws.map(|w| w.relative.clone()),
+            duration: round3(duration),
+            success: out.success,
+            outcome: if out.success { "ok".into() } else { "terraform".into() },
+            exit_code: run.and_then(|r| r.exit_code),
+            timed_out: run.is_some_and(|r| r.timed_out),
+            cancelled: run.is_some_and(|r| r.cancelled),
+            plan_id: out.plan_id.clone(),
+            resources_affected: out.resources_affected.clone(),
+            fields: Vec::new(),
+            error: None,
+        };
+        (
+            ToolResponse {
+                is_error: !out.success,
+                structured: Value::Object(s),
+                text,
+            },
+            event,
+        )
+    }
+
+    fn error_response(
+        &self,
+        tool: &str,
+        ws: Option<&Workspace>,
+        err: &ToolError,
+        duration: f64,
+        ctx: &CallContext,
+    ) -> (ToolResponse, AuditEvent) {
+        let fields: Vec<FieldError> = match err {
+            ToolError::Validation(f) => f.clone(),
+            _ => Vec::new(),
+        };
+        let message = err.to_string();
+        let structured = json!({
+            "tool": tool,
+            "path": ws.map(|w| w.relative.clone()),
+            "success": false,
+            "exit_code": null,
+            "duration_secs": round3(duration),
+            "timed_out": false,
+            "cancelled": false,
+            "error": {"kind": err.kind(), "message": message, "fields": fields},
+        });
+        let event = AuditEvent {
+            timestamp: rfc3339_now(),
+            level: "warn",
+            event: "terraform_operation",
+            request_id: ctx.request_id.clone(),
+            principal: ctx.principal.clone(),
+            transport: ctx.transport,
+            tool: tool.to_string(),
+            action: None,
+            workspace: ws.map(|w| w.relative.clone()),
+            duration: round3(duration),
+            success: false,
+            outcome: err.kind().to_string(),
+            exit_code: None,
+            timed_out: false,
+            cancelled: false,
+            plan_id: None,
+            resources_affected: None,
+            fields: fields.iter().map(|f| f.pointer.clone()).collect(),
+            // Validation messages can quote schema patterns but never values; others are ours.
+            error: Some(message.clone()),
+        };
+        (
+            ToolResponse {
+                is_error: true,
+                structured,
+                text: format!("Error ({}): {message}", err.kind()),
+            },
+            event,
+        )
+    }
+}
+
+/// Bound on JSON documents the server reads from terraform for itself.
+const INTERNAL_OUTPUT_LIMIT: usize = 64 << 20;
+
+fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
+/// What a tool may use while it runs: the configuration, the confinement, the plan store, a
+/// redactor it can add secrets to, and terraform runs through the sandbox.
+pub struct RunCtx<'a> {
+    exec: &'a Executor,
+    call: &'a CallContext,
+    redactor: Mutex<Redactor>,
+}
+
+/// A run's private directory (HOME, TMPDIR, CLI config, generated var files); removed on drop.
+pub struct RunDir {
+    path: PathBuf,
+}
+
+impl RunDir {
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Writes a private file into the run dir and returns its absolute path.
+    pub fn write(&self, name: &str, bytes: &[u8]) -> Result<PathBuf, ToolError> {
+        let p = self.path.join(name);
+        write_private(&p, bytes).map_err(|e| ToolError::Internal(format!("writing run file: {e}")))?;
+        Ok(p)
+    }
+}
+
+impl Drop for RunDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
+impl RunCtx<'_> {
+    pub fn config(&self) -> &Config {
+        &self.exec.config
+    }
+
+    pub fn root(&self) -> &WorkspaceRoot {
+        &self.exec.root
+    }
+
+    pub fn plans(&self) -> &PlanStore {
+        &self.exec.plans
+    }
+
+    /// Marks a value as secret for the rest of this call: it is masked in the result, in
+    /// progress messages and in the audit event.
+    pub fn add_secret(&self, v: &Value) {
+        if let Ok(mut r) = self.redactor.lock() {
+            r.add_value(v);
+        }
+    }
+
+    pub fn redact(&self, s: &str) -> String {
+        self.redactor.lock().map(|r| r.text(s)).unwrap_or_default()
+    }
+
+    pub fn run_dir(&self) -> Result<RunDir, ToolError> {
+        let path = self.exec.runs_dir.join(uuid::Uuid::new_v4().simple().to_string());
+        for sub in ["", "home", "tmp"] {
+            create_private_dir(&path.join(sub)).map_err(|e| ToolError::Internal(format!("creating run dir: {e}")))?;
+        }
+        let dir = RunDir { path };
+        dir.write("terraform.rc", env::cli_config(&self.exec.plugin_cache).as_bytes())?;
+        Ok(dir)
+    }
+
+    /// Runs terraform in `cwd` with the run's private dir. `json_stream` says stdout is
+    /// terraform's `-json` UI stream, whose `@message`s are forwarded as progress.
+    pub async fn terraform(
+        &self,
+        cwd: &Path,
+        dir: &RunDir,
+        inv: &Invocation,
+        json_stream: bool,
+    ) -> Result<RunOutcome, ToolError> {
+        self.spawn(cwd, dir, inv, Some(json_stream), self.exec.config.output_limit_bytes).await
+    }
+
+    /// Runs terraform for JSON the server parses itself (`show -json`, `output -json`): the
+    /// output is kept whole up to a much larger bound, since a cut document cannot be parsed,
+    /// and it is never shown raw to the caller.
+    pub async fn terraform_json(&self, cwd: &Path, dir: &RunDir, inv: &Invocation) -> Result<RunOutcome, ToolError> {
+        self.spawn(cwd, dir, inv, None, INTERNAL_OUTPUT_LIMIT).await
+    }
+
+    async fn spawn(
+        &self,
+        cwd: &Path,
+        dir: &RunDir,
+        inv: &Invocation,
+        // None: no progress from this run; Some(true): stdout is the `-json` UI stream.
+        progress_stream: Option<bool>,
+        output_limit: usize,
+    ) -> Result<RunOutcome, ToolError> {
+        let json_stream = progress_stream == Some(true);
+        let _slot = self.exec.run_slot().await?;
+        let cfg = &self.exec.config;
+        let home = dir.path.join("home");
+        let tmp = dir.path.join("tmp");
+        let cli_config = dir.path.join("terraform.rc");
+        let env = env::build(
+            cfg,
+            &self.exec.host_env,
+            &RunDirs {
+                home: &home,
+                tmp: &tmp,
+                cli_config: &cli_config,
+                plugin_cache: &self.exec.plugin_cache,
+            },
+        );
+        let spec = RunSpec {
+            program: cfg.terraform_bin.clone(),
+            argv: inv.argv(),
+            cwd: cwd.to_path_buf(),
+            env,
+            timeout: cfg.timeout,
+            kill_grace: cfg.kill_grace,
+            limits: cfg.limits.clone(),
+            output_limit,
+        };
+        tracing::debug!(command = %inv.describe(), cwd = %cwd.display(), "starting terraform");
+        let progress = self.call.progress.clone().filter(|_| progress_stream.is_some());
+        let on_line = move |line: StreamLine| {
+            let Some(p) = &progress else { return };
+            let text = match line {
+                StreamLine::Stdout(l) if json_stream => match stream::message_of(&l) {
+                    Some(m) => m,
+                    None => return,
+                },
+                StreamLine::Stdout(l) | StreamLine::Stderr(l) => l,
+            };
+            if text.trim().is_empty() {
+                return;
+            }
+            p(self.redact(&text));
+        };
+        let sink: Option<&(dyn Fn(StreamLine) + Send + Sync)> =
+            if self.call.progress.is_some() && progress_stream.is_some() { Some(&on_line) } else { None };
+        let outcome = self.exec.runner.run(spec, sink, self.call.cancel.clone()).await?;
+        tracing::debug!(
+            command = %inv.describe(),
+            exit_code = ?outcome.exit_code,
+            timed_out = outcome.timed_out,
+            duration_ms = outcome.duration.as_millis() as u64,
+            "terraform finished"
+        );
+        Ok(outcome)
+    }
+}

@@ -1,0 +1,107 @@
+//! The `terrarium` binary: argument parsing, logging set-up, and the choice of front door.
+
+use std::collections::BTreeMap;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use terrarium::config::{Config, parse_log_level};
+use terrarium::executor::{CallContext, Executor};
+use terrarium::sandbox::ProcessRunner;
+
+#[derive(Parser)]
+#[command(name = "terrarium", version, about = "A sandboxed Terraform executor over MCP")]
+struct Cli {
+    /// Diagnostic log level: error, warn, info, debug (or 1-4). Overrides TERRARIUM_LOG_LEVEL.
+    #[arg(long, global = true)]
+    log_level: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve MCP over stdio (for Claude Desktop, Cursor and other local MCP clients).
+    Serve,
+    /// Print the effective configuration (secrets masked) and check that it works.
+    CheckConfig,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // `.env` fills in variables that are not already set; the environment wins.
+    let _ = dotenvy::dotenv();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("terrarium: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let config = Config::from_process().context("invalid configuration")?;
+    let level = match &cli.log_level {
+        Some(l) => parse_log_level(l).map_err(|m| anyhow::anyhow!("--log-level: {m}"))?,
+        None => config.log_level.clone(),
+    };
+    init_logging(&level);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async move {
+        match cli.command {
+            Command::Serve => serve(config).await,
+            Command::CheckConfig => check_config(config).await,
+        }
+    })
+}
+
+fn init_logging(level: &str) {
+    let filter = tracing_subscriber::EnvFilter::new(format!("warn,terrarium={level}"));
+    // Diagnostics go to stderr only: stdout belongs to the MCP stdio transport.
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .init();
+}
+
+fn host_env() -> BTreeMap<String, String> {
+    std::env::vars().collect()
+}
+
+async fn serve(config: Config) -> anyhow::Result<ExitCode> {
+    tracing::info!(
+        workspace_root = %config.workspace_root.display(),
+        terraform = %config.terraform_bin.display(),
+        apply = config.enable_apply,
+        destroy = config.enable_destroy,
+        "terrarium starting (stdio)"
+    );
+    let exec = Arc::new(Executor::new(config, Arc::new(ProcessRunner), host_env())?);
+    terrarium::mcp::serve_stdio(exec).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn check_config(config: Config) -> anyhow::Result<ExitCode> {
+    print!("{config}");
+    let mut config = config;
+    config.timeout = Duration::from_secs(30);
+    let exec = Executor::new(config, Arc::new(ProcessRunner), host_env())?;
+    let response = exec
+        .call("terraform_version", serde_json::json!({}), CallContext::new("check-config", "cli"))
+        .await;
+    if response.is_error {
+        eprintln!("terrarium: terraform is not runnable: {}", response.text);
+        return Ok(ExitCode::FAILURE);
+    }
+    let version = response.structured["terraform_version"].as_str().unwrap_or("?");
+    println!("# terraform runnable: v{version}");
+    println!("# configuration OK");
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,149 @@
+//! The MCP face of the executor (rmcp `ServerHandler`), shared by the stdio and HTTP transports.
+//!
+//! It only translates: `tools/list` comes from the schema files and the policy, `tools/call`
+//! becomes one [`Executor::call`] with the client's progress token and cancellation wired in.
+
+use std::sync::Arc;
+
+use rmcp::ErrorData as McpError;
+use rmcp::model::{
+    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation, InitializeResult,
+    ListToolsResult, PaginatedRequestParams, ProgressNotificationParam, ServerCapabilities, Tool, ToolAnnotations,
+};
+use rmcp::service::{RequestContext, RoleServer};
+use rmcp::{ServerHandler, ServiceExt};
+use serde_json::Value;
+use tokio::sync::mpsc;
+
+use crate::executor::{CallContext, Executor};
+use crate::tools::ToolKind;
+
+/// Progress messages buffered per call; beyond this, messages are dropped (the final result
+/// still carries the whole output), so a flood cannot build up memory or swamp the client.
+const PROGRESS_BUFFER: usize = 256;
+
+#[derive(Clone)]
+pub struct TerrariumServer {
+    exec: Arc<Executor>,
+    /// "stdio" or "http".
+    transport: &'static str,
+    principal: String,
+}
+
+impl TerrariumServer {
+    pub fn new(exec: Arc<Executor>, transport: &'static str, principal: impl Into<String>) -> TerrariumServer {
+        TerrariumServer {
+            exec,
+            transport,
+            principal: principal.into(),
+        }
+    }
+
+    fn tool(&self, kind: ToolKind, schema: Arc<serde_json::Map<String, Value>>) -> Tool {
+        let description = schema
+            .get("description")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        let h = kind.hints();
+        Tool::new(kind.name(), description, schema)
+            .with_title(kind.title())
+            .with_annotations(
+                ToolAnnotations::with_title(kind.title())
+                    .read_only(h.read_only)
+                    .destructive(h.destructive)
+                    .idempotent(h.idempotent)
+                    .open_world(h.open_world),
+            )
+    }
+}
+
+/// Serves MCP over stdin/stdout until the client disconnects.
+pub async fn serve_stdio(exec: Arc<Executor>) -> Result<(), std::io::Error> {
+    let server = TerrariumServer::new(exec, "stdio", "stdio");
+    let running = server
+        .serve(rmcp::transport::stdio())
+        .await
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
+    running.waiting().await.map_err(|e| std::io::Error::other(e.to_string()))?;
+    Ok(())
+}
+
+impl ServerHandler for TerrariumServer {
+    fn get_info(&self) -> InitializeResult {
+        InitializeResult::new(ServerCapabilities::builder().enable_tools().build())
+            .with_server_info(Implementation::new("terrarium", env!("CARGO_PKG_VERSION")))
+            .with_instructions(
+                "Terrarium runs Terraform in a sandbox. Paths are relative to the server's workspace root \
+                 (see workspace_list). Typical flow: terraform_init → terraform_validate → terraform_plan \
+                 (returns a plan_id) → terraform_apply with that plan_id (only when the server enables it).",
+            )
+    }
+
+    async fn list_tools(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListToolsResult, McpError> {
+        let tools = self
+            .exec
+            .listed_tools()
+            .into_iter()
+            .map(|(kind, schema)| self.tool(kind, schema))
+            .collect();
+        Ok(ListToolsResult::with_all_items(tools))
+    }
+
+    fn get_tool(&self, name: &str) -> Option<Tool> {
+        self.exec
+            .listed_tools()
+            .into_iter()
+            .find(|(k, _)| k.name() == name)
+            .map(|(kind, schema)| self.tool(kind, schema))
+    }
+
+    async fn call_tool(
+        &self,
+        request: CallToolRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, McpError> {
+        let mut call = CallContext::new(self.principal.clone(), self.transport);
+        call.cancel = context.ct.child_token();
+        let token = context
+            .meta
+            .get_progress_token()
+            .or_else(|| request.meta.as_ref().and_then(|m| m.get_progress_token()));
+        let mut forwarder = None;
+        if let Some(token) = token {
+            let (tx, mut rx) = mpsc::channel::<String>(PROGRESS_BUFFER);
+            let peer = context.peer.clone();
+            forwarder = Some(tokio::spawn(async move {
+                let mut n = 0u64;
+                while let Some(message) = rx.recv().await {
+                    n += 1;
+                    let p = ProgressNotificationParam::new(token.clone(), n as f64).with_message(message);
+                    if peer.notify_progress(p).await.is_err() {
+                        break;
+                    }
+                }
+            }));
+            call.progress = Some(Arc::new(move |m: String| {
+                let _ = tx.try_send(m);
+            }));
+        }
+        let arguments = request.arguments.map(Value::Object).unwrap_or(Value::Null);
+        let response = self.exec.call(&request.name, arguments, call).await;
+        if let Some(f) = forwarder {
+            // The sender was dropped with the call context: the forwarder drains and ends, so
+            // every progress notification precedes the result.
+            let _ = f.await;
+        }
+        let mut result = if response.is_error {
+            CallToolResult::error(vec![ContentBlock::text(response.text)])
+        } else {
+            CallToolResult::success(vec![ContentBlock::text(response.text)])
+        };
+        result.structured_content = Some(response.structured);
+        Ok(result.into())
+    }
+}

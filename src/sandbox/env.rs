@@ -1,0 +1,61 @@
+//! The environment terraform gets: cleared, then rebuilt from an allowlist.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use crate::config::{Config, is_forbidden_env};
+
+/// The per-run private directories that the environment points into.
+pub struct RunDirs<'a> {
+    pub home: &'a Path,
+    pub tmp: &'a Path,
+    pub cli_config: &'a Path,
+    pub plugin_cache: &'a Path,
+}
+
+/// Builds terraform's environment. `host` is the server's own environment, from which only the
+/// configured pass-through names and prefixes are copied (and never a forbidden name).
+pub fn build(config: &Config, host: &BTreeMap<String, String>, dirs: &RunDirs<'_>) -> Vec<(String, String)> {
+    let mut env: BTreeMap<String, String> = BTreeMap::new();
+    for (k, v) in host {
+        let passes = config.passthrough_env.iter().any(|n| n == k)
+            || config.passthrough_prefixes.iter().any(|p| k.starts_with(p.as_str()));
+        if passes && !is_forbidden_env(k) {
+            env.insert(k.clone(), v.clone());
+        }
+    }
+    let fixed = [
+        ("PATH", config.child_path.clone()),
+        ("HOME", dirs.home.display().to_string()),
+        ("TMPDIR", dirs.tmp.display().to_string()),
+        ("TF_IN_AUTOMATION", "1".to_string()),
+        ("TF_INPUT", "0".to_string()),
+        ("CHECKPOINT_DISABLE", "1".to_string()),
+        ("TF_CLI_CONFIG_FILE", dirs.cli_config.display().to_string()),
+        ("TF_PLUGIN_CACHE_DIR", dirs.plugin_cache.display().to_string()),
+        ("LANG", "C.UTF-8".to_string()),
+    ];
+    for (k, v) in fixed {
+        env.insert(k.to_string(), v);
+    }
+    env.into_iter().collect()
+}
+
+/// The values of pass-through variables: credentials, to be redacted from every result.
+pub fn passthrough_values(config: &Config, host: &BTreeMap<String, String>) -> Vec<String> {
+    host.iter()
+        .filter(|(k, _)| {
+            !is_forbidden_env(k)
+                && (config.passthrough_env.iter().any(|n| n == *k)
+                    || config.passthrough_prefixes.iter().any(|p| k.starts_with(p.as_str())))
+        })
+        .map(|(_, v)| v.clone())
+        .collect()
+}
+
+/// The CLI configuration file the server writes for each run: the plugin cache and nothing else,
+/// so no host `.terraformrc` (with its credentials or provider overrides) is ever read.
+pub fn cli_config(plugin_cache: &Path) -> String {
+    let escaped = plugin_cache.display().to_string().replace('\\', "\\\\").replace('"', "\\\"");
+    format!("plugin_cache_dir = \"{escaped}\"\ndisable_checkpoint = true\n")
+}

@@ -1,0 +1,257 @@
+//! Spawning terraform and making sure the run ends: no shell, its own process group, a
+//! deadline, and a kill of the whole group at the end so no orphan outlives the run.
+
+use std::ffi::OsString;
+use std::os::unix::process::ExitStatusExt;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::capture::{Capture, Captured};
+use super::child;
+use crate::config::Limits;
+
+/// Everything needed to start one terraform process.
+#[derive(Debug, Clone)]
+pub struct RunSpec {
+    pub program: PathBuf,
+    /// Arguments after the program name.
+    pub argv: Vec<OsString>,
+    pub cwd: PathBuf,
+    /// The complete environment; nothing of the server's own is inherited.
+    pub env: Vec<(String, String)>,
+    pub timeout: Duration,
+    pub kill_grace: Duration,
+    pub limits: Limits,
+    pub output_limit: usize,
+}
+
+/// One line of output, as it arrives (for progress reporting).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StreamLine {
+    Stdout(String),
+    Stderr(String),
+}
+
+/// How a run ended. Every field is always filled in, whatever happened.
+#[derive(Debug, Clone)]
+pub struct RunOutcome {
+    pub exit_code: Option<i32>,
+    /// The signal that ended terraform, if one did.
+    pub signal: Option<i32>,
+    pub stdout: Captured,
+    pub stderr: Captured,
+    pub duration: Duration,
+    pub timed_out: bool,
+    pub cancelled: bool,
+    /// Processes of the run's group were still alive after terraform exited and were killed.
+    pub stragglers_killed: bool,
+}
+
+impl RunOutcome {
+    pub fn success(&self) -> bool {
+        self.exit_code == Some(0) && !self.timed_out && !self.cancelled
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SpawnError {
+    #[error("cannot start {program}: {source}")]
+    Spawn {
+        program: String,
+        source: std::io::Error,
+    },
+    #[error("waiting for terraform failed: {0}")]
+    Wait(std::io::Error),
+}
+
+pub type LineSink<'a> = &'a (dyn Fn(StreamLine) + Send + Sync);
+
+/// The edge where runs become processes. A trait so the executor can be tested without one.
+pub trait Runner: Send + Sync {
+    fn run<'a>(
+        &'a self,
+        spec: RunSpec,
+        on_line: Option<LineSink<'a>>,
+        cancel: CancellationToken,
+    ) -> Pin<Box<dyn Future<Output = Result<RunOutcome, SpawnError>> + Send + 'a>>;
+}
+
+/// The real runner.
+#[derive(Debug, Default, Clone)]
+pub struct ProcessRunner;
+
+impl Runner for ProcessRunner {
+    fn run<'a>(
+        &'a self,
+        spec: RunSpec,
+        on_line: Option<LineSink<'a>>,
+        cancel: CancellationToken,
+    ) -> Pin<Box<dyn Future<Output = Result<RunOutcome, SpawnError>> + Send + 'a>> {
+        Box::pin(run(spec, on_line, cancel))
+    }
+}
+
+/// Longest line forwarded as one progress line; longer ones are cut (the capture keeps them).
+const MAX_LINE: usize = 16 * 1024;
+/// How long output readers may take after the group is gone, before they are abandoned (a
+/// descendant that left the group may still hold a pipe open).
+const DRAIN_WAIT: Duration = Duration::from_secs(2);
+
+async fn run(spec: RunSpec, on_line: Option<LineSink<'_>>, cancel: CancellationToken) -> Result<RunOutcome, SpawnError> {
+    let mut cmd = tokio::process::Command::new(&spec.program);
+    cmd.args(&spec.argv)
+        .current_dir(&spec.cwd)
+        .env_clear()
+        .envs(spec.env.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let limits = spec.limits.clone();
+    // SAFETY: `prepare` only makes async-signal-safe syscalls.
+    unsafe {
+        cmd.pre_exec(move || child::prepare(&limits));
+    }
+    let started = Instant::now();
+    let mut child = cmd.spawn().map_err(|source| SpawnError::Spawn {
+        program: spec.program.display().to_string(),
+        source,
+    })?;
+    // The child called setsid(), so its pid is its process group id.
+    let pgid = child.id().map(|id| Pid::from_raw(id as i32));
+
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let want_lines = on_line.is_some();
+    let out_task = child
+        .stdout
+        .take()
+        .map(|s| tokio::spawn(read_stream(s, spec.output_limit, want_lines.then(|| tx.clone()), StreamLine::Stdout)));
+    let err_task = child
+        .stderr
+        .take()
+        .map(|s| tokio::spawn(read_stream(s, spec.output_limit, want_lines.then(|| tx.clone()), StreamLine::Stderr)));
+    drop(tx);
+
+    let deadline = tokio::time::sleep(spec.timeout);
+    tokio::pin!(deadline);
+    let kill_at = tokio::time::sleep(Duration::MAX / 4);
+    tokio::pin!(kill_at);
+    let mut timed_out = false;
+    let mut cancelled = false;
+    let mut interrupting = false;
+    let mut killed = false;
+
+    let status = loop {
+        tokio::select! {
+            status = child.wait() => break status.map_err(SpawnError::Wait)?,
+            Some(line) = rx.recv() => {
+                if let Some(f) = on_line { f(line) }
+            }
+            _ = &mut deadline, if !interrupting => {
+                timed_out = true;
+                interrupting = true;
+                signal_group(pgid, Signal::SIGINT);
+                kill_at.as_mut().reset(tokio::time::Instant::now() + spec.kill_grace);
+            }
+            _ = cancel.cancelled(), if !interrupting => {
+                cancelled = true;
+                interrupting = true;
+                signal_group(pgid, Signal::SIGINT);
+                kill_at.as_mut().reset(tokio::time::Instant::now() + spec.kill_grace);
+            }
+            _ = &mut kill_at, if interrupting && !killed => {
+                killed = true;
+                signal_group(pgid, Signal::SIGKILL);
+            }
+        }
+    };
+    let duration = started.elapsed();
+    // Whatever terraform left behind in its group (provider plugins, provisioner children) goes
+    // now. The group id stays reserved while any member lives, so this cannot hit a stranger.
+    let stragglers_killed = signal_group(pgid, Signal::SIGKILL);
+
+    let stdout = finish_reader(out_task).await;
+    let stderr = finish_reader(err_task).await;
+    if let Some(f) = on_line {
+        while let Ok(line) = rx.try_recv() {
+            f(line);
+        }
+    }
+    Ok(RunOutcome {
+        exit_code: status.code(),
+        signal: status.signal(),
+        stdout,
+        stderr,
+        duration,
+        timed_out,
+        cancelled,
+        stragglers_killed,
+    })
+}
+
+/// Signals the whole group; true if any process received it.
+fn signal_group(pgid: Option<Pid>, sig: Signal) -> bool {
+    match pgid {
+        Some(pgid) => killpg(pgid, sig).is_ok(),
+        None => false,
+    }
+}
+
+async fn finish_reader(task: Option<tokio::task::JoinHandle<Captured>>) -> Captured {
+    let Some(mut task) = task else {
+        return Captured::default();
+    };
+    match tokio::time::timeout(DRAIN_WAIT, &mut task).await {
+        Ok(Ok(c)) => c,
+        _ => {
+            task.abort();
+            Captured {
+                text: "[output incomplete: a process outside the run's group held the stream open]".into(),
+                total_bytes: 0,
+                truncated: true,
+            }
+        }
+    }
+}
+
+async fn read_stream<R: AsyncRead + Unpin>(
+    mut r: R,
+    limit: usize,
+    lines: Option<mpsc::UnboundedSender<StreamLine>>,
+    wrap: fn(String) -> StreamLine,
+) -> Captured {
+    let mut cap = Capture::new(limit);
+    let mut buf = vec![0u8; 16 * 1024];
+    let mut partial: Vec<u8> = Vec::new();
+    loop {
+        let n = match r.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        cap.push(&buf[..n]);
+        if let Some(tx) = &lines {
+            partial.extend_from_slice(&buf[..n]);
+            while let Some(pos) = partial.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = partial.drain(..=pos).collect();
+                let _ = tx.send(wrap(String::from_utf8_lossy(&line[..line.len() - 1]).into_owned()));
+            }
+            if partial.len() > MAX_LINE {
+                let _ = tx.send(wrap(String::from_utf8_lossy(&partial[..MAX_LINE]).into_owned()));
+                partial.clear();
+            }
+        }
+    }
+    if let Some(tx) = &lines
+        && !partial.is_empty()
+    {
+        let _ = tx.send(wrap(String::from_utf8_lossy(&partial).into_owned()));
+    }
+    cap.finish()
+}

@@ -1,0 +1,93 @@
+//! terraform's machine-readable UI (`-json`): one JSON object per line. Each line's `@message`
+//! is what a person would have read, so it is both the progress a client sees while the run
+//! goes and the readable output afterwards; diagnostics and the change summary are kept apart.
+
+use serde::Serialize;
+use serde_json::Value;
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Diagnostic {
+    pub severity: String,
+    pub summary: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub detail: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub range: Option<Value>,
+}
+
+/// What a whole `-json` UI stream said.
+#[derive(Debug, Default, Clone, PartialEq, Serialize)]
+pub struct StreamReport {
+    /// The human-readable messages, in order.
+    pub messages: Vec<String>,
+    pub diagnostics: Vec<Diagnostic>,
+    /// The `change_summary` message's `changes` object, if one came.
+    pub change_summary: Option<Value>,
+    /// The `outputs` message's object, if one came (after apply).
+    pub outputs: Option<Value>,
+}
+
+/// The `@message` of one line, if the line is a UI message.
+pub fn message_of(line: &str) -> Option<String> {
+    let v: Value = serde_json::from_str(line).ok()?;
+    v.get("@message").and_then(Value::as_str).map(String::from)
+}
+
+pub fn parse(stdout: &str) -> StreamReport {
+    let mut report = StreamReport::default();
+    for line in stdout.lines() {
+        let Ok(v) = serde_json::from_str::<Value>(line) else {
+            if !line.trim().is_empty() {
+                report.messages.push(line.to_string());
+            }
+            continue;
+        };
+        if let Some(m) = v.get("@message").and_then(Value::as_str) {
+            report.messages.push(m.to_string());
+        }
+        match v.get("type").and_then(Value::as_str) {
+            Some("diagnostic") => {
+                if let Some(d) = v.get("diagnostic") {
+                    report.diagnostics.push(diagnostic(d));
+                }
+            }
+            Some("change_summary") => report.change_summary = v.get("changes").cloned(),
+            Some("outputs") => report.outputs = v.get("outputs").cloned(),
+            _ => {}
+        }
+    }
+    report
+}
+
+/// A diagnostic object as terraform writes it (in the UI stream and in `validate -json`).
+pub fn diagnostic(d: &Value) -> Diagnostic {
+    let s = |k: &str| d.get(k).and_then(Value::as_str).unwrap_or_default().to_string();
+    Diagnostic {
+        severity: s("severity"),
+        summary: s("summary"),
+        detail: s("detail"),
+        address: d.get("address").and_then(Value::as_str).map(String::from),
+        range: d.get("range").cloned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_a_plan_stream() {
+        let out = r#"{"@level":"info","@message":"Terraform 1.15.5","type":"version"}
+{"@level":"info","@message":"terraform_data.a: Plan to create","type":"planned_change"}
+{"@level":"error","@message":"Error: boom","type":"diagnostic","diagnostic":{"severity":"error","summary":"boom","detail":"d"}}
+{"@level":"info","@message":"Plan: 1 to add","type":"change_summary","changes":{"add":1,"change":0,"remove":0,"operation":"plan"}}
+not json at all"#;
+        let r = parse(out);
+        assert_eq!(r.messages.len(), 5);
+        assert_eq!(r.diagnostics[0].summary, "boom");
+        assert_eq!(r.change_summary.unwrap()["add"], 1);
+        assert_eq!(message_of(out.lines().next().unwrap()).as_deref(), Some("Terraform 1.15.5"));
+    }
+}

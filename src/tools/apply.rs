@@ -1,0 +1,59 @@
+//! `terraform_apply`: exactly one saved plan, exactly once.
+//!
+//! Order matters: verify (without consuming) → policy (a refused plan stays usable) → take
+//! (consumed, re-hashed) → apply the verified bytes from the run's private dir.
+
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::{ToolOutput, from_run};
+use crate::executor::{RunCtx, ToolError};
+use crate::policy;
+use crate::terraform::{Invocation, state, stream};
+use crate::workspace::Workspace;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Args {
+    #[allow(dead_code)]
+    path: String,
+    plan_id: String,
+}
+
+pub async fn run(ctx: &RunCtx<'_>, ws: &Workspace, args: Args) -> Result<ToolOutput, ToolError> {
+    let record = ctx.plans().verify(&args.plan_id, &ws.relative)?;
+    policy::check_apply(ctx.config().enable_destroy, &record.summary)?;
+    let taken = ctx.plans().take(&args.plan_id, &ws.relative)?;
+    let dir = ctx.run_dir()?;
+    let plan_file = dir.write("plan.tfplan", &taken.bytes)?;
+    let inv = Invocation::new("apply")
+        .flag("input=false")
+        .flag("no-color")
+        .flag("json")
+        .path(plan_file);
+    let outcome = ctx.terraform(&ws.dir, &dir, &inv, true).await?;
+    let report = stream::parse(&outcome.stdout.text);
+    let messages = report.messages.join("\n");
+    let changes = report.change_summary.clone().unwrap_or(Value::Null);
+    let outputs = report.outputs.as_ref().map(state::outputs).unwrap_or_default();
+    let affected = json!({
+        "add": changes.get("add").cloned().unwrap_or(json!(0)),
+        "change": changes.get("change").cloned().unwrap_or(json!(0)),
+        "destroy": changes.get("remove").cloned().unwrap_or(json!(0)),
+    });
+    let text = format!(
+        "Applied plan {}: {} added, {} changed, {} destroyed.\n\n{messages}",
+        args.plan_id, affected["add"], affected["change"], affected["destroy"]
+    );
+    let mut out = from_run(outcome, &inv, text);
+    if let Some(r) = out.run.as_mut() {
+        r.stdout.text = messages;
+    }
+    out.data.insert("plan_id".into(), json!(args.plan_id));
+    out.data.insert("resources_affected".into(), affected.clone());
+    out.data.insert("outputs".into(), json!(outputs));
+    out.data.insert("diagnostics".into(), json!(report.diagnostics));
+    out.plan_id = Some(args.plan_id);
+    out.resources_affected = Some(affected);
+    Ok(out)
+}

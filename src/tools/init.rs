@@ -1,0 +1,32 @@
+//! `terraform_init`: backend, modules and providers (through the server's plugin cache).
+
+use serde::Deserialize;
+
+use super::{ToolOutput, simple};
+use crate::executor::{RunCtx, ToolError};
+use crate::terraform::Invocation;
+use crate::workspace::Workspace;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Args {
+    #[allow(dead_code)]
+    path: String,
+    #[serde(default)]
+    upgrade: bool,
+    #[serde(default = "yes")]
+    backend: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+pub async fn run(ctx: &RunCtx<'_>, ws: &Workspace, args: Args) -> Result<ToolOutput, ToolError> {
+    let inv = Invocation::new("init")
+        .flag("input=false")
+        .flag("no-color")
+        .flag_if(args.upgrade, "upgrade")
+        .flag_if(!args.backend, "backend=false");
+    simple(ctx, ws, inv).await
+}

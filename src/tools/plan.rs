@@ -1,0 +1,163 @@
+//! `terraform_plan`: a saved plan and what it means.
+//!
+//! Variables never go on the command line: they are written to a private `.tfvars.json` in the
+//! run dir. Var files are read (confined to the root, size-capped) and copied there too, so
+//! terraform reads exactly what was checked. The plan file goes to the server's state dir; its
+//! `show -json` gives the summary stored with it and returned to the caller.
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+
+use super::{ToolOutput, from_run, stdout_json};
+use crate::executor::{RunCtx, ToolError};
+use crate::plans::new_id;
+use crate::redact::name_looks_secret;
+use crate::terraform::plan_summary::{self, PlanSummary};
+use crate::terraform::{Invocation, stream};
+use crate::workspace::Workspace;
+
+/// Largest var file accepted.
+const MAX_VAR_FILE_BYTES: u64 = 1 << 20;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Args {
+    #[allow(dead_code)]
+    path: String,
+    #[serde(default)]
+    vars: Map<String, Value>,
+    #[serde(default)]
+    var_files: Vec<String>,
+    #[serde(default)]
+    targets: Vec<String>,
+    #[serde(default)]
+    destroy: bool,
+    #[serde(default = "yes")]
+    refresh: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+pub async fn run(ctx: &RunCtx<'_>, ws: &Workspace, args: Args) -> Result<ToolOutput, ToolError> {
+    for (name, value) in &args.vars {
+        if name_looks_secret(name) {
+            ctx.add_secret(value);
+        }
+    }
+    let dir = ctx.run_dir()?;
+    let mut var_file_paths: Vec<PathBuf> = Vec::new();
+    for (i, rel) in args.var_files.iter().enumerate() {
+        let field = format!("var_files/{i}");
+        let src = ctx.root().file_in(&field, ws, rel)?;
+        let size = std::fs::metadata(&src).map(|m| m.len()).unwrap_or(u64::MAX);
+        if size > MAX_VAR_FILE_BYTES {
+            return Err(ToolError::Validation(vec![crate::schema::FieldError {
+                pointer: format!("/{field}"),
+                message: format!("file is {size} bytes; the limit is {MAX_VAR_FILE_BYTES}"),
+            }]));
+        }
+        let bytes = std::fs::read(&src).map_err(|e| ToolError::Internal(format!("{field}: {e}")))?;
+        let suffix = if rel.ends_with(".tfvars.json") { "tfvars.json" } else { "tfvars" };
+        var_file_paths.push(dir.write(&format!("var-file-{i}.{suffix}"), &bytes)?);
+    }
+    if !args.vars.is_empty() {
+        let text = serde_json::to_vec(&args.vars).map_err(|e| ToolError::Internal(e.to_string()))?;
+        var_file_paths.push(dir.write("terrarium-vars.tfvars.json", &text)?);
+    }
+
+    let plan_id = new_id();
+    let plan_path = ctx.plans().plan_path(&plan_id);
+    let mut inv = Invocation::new("plan")
+        .flag("input=false")
+        .flag("no-color")
+        .flag("json")
+        .path_value("out", plan_path.clone())
+        .flag_if(args.destroy, "destroy")
+        .flag_if(!args.refresh, "refresh=false");
+    for p in var_file_paths {
+        inv = inv.path_value("var-file", p);
+    }
+    for t in &args.targets {
+        inv = inv.value("target", t.clone());
+    }
+
+    let outcome = ctx.terraform(&ws.dir, &dir, &inv, true).await?;
+    let report = stream::parse(&outcome.stdout.text);
+    let text = report.messages.join("\n");
+    if !outcome.success() {
+        ctx.plans().discard(&plan_id);
+        let mut out = from_run(outcome, &inv, text);
+        out.data.insert("diagnostics".into(), json!(report.diagnostics));
+        return Ok(out);
+    }
+
+    let summary = match summarize(ctx, ws, &dir, &plan_path, args.destroy, &args.vars).await {
+        Ok(s) => s,
+        Err(e) => {
+            ctx.plans().discard(&plan_id);
+            return Err(e);
+        }
+    };
+    let record = ctx.plans().record(&plan_id, &ws.relative, summary.clone())?;
+    let c = &summary.counts;
+    let mut text_out = format!(
+        "Plan {plan_id}: {} to add, {} to change, {} to destroy{}.",
+        c.add,
+        c.change,
+        c.destroy,
+        if c.replace > 0 { format!(" ({} replaced)", c.replace) } else { String::new() }
+    );
+    for rc in &summary.resource_changes {
+        text_out.push_str(&format!("\n  {} {}", rc.actions.join("/"), rc.address));
+    }
+    if summary.deletes && !ctx.config().enable_destroy {
+        text_out.push_str("\nThis plan deletes resources: applying it needs TERRARIUM_ENABLE_DESTROY=true.");
+    }
+    text_out.push_str("\n\n");
+    text_out.push_str(&text);
+
+    let mut out = from_run(outcome, &inv, text_out);
+    let changes = c.add + c.change + c.destroy > 0 || !summary.output_changes.is_empty();
+    out.data.insert("plan_id".into(), json!(plan_id));
+    out.data.insert("plan_sha256".into(), json!(record.sha256));
+    out.data.insert("changes".into(), json!(changes));
+    out.data.insert("summary".into(), json!(summary));
+    out.data.insert("diagnostics".into(), json!(report.diagnostics));
+    // The readable messages replace the raw JSON stream on stdout.
+    if let Some(r) = out.run.as_mut() {
+        r.stdout.text = text;
+    }
+    out.resources_affected = Some(json!({"add": c.add, "change": c.change, "destroy": c.destroy}));
+    out.plan_id = Some(plan_id);
+    Ok(out)
+}
+
+async fn summarize(
+    ctx: &RunCtx<'_>,
+    ws: &Workspace,
+    dir: &crate::executor::RunDir,
+    plan_path: &std::path::Path,
+    destroy: bool,
+    vars: &Map<String, Value>,
+) -> Result<PlanSummary, ToolError> {
+    let inv = Invocation::new("show").flag("json").flag("no-color").path(plan_path.to_path_buf());
+    let shown = ctx.terraform_json(&ws.dir, dir, &inv).await?;
+    if !shown.success() {
+        return Err(ToolError::Terraform(format!(
+            "terraform show of the new plan failed (exit code {:?}): {}",
+            shown.exit_code,
+            shown.stderr.text.trim()
+        )));
+    }
+    let plan = stdout_json(&shown, "terraform show -json")?;
+    for name in plan_summary::sensitive_variables(&plan) {
+        if let Some(v) = vars.get(&name) {
+            ctx.add_secret(v);
+        }
+    }
+    plan_summary::summarize(&plan, destroy).map_err(|e| ToolError::Terraform(e.to_string()))
+}

@@ -1,0 +1,10 @@
+//! `terraform_providers`: the providers the configuration requires.
+
+use super::{ToolOutput, simple};
+use crate::executor::{RunCtx, ToolError};
+use crate::terraform::Invocation;
+use crate::workspace::Workspace;
+
+pub async fn run(ctx: &RunCtx<'_>, ws: &Workspace) -> Result<ToolOutput, ToolError> {
+    simple(ctx, ws, Invocation::new("providers")).await
+}
