@@ -1,0 +1,203 @@
+//! Shared harness: a temporary workspace root and state dir, the real `terrarium` binary over
+//! stdio driven by rmcp's client, and the real Terraform installed by scripts/install-terraform.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rmcp::model::{CallToolRequestParams, CallToolResult, ProgressNotificationParam};
+use rmcp::service::{NotificationContext, RunningService};
+use rmcp::transport::TokioChildProcess;
+use rmcp::{ClientHandler, RoleClient, ServiceExt};
+use serde_json::{Map, Value};
+
+pub fn manifest_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The real Terraform 1.15.5 (or `TERRARIUM_TEST_TERRAFORM`).
+pub fn terraform() -> PathBuf {
+    if let Ok(p) = std::env::var("TERRARIUM_TEST_TERRAFORM") {
+        return PathBuf::from(p);
+    }
+    let p = manifest_dir().join(".tools/terraform/1.15.5/terraform");
+    assert!(p.exists(), "Terraform is not installed: run scripts/install-terraform (or scripts/test)");
+    p
+}
+
+/// Terraform 1.0.3, for the compatibility smoke run.
+pub fn terraform_legacy() -> PathBuf {
+    if let Ok(p) = std::env::var("TERRARIUM_TEST_TERRAFORM_LEGACY") {
+        return PathBuf::from(p);
+    }
+    let p = manifest_dir().join(".tools/terraform/1.0.3/terraform");
+    assert!(p.exists(), "Terraform 1.0.3 is not installed: run scripts/install-terraform");
+    p
+}
+
+pub fn standin(name: &str) -> PathBuf {
+    manifest_dir().join("tests/fixtures/standin").join(name)
+}
+
+/// A temporary root with copies of fixtures, a state dir beside it, and an audit file.
+pub struct Sandbox {
+    pub dir: tempfile::TempDir,
+    pub root: PathBuf,
+    pub state: PathBuf,
+    pub audit: PathBuf,
+}
+
+impl Sandbox {
+    pub fn new(fixtures: &[&str]) -> Sandbox {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path().join("root");
+        let state = dir.path().join("state");
+        std::fs::create_dir_all(&root).unwrap();
+        for f in fixtures {
+            copy_dir(&manifest_dir().join("tests/fixtures").join(f), &root.join(f));
+        }
+        let audit = dir.path().join("audit/audit.jsonl");
+        Sandbox { root, state, audit, dir }
+    }
+
+    /// The environment for a server over this sandbox; `extra` adds or overrides.
+    pub fn env(&self, terraform: &Path, extra: &[(&str, &str)]) -> BTreeMap<String, String> {
+        let mut env = BTreeMap::new();
+        env.insert("PATH".to_string(), std::env::var("PATH").unwrap_or_default());
+        env.insert("TERRARIUM_WORKSPACE_ROOT".into(), self.root.display().to_string());
+        env.insert("TERRARIUM_STATE_DIR".into(), self.state.display().to_string());
+        env.insert("TERRARIUM_TERRAFORM_BIN".into(), terraform.display().to_string());
+        env.insert("TERRARIUM_AUDIT_FILE".into(), self.audit.display().to_string());
+        env.insert("TERRARIUM_TIMEOUT_SECS".into(), "120".into());
+        for (k, v) in extra {
+            env.insert(k.to_string(), v.to_string());
+        }
+        env
+    }
+
+    pub fn audit_events(&self) -> Vec<Value> {
+        std::fs::read_to_string(&self.audit)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("audit line is JSON"))
+            .collect()
+    }
+}
+
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let target = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &target);
+        } else {
+            std::fs::copy(e.path(), &target).unwrap();
+        }
+    }
+}
+
+/// An MCP client that records progress notifications.
+#[derive(Clone, Default)]
+pub struct Client {
+    pub progress: Arc<Mutex<Vec<ProgressNotificationParam>>>,
+}
+
+impl ClientHandler for Client {
+    async fn on_progress(&self, params: ProgressNotificationParam, _context: NotificationContext<RoleClient>) {
+        self.progress.lock().unwrap().push(params);
+    }
+}
+
+pub type Session = RunningService<RoleClient, Client>;
+
+/// Starts `terrarium serve` with exactly `env` (nothing inherited) and connects to it.
+pub async fn connect(env: &BTreeMap<String, String>) -> Session {
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_terrarium"));
+    cmd.arg("serve").env_clear().envs(env).current_dir(std::env::temp_dir());
+    let (transport, _stderr) = TokioChildProcess::builder(cmd)
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .expect("spawn terrarium");
+    Client::default().serve(transport).await.expect("MCP initialize")
+}
+
+pub async fn call(session: &Session, tool: &str, args: Value) -> CallToolResult {
+    let args: Map<String, Value> = match args {
+        Value::Object(m) => m,
+        _ => Map::new(),
+    };
+    tokio::time::timeout(
+        Duration::from_secs(300),
+        session.call_tool(CallToolRequestParams::new(tool.to_string()).with_arguments(args)),
+    )
+    .await
+    .expect("tool call timed out")
+    .expect("tool call failed at the protocol level")
+}
+
+/// The structured content of a result.
+pub fn sc(r: &CallToolResult) -> &Value {
+    r.structured_content.as_ref().expect("structuredContent")
+}
+
+pub fn is_error(r: &CallToolResult) -> bool {
+    r.is_error == Some(true)
+}
+
+/// The readable text block.
+pub fn text(r: &CallToolResult) -> String {
+    r.content
+        .iter()
+        .filter_map(|c| c.as_text().map(|t| t.text.clone()))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Asserts a call succeeded, showing the whole result when it did not.
+pub fn ok(r: &CallToolResult) -> &Value {
+    assert!(!is_error(r), "tool call failed: {}", text(r));
+    sc(r)
+}
+
+/// Whether a process is still alive (zombies count as gone).
+pub fn alive(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => {
+            let state = stat.rsplit(')').next().and_then(|s| s.split_whitespace().next());
+            state != Some("Z") && state != Some("X")
+        }
+        Err(_) => false,
+    }
+}
+
+pub fn read_pid(path: &Path) -> i32 {
+    for _ in 0..100 {
+        if let Ok(s) = std::fs::read_to_string(path)
+            && let Ok(pid) = s.trim().parse()
+        {
+            return pid;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("no pid in {}", path.display());
+}
+
+/// Waits up to `secs` for a process to be gone.
+pub fn gone_within(pid: i32, secs: u64) -> bool {
+    for _ in 0..secs * 20 {
+        if !alive(pid) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+/// Calls a tool, asserts it succeeded, and returns its structured content.
+pub async fn call_ok(session: &Session, tool: &str, args: Value) -> Value {
+    let r = call(session, tool, args).await;
+    ok(&r).clone()
+}
