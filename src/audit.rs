@@ -86,7 +86,9 @@ impl AuditLog {
 
 /// RFC 3339 UTC timestamp with millisecond precision.
 pub fn rfc3339_now() -> String {
-    let d = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    let d = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
     rfc3339(d.as_secs() as i64, d.subsec_millis())
 }
 

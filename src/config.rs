@@ -181,11 +181,12 @@ impl EnvReader<'_> {
     fn parse<T: std::str::FromStr>(&self, key: &str, what: &str) -> Result<Option<T>, ConfigError> {
         match self.get(key)? {
             None => Ok(None),
-            Some(v) => v
-                .trim()
-                .parse::<T>()
-                .map(Some)
-                .map_err(|_| invalid(&format!("{ENV_PREFIX}{key}"), format!("expected {what}, got {v:?}"))),
+            Some(v) => v.trim().parse::<T>().map(Some).map_err(|_| {
+                invalid(
+                    &format!("{ENV_PREFIX}{key}"),
+                    format!("expected {what}, got {v:?}"),
+                )
+            }),
         }
     }
 
@@ -257,10 +258,20 @@ impl Config {
         let terraform_bin = resolve_executable(&terraform_bin, env.get("PATH"))
             .map_err(|m| invalid("TERRARIUM_TERRAFORM_BIN", m))?;
 
-        let secs = |key: &str, file_value: Option<u64>, default: u64, min: u64| -> Result<Duration, ConfigError> {
-            let v = reader.parse::<u64>(key, "a whole number of seconds")?.or(file_value).unwrap_or(default);
+        let secs = |key: &str,
+                    file_value: Option<u64>,
+                    default: u64,
+                    min: u64|
+         -> Result<Duration, ConfigError> {
+            let v = reader
+                .parse::<u64>(key, "a whole number of seconds")?
+                .or(file_value)
+                .unwrap_or(default);
             if v < min {
-                return Err(invalid(&format!("{ENV_PREFIX}{key}"), format!("must be at least {min}")));
+                return Err(invalid(
+                    &format!("{ENV_PREFIX}{key}"),
+                    format!("must be at least {min}"),
+                ));
             }
             Ok(Duration::from_secs(v))
         };
@@ -269,8 +280,14 @@ impl Config {
         let plan_ttl = secs("PLAN_TTL_SECS", file.plan_ttl_secs, 3600, 1)?;
         let queue_wait = secs("QUEUE_WAIT_SECS", file.queue_wait_secs, 30, 0)?;
 
-        let enable_apply = reader.bool("ENABLE_APPLY")?.or(file.enable_apply).unwrap_or(false);
-        let enable_destroy = reader.bool("ENABLE_DESTROY")?.or(file.enable_destroy).unwrap_or(false);
+        let enable_apply = reader
+            .bool("ENABLE_APPLY")?
+            .or(file.enable_apply)
+            .unwrap_or(false);
+        let enable_destroy = reader
+            .bool("ENABLE_DESTROY")?
+            .or(file.enable_destroy)
+            .unwrap_or(false);
 
         let state_dir = reader
             .get("STATE_DIR")?
@@ -279,10 +296,17 @@ impl Config {
             .unwrap_or_else(|| default_state_dir(env));
         let state_dir = absolutize(&state_dir, cwd);
         std::fs::create_dir_all(&state_dir).map_err(|e| {
-            invalid("TERRARIUM_STATE_DIR", format!("cannot create {}: {e}", state_dir.display()))
+            invalid(
+                "TERRARIUM_STATE_DIR",
+                format!("cannot create {}: {e}", state_dir.display()),
+            )
         })?;
-        let state_dir = std::fs::canonicalize(&state_dir)
-            .map_err(|e| invalid("TERRARIUM_STATE_DIR", format!("{}: {e}", state_dir.display())))?;
+        let state_dir = std::fs::canonicalize(&state_dir).map_err(|e| {
+            invalid(
+                "TERRARIUM_STATE_DIR",
+                format!("{}: {e}", state_dir.display()),
+            )
+        })?;
         if state_dir.starts_with(&workspace_root) || workspace_root.starts_with(&state_dir) {
             return Err(invalid(
                 "TERRARIUM_STATE_DIR",
@@ -299,14 +323,20 @@ impl Config {
             .or(file.output_limit_bytes)
             .unwrap_or(1 << 20);
         if !(1024..=64 << 20).contains(&output_limit_bytes) {
-            return Err(invalid("TERRARIUM_OUTPUT_LIMIT_BYTES", "must be between 1024 and 67108864"));
+            return Err(invalid(
+                "TERRARIUM_OUTPUT_LIMIT_BYTES",
+                "must be between 1024 and 67108864",
+            ));
         }
         let max_concurrent_runs = reader
             .parse::<usize>("MAX_CONCURRENT_RUNS", "a whole number")?
             .or(file.max_concurrent_runs)
             .unwrap_or(4);
         if max_concurrent_runs == 0 || max_concurrent_runs > 1024 {
-            return Err(invalid("TERRARIUM_MAX_CONCURRENT_RUNS", "must be between 1 and 1024"));
+            return Err(invalid(
+                "TERRARIUM_MAX_CONCURRENT_RUNS",
+                "must be between 1 and 1024",
+            ));
         }
 
         let child_path = reader
@@ -324,13 +354,20 @@ impl Config {
         validate_passthrough(&passthrough_env, &passthrough_prefixes)?;
 
         let defaults = Limits::default();
-        let limit = |key: &str, file_value: Option<u64>, default: u64| -> Result<u64, ConfigError> {
-            let v = reader.parse::<u64>(key, "a whole number")?.or(file_value).unwrap_or(default);
-            if v == 0 {
-                return Err(invalid(&format!("{ENV_PREFIX}{key}"), "must be greater than 0"));
-            }
-            Ok(v)
-        };
+        let limit =
+            |key: &str, file_value: Option<u64>, default: u64| -> Result<u64, ConfigError> {
+                let v = reader
+                    .parse::<u64>(key, "a whole number")?
+                    .or(file_value)
+                    .unwrap_or(default);
+                if v == 0 {
+                    return Err(invalid(
+                        &format!("{ENV_PREFIX}{key}"),
+                        "must be greater than 0",
+                    ));
+                }
+                Ok(v)
+            };
         let limits = Limits {
             cpu_secs: limit("LIMIT_CPU_SECS", file.limit_cpu_secs, defaults.cpu_secs)?,
             address_space_bytes: limit(
@@ -338,7 +375,11 @@ impl Config {
                 file.limit_address_space_bytes,
                 defaults.address_space_bytes,
             )?,
-            open_files: limit("LIMIT_OPEN_FILES", file.limit_open_files, defaults.open_files)?,
+            open_files: limit(
+                "LIMIT_OPEN_FILES",
+                file.limit_open_files,
+                defaults.open_files,
+            )?,
             processes: limit("LIMIT_PROCESSES", file.limit_processes, defaults.processes)?,
             file_size_bytes: limit(
                 "LIMIT_FILE_SIZE_BYTES",
@@ -369,7 +410,8 @@ impl Config {
             .get("LOG_LEVEL")?
             .or(file.log_level)
             .unwrap_or_else(|| "warn".to_string());
-        let log_level = parse_log_level(&log_level).map_err(|m| invalid("TERRARIUM_LOG_LEVEL", m))?;
+        let log_level =
+            parse_log_level(&log_level).map_err(|m| invalid("TERRARIUM_LOG_LEVEL", m))?;
 
         Ok(Config {
             workspace_root,
@@ -397,25 +439,52 @@ impl Config {
     pub fn effective(&self) -> Vec<(&'static str, String)> {
         let d = |d: Duration| d.as_secs().to_string();
         vec![
-            ("TERRARIUM_WORKSPACE_ROOT", self.workspace_root.display().to_string()),
-            ("TERRARIUM_TERRAFORM_BIN", self.terraform_bin.display().to_string()),
+            (
+                "TERRARIUM_WORKSPACE_ROOT",
+                self.workspace_root.display().to_string(),
+            ),
+            (
+                "TERRARIUM_TERRAFORM_BIN",
+                self.terraform_bin.display().to_string(),
+            ),
             ("TERRARIUM_TIMEOUT_SECS", d(self.timeout)),
             ("TERRARIUM_KILL_GRACE_SECS", d(self.kill_grace)),
             ("TERRARIUM_ENABLE_APPLY", self.enable_apply.to_string()),
             ("TERRARIUM_ENABLE_DESTROY", self.enable_destroy.to_string()),
             ("TERRARIUM_STATE_DIR", self.state_dir.display().to_string()),
             ("TERRARIUM_PLAN_TTL_SECS", d(self.plan_ttl)),
-            ("TERRARIUM_OUTPUT_LIMIT_BYTES", self.output_limit_bytes.to_string()),
-            ("TERRARIUM_MAX_CONCURRENT_RUNS", self.max_concurrent_runs.to_string()),
+            (
+                "TERRARIUM_OUTPUT_LIMIT_BYTES",
+                self.output_limit_bytes.to_string(),
+            ),
+            (
+                "TERRARIUM_MAX_CONCURRENT_RUNS",
+                self.max_concurrent_runs.to_string(),
+            ),
             ("TERRARIUM_QUEUE_WAIT_SECS", d(self.queue_wait)),
             ("TERRARIUM_CHILD_PATH", self.child_path.clone()),
             ("TERRARIUM_PASSTHROUGH_ENV", self.passthrough_env.join(",")),
-            ("TERRARIUM_PASSTHROUGH_PREFIXES", self.passthrough_prefixes.join(",")),
+            (
+                "TERRARIUM_PASSTHROUGH_PREFIXES",
+                self.passthrough_prefixes.join(","),
+            ),
             ("TERRARIUM_LIMIT_CPU_SECS", self.limits.cpu_secs.to_string()),
-            ("TERRARIUM_LIMIT_ADDRESS_SPACE_BYTES", self.limits.address_space_bytes.to_string()),
-            ("TERRARIUM_LIMIT_OPEN_FILES", self.limits.open_files.to_string()),
-            ("TERRARIUM_LIMIT_PROCESSES", self.limits.processes.to_string()),
-            ("TERRARIUM_LIMIT_FILE_SIZE_BYTES", self.limits.file_size_bytes.to_string()),
+            (
+                "TERRARIUM_LIMIT_ADDRESS_SPACE_BYTES",
+                self.limits.address_space_bytes.to_string(),
+            ),
+            (
+                "TERRARIUM_LIMIT_OPEN_FILES",
+                self.limits.open_files.to_string(),
+            ),
+            (
+                "TERRARIUM_LIMIT_PROCESSES",
+                self.limits.processes.to_string(),
+            ),
+            (
+                "TERRARIUM_LIMIT_FILE_SIZE_BYTES",
+                self.limits.file_size_bytes.to_string(),
+            ),
             (
                 "TERRARIUM_AUDIT_FILE",
                 self.audit_file
@@ -508,13 +577,14 @@ fn is_executable(p: &Path) -> bool {
 
 fn validate_passthrough(names: &[String], prefixes: &[String]) -> Result<(), ConfigError> {
     let valid = |s: &str| {
-        !s.is_empty()
-            && s.len() <= 128
-            && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        !s.is_empty() && s.len() <= 128 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
     };
     for n in names {
         if !valid(n) {
-            return Err(invalid("TERRARIUM_PASSTHROUGH_ENV", format!("{n:?} is not a variable name")));
+            return Err(invalid(
+                "TERRARIUM_PASSTHROUGH_ENV",
+                format!("{n:?} is not a variable name"),
+            ));
         }
         if is_forbidden_env(n) {
             return Err(invalid(
@@ -525,12 +595,20 @@ fn validate_passthrough(names: &[String], prefixes: &[String]) -> Result<(), Con
     }
     for p in prefixes {
         if !valid(p) || p.len() < 2 {
-            return Err(invalid("TERRARIUM_PASSTHROUGH_PREFIXES", format!("{p:?} is not a usable prefix")));
-        }
-        if FORBIDDEN_PASSTHROUGH.iter().any(|f| f.starts_with(p.as_str())) {
             return Err(invalid(
                 "TERRARIUM_PASSTHROUGH_PREFIXES",
-                format!("prefix {p} would pass forbidden variables (such as TF_CLI_ARGS) to terraform"),
+                format!("{p:?} is not a usable prefix"),
+            ));
+        }
+        if FORBIDDEN_PASSTHROUGH
+            .iter()
+            .any(|f| f.starts_with(p.as_str()))
+        {
+            return Err(invalid(
+                "TERRARIUM_PASSTHROUGH_PREFIXES",
+                format!(
+                    "prefix {p} would pass forbidden variables (such as TF_CLI_ARGS) to terraform"
+                ),
             ));
         }
     }
@@ -551,7 +629,11 @@ pub fn parse_log_level(s: &str) -> Result<String, String> {
         "2" | "warn" | "warning" => "warn",
         "3" | "info" => "info",
         "4" | "debug" => "debug",
-        other => return Err(format!("expected error, warn, info, debug or 1-4, got {other:?}")),
+        other => {
+            return Err(format!(
+                "expected error, warn, info, debug or 1-4, got {other:?}"
+            ));
+        }
     };
     Ok(level.to_string())
 }
@@ -561,14 +643,23 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     fn base(dir: &Path) -> Vec<(String, String)> {
         vec![
-            ("TERRARIUM_WORKSPACE_ROOT".into(), dir.join("root").display().to_string()),
+            (
+                "TERRARIUM_WORKSPACE_ROOT".into(),
+                dir.join("root").display().to_string(),
+            ),
             ("TERRARIUM_TERRAFORM_BIN".into(), "/bin/sh".into()),
-            ("TERRARIUM_STATE_DIR".into(), dir.join("state").display().to_string()),
+            (
+                "TERRARIUM_STATE_DIR".into(),
+                dir.join("state").display().to_string(),
+            ),
         ]
     }
 
@@ -596,7 +687,11 @@ mod tests {
         assert!(err.to_string().contains("TERRARIUM_TIMEOUT_SECS"), "{err}");
         let err = load_with(dir.path(), &[("TERRARIUM_ENABLE_APPLY", "maybe")]).unwrap_err();
         assert!(err.to_string().contains("TERRARIUM_ENABLE_APPLY"), "{err}");
-        let err = load_with(dir.path(), &[("TERRARIUM_TERRAFORM_BIN", "/nonexistent/tf")]).unwrap_err();
+        let err = load_with(
+            dir.path(),
+            &[("TERRARIUM_TERRAFORM_BIN", "/nonexistent/tf")],
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("TERRARIUM_TERRAFORM_BIN"), "{err}");
     }
 
@@ -605,13 +700,20 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let e = env(&[("TERRARIUM_TERRAFORM_BIN", "/bin/sh")]);
         let err = Config::load(&e, dir.path()).unwrap_err();
-        assert!(err.to_string().contains("TERRARIUM_WORKSPACE_ROOT"), "{err}");
+        assert!(
+            err.to_string().contains("TERRARIUM_WORKSPACE_ROOT"),
+            "{err}"
+        );
     }
 
     #[test]
     fn file_values_and_env_precedence() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("terrarium.toml"), "timeout_secs = 42\nenable_apply = true\n").unwrap();
+        std::fs::write(
+            dir.path().join("terrarium.toml"),
+            "timeout_secs = 42\nenable_apply = true\n",
+        )
+        .unwrap();
         let c = load_with(dir.path(), &[]).unwrap();
         assert_eq!(c.timeout, Duration::from_secs(42));
         assert!(c.enable_apply);
@@ -635,9 +737,14 @@ mod tests {
         let s = secret.display().to_string();
         let c = load_with(dir.path(), &[("TERRARIUM_TIMEOUT_SECS_FILE", &s)]).unwrap();
         assert_eq!(c.timeout, Duration::from_secs(17));
-        let err =
-            load_with(dir.path(), &[("TERRARIUM_TIMEOUT_SECS_FILE", &s), ("TERRARIUM_TIMEOUT_SECS", "3")])
-                .unwrap_err();
+        let err = load_with(
+            dir.path(),
+            &[
+                ("TERRARIUM_TIMEOUT_SECS_FILE", &s),
+                ("TERRARIUM_TIMEOUT_SECS", "3"),
+            ],
+        )
+        .unwrap_err();
         assert!(matches!(err, ConfigError::Ambiguous { .. }));
     }
 
@@ -665,7 +772,10 @@ mod tests {
         }
         let c = load_with(
             dir.path(),
-            &[("TERRARIUM_PASSTHROUGH_ENV", "AWS_ACCESS_KEY_ID"), ("TERRARIUM_PASSTHROUGH_PREFIXES", "TF_VAR_")],
+            &[
+                ("TERRARIUM_PASSTHROUGH_ENV", "AWS_ACCESS_KEY_ID"),
+                ("TERRARIUM_PASSTHROUGH_PREFIXES", "TF_VAR_"),
+            ],
         )
         .unwrap();
         assert_eq!(c.passthrough_prefixes, vec!["TF_VAR_"]);

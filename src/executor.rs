@@ -99,7 +99,11 @@ fn describe_fields(fields: &[FieldError]) -> String {
     fields
         .iter()
         .map(|f| {
-            let at = if f.pointer.is_empty() { "(arguments)" } else { f.pointer.as_str() };
+            let at = if f.pointer.is_empty() {
+                "(arguments)"
+            } else {
+                f.pointer.as_str()
+            };
             format!("{at}: {}", f.message)
         })
         .collect::<Vec<_>>()
@@ -111,9 +115,15 @@ pub enum StartError {
     #[error(transparent)]
     Schema(#[from] SchemaError),
     #[error("state dir {path}: {source}")]
-    StateDir { path: PathBuf, source: std::io::Error },
+    StateDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("audit file {path}: {source}")]
-    Audit { path: PathBuf, source: std::io::Error },
+    Audit {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 pub struct Executor {
@@ -152,7 +162,8 @@ impl Executor {
                 let _ = std::fs::remove_dir_all(e.path());
             }
         }
-        let plans = PlanStore::open(&config.state_dir, config.plan_ttl).map_err(state_err(&config.state_dir))?;
+        let plans = PlanStore::open(&config.state_dir, config.plan_ttl)
+            .map_err(state_err(&config.state_dir))?;
         plans.sweep();
         let audit = match &config.audit_file {
             Some(path) => AuditLog::file(path).map_err(|source| StartError::Audit {
@@ -232,22 +243,39 @@ impl Executor {
         workspace: &mut Option<Workspace>,
     ) -> Result<ToolOutput, ToolError> {
         policy::check_tool(&self.config, tool)?;
-        let kind = ToolKind::from_name(tool).ok_or_else(|| PolicyError::UnknownTool(tool.to_string()))?;
-        let arguments = if arguments.is_null() { json!({}) } else { arguments.clone() };
-        self.schemas.validate(tool, &arguments).map_err(ToolError::Validation)?;
+        let kind =
+            ToolKind::from_name(tool).ok_or_else(|| PolicyError::UnknownTool(tool.to_string()))?;
+        let arguments = if arguments.is_null() {
+            json!({})
+        } else {
+            arguments.clone()
+        };
+        self.schemas
+            .validate(tool, &arguments)
+            .map_err(ToolError::Validation)?;
         if !kind.needs_workspace() {
             return tools::run(kind, ctx, None, arguments).await;
         }
-        let path = arguments.get("path").and_then(Value::as_str).unwrap_or_default();
+        let path = arguments
+            .get("path")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
         let ws = self.root.workspace("path", path)?;
         *workspace = Some(ws.clone());
         let _guard = self.lock_workspace(&ws, &ctx.call.cancel).await?;
         tools::run(kind, ctx, Some(&ws), arguments).await
     }
 
-    async fn lock_workspace(&self, ws: &Workspace, cancel: &CancellationToken) -> Result<OwnedMutexGuard<()>, ToolError> {
+    async fn lock_workspace(
+        &self,
+        ws: &Workspace,
+        cancel: &CancellationToken,
+    ) -> Result<OwnedMutexGuard<()>, ToolError> {
         let lock = {
-            let mut locks = self.locks.lock().map_err(|_| ToolError::Internal("lock table poisoned".into()))?;
+            let mut locks = self
+                .locks
+                .lock()
+                .map_err(|_| ToolError::Internal("lock table poisoned".into()))?;
             locks.retain(|_, l| Arc::strong_count(l) > 1 || l.try_lock().is_err());
             locks.entry(ws.dir.clone()).or_default().clone()
         };
@@ -289,21 +317,32 @@ impl Executor {
             s.insert(k, v);
         }
         if let Some(r) = run {
-            s.insert("terraform_duration_secs".into(), json!(round3(r.duration.as_secs_f64())));
+            s.insert(
+                "terraform_duration_secs".into(),
+                json!(round3(r.duration.as_secs_f64())),
+            );
             if let Some(sig) = r.signal {
                 s.insert("signal".into(), json!(sig));
             }
             s.insert("stdout".into(), json!(r.stdout.text));
             s.insert("stderr".into(), json!(r.stderr.text));
-            s.insert("truncated".into(), json!(r.stdout.truncated || r.stderr.truncated));
+            s.insert(
+                "truncated".into(),
+                json!(r.stdout.truncated || r.stderr.truncated),
+            );
             s.insert("stragglers_killed".into(), json!(r.stragglers_killed));
         }
         let mut text = out.text.clone();
         if let Some(r) = run {
             text.push_str(&format!(
                 "\n\nexit code: {}{}{} · {:.2}s",
-                r.exit_code.map_or_else(|| "none".to_string(), |c| c.to_string()),
-                if r.timed_out { " · TIMED OUT (process group interrupted, then killed)" } else { "" },
+                r.exit_code
+                    .map_or_else(|| "none".to_string(), |c| c.to_string()),
+                if r.timed_out {
+                    " · TIMED OUT (process group interrupted, then killed)"
+                } else {
+                    ""
+                },
                 if r.cancelled { " · CANCELLED" } else { "" },
                 r.duration.as_secs_f64()
             ));
@@ -326,7 +365,11 @@ impl Executor {
             workspace: ws.map(|w| w.relative.clone()),
             duration: round3(duration),
             success: out.success,
-            outcome: if out.success { "ok".into() } else { "terraform".into() },
+            outcome: if out.success {
+                "ok".into()
+            } else {
+                "terraform".into()
+            },
             exit_code: run.and_then(|r| r.exit_code),
             timed_out: run.is_some_and(|r| r.timed_out),
             cancelled: run.is_some_and(|r| r.cancelled),
@@ -429,7 +472,8 @@ impl RunDir {
     /// Writes a private file into the run dir and returns its absolute path.
     pub fn write(&self, name: &str, bytes: &[u8]) -> Result<PathBuf, ToolError> {
         let p = self.path.join(name);
-        write_private(&p, bytes).map_err(|e| ToolError::Internal(format!("writing run file: {e}")))?;
+        write_private(&p, bytes)
+            .map_err(|e| ToolError::Internal(format!("writing run file: {e}")))?;
         Ok(p)
     }
 }
@@ -466,12 +510,19 @@ impl RunCtx<'_> {
     }
 
     pub fn run_dir(&self) -> Result<RunDir, ToolError> {
-        let path = self.exec.runs_dir.join(uuid::Uuid::new_v4().simple().to_string());
+        let path = self
+            .exec
+            .runs_dir
+            .join(uuid::Uuid::new_v4().simple().to_string());
         for sub in ["", "home", "tmp"] {
-            create_private_dir(&path.join(sub)).map_err(|e| ToolError::Internal(format!("creating run dir: {e}")))?;
+            create_private_dir(&path.join(sub))
+                .map_err(|e| ToolError::Internal(format!("creating run dir: {e}")))?;
         }
         let dir = RunDir { path };
-        dir.write("terraform.rc", env::cli_config(&self.exec.plugin_cache).as_bytes())?;
+        dir.write(
+            "terraform.rc",
+            env::cli_config(&self.exec.plugin_cache).as_bytes(),
+        )?;
         Ok(dir)
     }
 
@@ -484,13 +535,25 @@ impl RunCtx<'_> {
         inv: &Invocation,
         json_stream: bool,
     ) -> Result<RunOutcome, ToolError> {
-        self.spawn(cwd, dir, inv, Some(json_stream), self.exec.config.output_limit_bytes).await
+        self.spawn(
+            cwd,
+            dir,
+            inv,
+            Some(json_stream),
+            self.exec.config.output_limit_bytes,
+        )
+        .await
     }
 
     /// Runs terraform for JSON the server parses itself (`show -json`, `output -json`): the
     /// output is kept whole up to a much larger bound, since a cut document cannot be parsed,
     /// and it is never shown raw to the caller.
-    pub async fn terraform_json(&self, cwd: &Path, dir: &RunDir, inv: &Invocation) -> Result<RunOutcome, ToolError> {
+    pub async fn terraform_json(
+        &self,
+        cwd: &Path,
+        dir: &RunDir,
+        inv: &Invocation,
+    ) -> Result<RunOutcome, ToolError> {
         self.spawn(cwd, dir, inv, None, INTERNAL_OUTPUT_LIMIT).await
     }
 
@@ -530,7 +593,11 @@ impl RunCtx<'_> {
             output_limit,
         };
         tracing::debug!(command = %inv.describe(), cwd = %cwd.display(), "starting terraform");
-        let progress = self.call.progress.clone().filter(|_| progress_stream.is_some());
+        let progress = self
+            .call
+            .progress
+            .clone()
+            .filter(|_| progress_stream.is_some());
         let on_line = move |line: StreamLine| {
             let Some(p) = &progress else { return };
             let text = match line {
@@ -546,8 +613,16 @@ impl RunCtx<'_> {
             p(self.redact(&text));
         };
         let sink: Option<&(dyn Fn(StreamLine) + Send + Sync)> =
-            if self.call.progress.is_some() && progress_stream.is_some() { Some(&on_line) } else { None };
-        let outcome = self.exec.runner.run(spec, sink, self.call.cancel.clone()).await?;
+            if self.call.progress.is_some() && progress_stream.is_some() {
+                Some(&on_line)
+            } else {
+                None
+            };
+        let outcome = self
+            .exec
+            .runner
+            .run(spec, sink, self.call.cancel.clone())
+            .await?;
         tracing::debug!(
             command = %inv.describe(),
             exit_code = ?outcome.exit_code,

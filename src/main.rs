@@ -12,7 +12,11 @@ use terrarium::executor::{CallContext, Executor};
 use terrarium::sandbox::ProcessRunner;
 
 #[derive(Parser)]
-#[command(name = "terrarium", version, about = "A sandboxed Terraform executor over MCP")]
+#[command(
+    name = "terrarium",
+    version,
+    about = "A sandboxed Terraform executor over MCP"
+)]
 struct Cli {
     /// Diagnostic log level: error, warn, info, debug (or 1-4). Overrides TERRARIUM_LOG_LEVEL.
     #[arg(long, global = true)]
@@ -94,13 +98,19 @@ async fn check_config(config: Config) -> anyhow::Result<ExitCode> {
     config.timeout = Duration::from_secs(30);
     let exec = Executor::new(config, Arc::new(ProcessRunner), host_env())?;
     let response = exec
-        .call("terraform_version", serde_json::json!({}), CallContext::new("check-config", "cli"))
+        .call(
+            "terraform_version",
+            serde_json::json!({}),
+            CallContext::new("check-config", "cli"),
+        )
         .await;
     if response.is_error {
         eprintln!("terrarium: terraform is not runnable: {}", response.text);
         return Ok(ExitCode::FAILURE);
     }
-    let version = response.structured["terraform_version"].as_str().unwrap_or("?");
+    let version = response.structured["terraform_version"]
+        .as_str()
+        .unwrap_or("?");
     println!("# terraform runnable: v{version}");
     println!("# configuration OK");
     Ok(ExitCode::SUCCESS)

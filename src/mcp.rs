@@ -7,8 +7,9 @@ use std::sync::Arc;
 
 use rmcp::ErrorData as McpError;
 use rmcp::model::{
-    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation, InitializeResult,
-    ListToolsResult, PaginatedRequestParams, ProgressNotificationParam, ServerCapabilities, Tool, ToolAnnotations,
+    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation,
+    InitializeResult, ListToolsResult, PaginatedRequestParams, ProgressNotificationParam,
+    ServerCapabilities, Tool, ToolAnnotations,
 };
 use rmcp::service::{RequestContext, RoleServer};
 use rmcp::{ServerHandler, ServiceExt};
@@ -31,7 +32,11 @@ pub struct TerrariumServer {
 }
 
 impl TerrariumServer {
-    pub fn new(exec: Arc<Executor>, transport: &'static str, principal: impl Into<String>) -> TerrariumServer {
+    pub fn new(
+        exec: Arc<Executor>,
+        transport: &'static str,
+        principal: impl Into<String>,
+    ) -> TerrariumServer {
         TerrariumServer {
             exec,
             transport,
@@ -65,7 +70,10 @@ pub async fn serve_stdio(exec: Arc<Executor>) -> Result<(), std::io::Error> {
         .serve(rmcp::transport::stdio())
         .await
         .map_err(|e| std::io::Error::other(e.to_string()))?;
-    running.waiting().await.map_err(|e| std::io::Error::other(e.to_string()))?;
+    running
+        .waiting()
+        .await
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
     Ok(())
 }
 
@@ -121,7 +129,8 @@ impl ServerHandler for TerrariumServer {
                 let mut n = 0u64;
                 while let Some(message) = rx.recv().await {
                     n += 1;
-                    let p = ProgressNotificationParam::new(token.clone(), n as f64).with_message(message);
+                    let p = ProgressNotificationParam::new(token.clone(), n as f64)
+                        .with_message(message);
                     if peer.notify_progress(p).await.is_err() {
                         break;
                     }

@@ -19,9 +19,13 @@ pub enum PlanError {
     Unknown,
     #[error("plan_id: the plan was made for workspace {planned}, not {requested}")]
     WrongWorkspace { planned: String, requested: String },
-    #[error("plan_id: the plan expired {ago}s ago (plans may be applied for {ttl}s); run terraform_plan again")]
+    #[error(
+        "plan_id: the plan expired {ago}s ago (plans may be applied for {ttl}s); run terraform_plan again"
+    )]
     Expired { ago: u64, ttl: u64 },
-    #[error("plan_id: the saved plan file changed since it was made (sha256 mismatch); run terraform_plan again")]
+    #[error(
+        "plan_id: the saved plan file changed since it was made (sha256 mismatch); run terraform_plan again"
+    )]
     Tampered,
     #[error("plan store: {0}")]
     Io(#[from] std::io::Error),
@@ -57,7 +61,10 @@ pub fn new_id() -> String {
 }
 
 fn now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 pub fn sha256_hex(bytes: &[u8]) -> String {
@@ -81,7 +88,12 @@ impl PlanStore {
     }
 
     /// Records a plan terraform has written to [`PlanStore::plan_path`].
-    pub fn record(&self, id: &str, workspace: &str, summary: PlanSummary) -> Result<PlanRecord, PlanError> {
+    pub fn record(
+        &self,
+        id: &str,
+        workspace: &str,
+        summary: PlanSummary,
+    ) -> Result<PlanRecord, PlanError> {
         let bytes = std::fs::read(self.plan_path(id))?;
         let record = PlanRecord {
             plan_id: id.to_string(),
@@ -162,7 +174,9 @@ impl PlanStore {
 
     /// Deletes expired plans; called at start-up and after each plan.
     pub fn sweep(&self) {
-        let Ok(entries) = std::fs::read_dir(&self.dir) else { return };
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return;
+        };
         let cutoff = self.ttl.as_secs() + 60;
         for e in entries.flatten() {
             let path = e.path();
@@ -189,7 +203,10 @@ fn read_record(path: &Path) -> Result<PlanRecord, PlanError> {
 
 pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
 }
 
@@ -250,7 +267,10 @@ mod tests {
         let id = new_id();
         std::fs::write(s.plan_path(&id), b"p").unwrap();
         let mut rec = s.record(&id, "ws", summary()).unwrap();
-        assert!(matches!(s.get(&id, "other"), Err(PlanError::WrongWorkspace { .. })));
+        assert!(matches!(
+            s.get(&id, "other"),
+            Err(PlanError::WrongWorkspace { .. })
+        ));
         rec.created_at -= 10;
         std::fs::write(s.record_path(&id), serde_json::to_vec(&rec).unwrap()).unwrap();
         assert!(matches!(s.get(&id, "ws"), Err(PlanError::Expired { .. })));

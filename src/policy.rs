@@ -10,7 +10,9 @@ use crate::tools::ToolKind;
 pub enum PolicyError {
     #[error("unknown tool {0}: Terrarium exposes only the tools listed by tools/list")]
     UnknownTool(String),
-    #[error("terraform_apply is disabled on this server; set TERRARIUM_ENABLE_APPLY=true to allow applying saved plans")]
+    #[error(
+        "terraform_apply is disabled on this server; set TERRARIUM_ENABLE_APPLY=true to allow applying saved plans"
+    )]
     ApplyDisabled,
     #[error(
         "this plan deletes resources ({what}); deleting is disabled on this server. Set TERRARIUM_ENABLE_DESTROY=true to allow it"
@@ -73,9 +75,17 @@ mod tests {
     fn deletes_need_the_destroy_switch() {
         assert!(check_apply(false, &plan(&["create"], false)).is_ok());
         assert!(check_apply(false, &plan(&["update"], false)).is_ok());
-        for (actions, mode) in [(&["delete"][..], false), (&["delete", "create"][..], false), (&["create", "delete"][..], false), (&["no-op"][..], true)] {
+        for (actions, mode) in [
+            (&["delete"][..], false),
+            (&["delete", "create"][..], false),
+            (&["create", "delete"][..], false),
+            (&["no-op"][..], true),
+        ] {
             let err = check_apply(false, &plan(actions, mode)).unwrap_err();
-            assert!(err.to_string().contains("TERRARIUM_ENABLE_DESTROY"), "{actions:?}");
+            assert!(
+                err.to_string().contains("TERRARIUM_ENABLE_DESTROY"),
+                "{actions:?}"
+            );
             assert!(check_apply(true, &plan(actions, mode)).is_ok());
         }
     }

@@ -17,8 +17,16 @@ pub const MIN_SECRET_LEN: usize = 4;
 pub fn name_looks_secret(name: &str) -> bool {
     let n = name.to_ascii_lowercase();
     [
-        "password", "passwd", "secret", "token", "api_key", "apikey", "private_key", "credential",
-        "access_key", "auth",
+        "password",
+        "passwd",
+        "secret",
+        "token",
+        "api_key",
+        "apikey",
+        "private_key",
+        "credential",
+        "access_key",
+        "auth",
     ]
     .iter()
     .any(|w| n.contains(w))
@@ -85,10 +93,8 @@ impl Redactor {
             return;
         }
         match v {
-            Value::String(s) => {
-                if self.secrets.iter().any(|x| s.contains(x.as_str())) {
-                    *s = self.text(s);
-                }
+            Value::String(s) if self.secrets.iter().any(|x| s.contains(x.as_str())) => {
+                *s = self.text(s);
             }
             Value::Array(a) => a.iter_mut().for_each(|x| self.value(x)),
             Value::Object(o) => {
@@ -126,7 +132,10 @@ mod tests {
         assert_eq!(r.text("pw=hunter2-secret;on"), "pw=[REDACTED];on");
         let mut v = json!({"a": "x nested-secret y", "n": 123456789, "hunter2-secret": 1});
         r.value(&mut v);
-        assert_eq!(v, json!({"a": "x [REDACTED] y", "n": "[REDACTED]", "[REDACTED]": 1}));
+        assert_eq!(
+            v,
+            json!({"a": "x [REDACTED] y", "n": "[REDACTED]", "[REDACTED]": 1})
+        );
     }
 
     #[test]

@@ -11,17 +11,50 @@ use serde_json::{Map, Value};
 
 /// `(tool name, schema text)` for every tool, in the order `tools/list` shows them.
 const SCHEMAS: &[(&str, &str)] = &[
-    ("workspace_list", include_str!("../schemas/workspace_list.json")),
-    ("terraform_version", include_str!("../schemas/terraform_version.json")),
-    ("terraform_init", include_str!("../schemas/terraform_init.json")),
-    ("terraform_validate", include_str!("../schemas/terraform_validate.json")),
-    ("terraform_fmt", include_str!("../schemas/terraform_fmt.json")),
-    ("terraform_plan", include_str!("../schemas/terraform_plan.json")),
-    ("terraform_show", include_str!("../schemas/terraform_show.json")),
-    ("terraform_output", include_str!("../schemas/terraform_output.json")),
-    ("terraform_graph", include_str!("../schemas/terraform_graph.json")),
-    ("terraform_providers", include_str!("../schemas/terraform_providers.json")),
-    ("terraform_apply", include_str!("../schemas/terraform_apply.json")),
+    (
+        "workspace_list",
+        include_str!("../schemas/workspace_list.json"),
+    ),
+    (
+        "terraform_version",
+        include_str!("../schemas/terraform_version.json"),
+    ),
+    (
+        "terraform_init",
+        include_str!("../schemas/terraform_init.json"),
+    ),
+    (
+        "terraform_validate",
+        include_str!("../schemas/terraform_validate.json"),
+    ),
+    (
+        "terraform_fmt",
+        include_str!("../schemas/terraform_fmt.json"),
+    ),
+    (
+        "terraform_plan",
+        include_str!("../schemas/terraform_plan.json"),
+    ),
+    (
+        "terraform_show",
+        include_str!("../schemas/terraform_show.json"),
+    ),
+    (
+        "terraform_output",
+        include_str!("../schemas/terraform_output.json"),
+    ),
+    (
+        "terraform_graph",
+        include_str!("../schemas/terraform_graph.json"),
+    ),
+    (
+        "terraform_providers",
+        include_str!("../schemas/terraform_providers.json"),
+    ),
+    (
+        "terraform_apply",
+        include_str!("../schemas/terraform_apply.json"),
+    ),
 ];
 
 /// Largest serialized `arguments` object accepted, checked before schema validation so that an
@@ -98,7 +131,9 @@ impl Schemas {
                 message: format!("unknown tool {tool}"),
             }]);
         };
-        let size = serde_json::to_vec(arguments).map(|v| v.len()).unwrap_or(usize::MAX);
+        let size = serde_json::to_vec(arguments)
+            .map(|v| v.len())
+            .unwrap_or(usize::MAX);
         if size > MAX_ARGUMENTS_BYTES {
             return Err(vec![FieldError {
                 pointer: String::new(),
@@ -132,7 +167,10 @@ mod tests {
         let schemas = Schemas::load().unwrap();
         for tool in Schemas::tools() {
             let doc = schemas.document(tool).unwrap();
-            assert_eq!(doc["$schema"], "https://json-schema.org/draft/2020-12/schema", "{tool}");
+            assert_eq!(
+                doc["$schema"], "https://json-schema.org/draft/2020-12/schema",
+                "{tool}"
+            );
             assert_eq!(doc["additionalProperties"], false, "{tool}");
             assert_eq!(doc["type"], "object", "{tool}");
             for (name, prop) in doc["properties"].as_object().unwrap() {
@@ -143,7 +181,10 @@ mod tests {
                     );
                 }
                 if prop["type"] == "array" {
-                    assert!(prop.get("maxItems").is_some(), "{tool}.{name} is an unbounded array");
+                    assert!(
+                        prop.get("maxItems").is_some(),
+                        "{tool}.{name} is an unbounded array"
+                    );
                 }
             }
         }
@@ -161,7 +202,10 @@ mod tests {
         let pointers: Vec<_> = err.iter().map(|e| e.pointer.as_str()).collect();
         assert!(pointers.contains(&"/path"), "{err:?}");
         assert!(pointers.contains(&"/targets/0"), "{err:?}");
-        assert!(pointers.contains(&""), "additionalProperties is reported at the root: {err:?}");
+        assert!(
+            pointers.contains(&""),
+            "additionalProperties is reported at the root: {err:?}"
+        );
         let text = format!("{err:?}");
         assert!(!text.contains("hunter2-value"), "value leaked: {text}");
         assert!(!text.contains("-destroy"), "value leaked: {text}");
@@ -170,12 +214,45 @@ mod tests {
     #[test]
     fn rejects_flags_and_absolute_paths() {
         let schemas = Schemas::load().unwrap();
-        assert!(schemas.validate("terraform_validate", &json!({"path": "/etc"})).is_err());
-        assert!(schemas.validate("terraform_validate", &json!({"path": "a\u{0}b"})).is_err());
-        assert!(schemas.validate("terraform_plan", &json!({"path": "a", "vars": {"-x": 1}})).is_err());
-        assert!(schemas.validate("terraform_plan", &json!({"path": "a", "var_files": ["/etc/x.tfvars"]})).is_err());
-        assert!(schemas.validate("terraform_apply", &json!({"path": "a", "plan_id": "-chdir=/"})).is_err());
-        assert!(schemas.validate("terraform_plan", &json!({"path": "a", "vars": {"x": {"deep": [1, "-y"]}}})).is_ok());
+        assert!(
+            schemas
+                .validate("terraform_validate", &json!({"path": "/etc"}))
+                .is_err()
+        );
+        assert!(
+            schemas
+                .validate("terraform_validate", &json!({"path": "a\u{0}b"}))
+                .is_err()
+        );
+        assert!(
+            schemas
+                .validate("terraform_plan", &json!({"path": "a", "vars": {"-x": 1}}))
+                .is_err()
+        );
+        assert!(
+            schemas
+                .validate(
+                    "terraform_plan",
+                    &json!({"path": "a", "var_files": ["/etc/x.tfvars"]})
+                )
+                .is_err()
+        );
+        assert!(
+            schemas
+                .validate(
+                    "terraform_apply",
+                    &json!({"path": "a", "plan_id": "-chdir=/"})
+                )
+                .is_err()
+        );
+        assert!(
+            schemas
+                .validate(
+                    "terraform_plan",
+                    &json!({"path": "a", "vars": {"x": {"deep": [1, "-y"]}}})
+                )
+                .is_ok()
+        );
     }
 
     #[test]

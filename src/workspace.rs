@@ -53,22 +53,35 @@ impl WorkspaceRoot {
     pub fn workspace(&self, field: &str, path: &str) -> Result<Workspace, WorkspaceError> {
         let dir = self.confine(field, &self.root, path)?;
         if !dir.is_dir() {
-            return Err(WorkspaceError::NotADirectory { field: field.into() });
+            return Err(WorkspaceError::NotADirectory {
+                field: field.into(),
+            });
         }
         let relative = dir
             .strip_prefix(&self.root)
             .map(|p| p.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let relative = if relative.is_empty() { ".".to_string() } else { relative };
+        let relative = if relative.is_empty() {
+            ".".to_string()
+        } else {
+            relative
+        };
         Ok(Workspace { dir, relative })
     }
 
     /// Resolves a file named relative to a workspace (such as a var file), still confined to the
     /// root, to an existing regular file.
-    pub fn file_in(&self, field: &str, ws: &Workspace, path: &str) -> Result<PathBuf, WorkspaceError> {
+    pub fn file_in(
+        &self,
+        field: &str,
+        ws: &Workspace,
+        path: &str,
+    ) -> Result<PathBuf, WorkspaceError> {
         let file = self.confine(field, &ws.dir, path)?;
         if !file.is_file() {
-            return Err(WorkspaceError::NotAFile { field: field.into() });
+            return Err(WorkspaceError::NotAFile {
+                field: field.into(),
+            });
         }
         Ok(file)
     }
@@ -82,7 +95,10 @@ impl WorkspaceRoot {
             return Err(WorkspaceError::BadCharacter { field });
         }
         let p = Path::new(path);
-        if p.is_absolute() || p.components().any(|c| matches!(c, Component::RootDir | Component::Prefix(_))) {
+        if p.is_absolute()
+            || p.components()
+                .any(|c| matches!(c, Component::RootDir | Component::Prefix(_)))
+        {
             return Err(WorkspaceError::Absolute { field });
         }
         // A lexical pre-check gives a clear error for `..` that climbs out, even when the
@@ -128,7 +144,9 @@ impl WorkspaceRoot {
         let mut found = Vec::new();
         let mut stack = vec![(self.root.clone(), 0usize)];
         while let Some((dir, depth)) = stack.pop() {
-            let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+            let Ok(entries) = std::fs::read_dir(&dir) else {
+                continue;
+            };
             let mut has_tf = false;
             let mut subdirs = Vec::new();
             for entry in entries.flatten() {
@@ -142,7 +160,10 @@ impl WorkspaceRoot {
                 }
             }
             if has_tf {
-                let rel = dir.strip_prefix(&self.root).map(|p| p.to_string_lossy().into_owned()).unwrap_or_default();
+                let rel = dir
+                    .strip_prefix(&self.root)
+                    .map(|p| p.to_string_lossy().into_owned())
+                    .unwrap_or_default();
                 found.push(if rel.is_empty() { ".".to_string() } else { rel });
                 if found.len() >= max_entries {
                     break;
@@ -203,17 +224,72 @@ mod tests {
     fn rejects_escapes() {
         let (_d, r) = setup();
         let cases = [
-            ("..", WorkspaceError::Escapes { field: "path".into() }),
-            ("a/../..", WorkspaceError::Escapes { field: "path".into() }),
-            ("a/../../outside", WorkspaceError::Escapes { field: "path".into() }),
-            ("/etc", WorkspaceError::Absolute { field: "path".into() }),
-            ("link_out", WorkspaceError::Escapes { field: "path".into() }),
-            ("dangling", WorkspaceError::Escapes { field: "path".into() }),
-            ("a\0b", WorkspaceError::BadCharacter { field: "path".into() }),
-            ("a\nb", WorkspaceError::BadCharacter { field: "path".into() }),
-            ("", WorkspaceError::Empty { field: "path".into() }),
-            ("missing", WorkspaceError::NotFound { field: "path".into() }),
-            ("a/main.tf", WorkspaceError::NotADirectory { field: "path".into() }),
+            (
+                "..",
+                WorkspaceError::Escapes {
+                    field: "path".into(),
+                },
+            ),
+            (
+                "a/../..",
+                WorkspaceError::Escapes {
+                    field: "path".into(),
+                },
+            ),
+            (
+                "a/../../outside",
+                WorkspaceError::Escapes {
+                    field: "path".into(),
+                },
+            ),
+            (
+                "/etc",
+                WorkspaceError::Absolute {
+                    field: "path".into(),
+                },
+            ),
+            (
+                "link_out",
+                WorkspaceError::Escapes {
+                    field: "path".into(),
+                },
+            ),
+            (
+                "dangling",
+                WorkspaceError::Escapes {
+                    field: "path".into(),
+                },
+            ),
+            (
+                "a\0b",
+                WorkspaceError::BadCharacter {
+                    field: "path".into(),
+                },
+            ),
+            (
+                "a\nb",
+                WorkspaceError::BadCharacter {
+                    field: "path".into(),
+                },
+            ),
+            (
+                "",
+                WorkspaceError::Empty {
+                    field: "path".into(),
+                },
+            ),
+            (
+                "missing",
+                WorkspaceError::NotFound {
+                    field: "path".into(),
+                },
+            ),
+            (
+                "a/main.tf",
+                WorkspaceError::NotADirectory {
+                    field: "path".into(),
+                },
+            ),
         ];
         for (input, want) in cases {
             assert_eq!(r.workspace("path", input).unwrap_err(), want, "{input:?}");
@@ -221,7 +297,9 @@ mod tests {
         // Percent-encoded traversal is just a strange directory name, which does not exist.
         assert_eq!(
             r.workspace("path", "%2e%2e").unwrap_err(),
-            WorkspaceError::NotFound { field: "path".into() }
+            WorkspaceError::NotFound {
+                field: "path".into()
+            }
         );
     }
 
@@ -231,16 +309,24 @@ mod tests {
         let ws = r.workspace("path", "a").unwrap();
         assert!(r.file_in("var_files/0", &ws, "x.tfvars").is_ok());
         assert_eq!(
-            r.file_in("var_files/0", &ws, "../link_out/secret.tfvars").unwrap_err(),
-            WorkspaceError::Escapes { field: "var_files/0".into() }
+            r.file_in("var_files/0", &ws, "../link_out/secret.tfvars")
+                .unwrap_err(),
+            WorkspaceError::Escapes {
+                field: "var_files/0".into()
+            }
         );
         assert_eq!(
-            r.file_in("var_files/0", &ws, "../../outside/secret.tfvars").unwrap_err(),
-            WorkspaceError::Escapes { field: "var_files/0".into() }
+            r.file_in("var_files/0", &ws, "../../outside/secret.tfvars")
+                .unwrap_err(),
+            WorkspaceError::Escapes {
+                field: "var_files/0".into()
+            }
         );
         assert_eq!(
             r.file_in("var_files/0", &ws, "b").unwrap_err(),
-            WorkspaceError::NotAFile { field: "var_files/0".into() }
+            WorkspaceError::NotAFile {
+                field: "var_files/0".into()
+            }
         );
     }
 

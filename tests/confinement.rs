@@ -9,7 +9,12 @@ use std::os::unix::fs::symlink;
 use common::*;
 use serde_json::{Value, json};
 
-fn recorder_env(sb: &Sandbox) -> (std::collections::BTreeMap<String, String>, std::path::PathBuf) {
+fn recorder_env(
+    sb: &Sandbox,
+) -> (
+    std::collections::BTreeMap<String, String>,
+    std::path::PathBuf,
+) {
     let record = sb.dir.path().join("standin.log");
     let mut env = sb.env(&standin("record.sh"), &[("TERRARIUM_ENABLE_APPLY", "true")]);
     env.insert("STANDIN_OUT".into(), record.display().to_string());
@@ -58,7 +63,12 @@ async fn traversal_corpus_is_rejected_before_anything_runs() {
         ("basic/main.tf", "confinement"),
     ];
     for (path, kind) in cases {
-        for tool in ["terraform_validate", "terraform_plan", "terraform_init", "terraform_show"] {
+        for tool in [
+            "terraform_validate",
+            "terraform_plan",
+            "terraform_init",
+            "terraform_show",
+        ] {
             let r = call(&session, tool, json!({"path": path})).await;
             let e = error_of(&r);
             assert_eq!(e["kind"], *kind, "{tool} {path:?}: {e}");
@@ -67,17 +77,37 @@ async fn traversal_corpus_is_rejected_before_anything_runs() {
         }
     }
     // Var files are confined the same way.
-    for vf in ["../../outside/x.tfvars", "evil.tfvars", "../link_out/x.tfvars"] {
-        let r = call(&session, "terraform_plan", json!({"path": "basic", "var_files": [vf]})).await;
+    for vf in [
+        "../../outside/x.tfvars",
+        "evil.tfvars",
+        "../link_out/x.tfvars",
+    ] {
+        let r = call(
+            &session,
+            "terraform_plan",
+            json!({"path": "basic", "var_files": [vf]}),
+        )
+        .await;
         let e = error_of(&r);
         assert_eq!(e["kind"], "confinement", "{vf}: {e}");
-        assert!(e["message"].as_str().unwrap().contains("var_files/0"), "{e}");
+        assert!(
+            e["message"].as_str().unwrap().contains("var_files/0"),
+            "{e}"
+        );
     }
     session.cancel().await.unwrap();
-    assert!(!record.exists(), "terraform was spawned for a rejected call:\n{}", std::fs::read_to_string(&record).unwrap_or_default());
+    assert!(
+        !record.exists(),
+        "terraform was spawned for a rejected call:\n{}",
+        std::fs::read_to_string(&record).unwrap_or_default()
+    );
 
     let events = sb.audit_events();
-    assert_eq!(events.len(), cases.len() * 4 + 3, "one audit event per call");
+    assert_eq!(
+        events.len(),
+        cases.len() * 4 + 3,
+        "one audit event per call"
+    );
     assert!(events.iter().all(|e| e["success"] == false));
 }
 
@@ -99,10 +129,17 @@ async fn caller_values_never_become_flags() {
         json!({"path": "basic", "destroy": "-true"}),
         json!({"path": "basic", "plan_id": "-chdir=/"}),
     ] {
-        let tool = if args.get("plan_id").is_some() { "terraform_apply" } else { "terraform_plan" };
+        let tool = if args.get("plan_id").is_some() {
+            "terraform_apply"
+        } else {
+            "terraform_plan"
+        };
         let r = call(&session, tool, args.clone()).await;
         let kind = error_of(&r)["kind"].clone();
-        assert!(kind == "validation" || kind == "confinement", "{args}: {kind}");
+        assert!(
+            kind == "validation" || kind == "confinement",
+            "{args}: {kind}"
+        );
     }
     assert!(!record.exists(), "a rejected call spawned terraform");
 
@@ -123,12 +160,22 @@ async fn caller_values_never_become_flags() {
         .collect();
     assert_eq!(args[0], "plan");
     for a in &args[1..] {
-        let server_flag = ["-input=false", "-no-color", "-json", "-out=/", "-var-file=/", "-target=terraform_data.a"]
-            .iter()
-            .any(|f| a.starts_with(f));
+        let server_flag = [
+            "-input=false",
+            "-no-color",
+            "-json",
+            "-out=/",
+            "-var-file=/",
+            "-target=terraform_data.a",
+        ]
+        .iter()
+        .any(|f| a.starts_with(f));
         assert!(server_flag, "unexpected argv element {a:?} in {args:?}");
     }
-    assert!(!args.contains(&"-destroy") && !args.contains(&"-auto-approve"), "{args:?}");
+    assert!(
+        !args.contains(&"-destroy") && !args.contains(&"-auto-approve"),
+        "{args:?}"
+    );
     // The working directory is the confined workspace, never a flag.
     assert!(!args.iter().any(|a| a.starts_with("-chdir")), "{args:?}");
     session.cancel().await.unwrap();
@@ -144,14 +191,35 @@ async fn oversize_and_mistyped_input_names_the_field() {
     let e = error_of(&r);
     assert_eq!(e["fields"][0]["pointer"], "/path");
 
-    let r = call(&session, "terraform_plan", json!({"path": "basic", "refresh": "yes", "targets": "a"})).await;
+    let r = call(
+        &session,
+        "terraform_plan",
+        json!({"path": "basic", "refresh": "yes", "targets": "a"}),
+    )
+    .await;
     let e = error_of(&r);
-    let pointers: Vec<&str> = e["fields"].as_array().unwrap().iter().map(|f| f["pointer"].as_str().unwrap()).collect();
-    assert!(pointers.contains(&"/refresh") && pointers.contains(&"/targets"), "{pointers:?}");
+    let pointers: Vec<&str> = e["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["pointer"].as_str().unwrap())
+        .collect();
+    assert!(
+        pointers.contains(&"/refresh") && pointers.contains(&"/targets"),
+        "{pointers:?}"
+    );
 
-    let r = call(&session, "terraform_plan", json!({"path": "basic", "chdir": "/"})).await;
+    let r = call(
+        &session,
+        "terraform_plan",
+        json!({"path": "basic", "chdir": "/"}),
+    )
+    .await;
     let e = error_of(&r);
-    assert!(e["message"].as_str().unwrap().contains("chdir"), "unknown field is named: {e}");
+    assert!(
+        e["message"].as_str().unwrap().contains("chdir"),
+        "unknown field is named: {e}"
+    );
 
     let r = call(&session, "terraform_plan", json!({})).await;
     assert!(error_of(&r)["message"].as_str().unwrap().contains("path"));
@@ -161,24 +229,49 @@ async fn oversize_and_mistyped_input_names_the_field() {
     assert_eq!(error_of(&r)["fields"][0]["pointer"], "/path");
 
     let big = "x".repeat(300 * 1024);
-    let r = call(&session, "terraform_plan", json!({"path": "basic", "vars": {"blob": big}})).await;
+    let r = call(
+        &session,
+        "terraform_plan",
+        json!({"path": "basic", "vars": {"blob": big}}),
+    )
+    .await;
     let e = error_of(&r);
     assert!(e["message"].as_str().unwrap().contains("limit"), "{e}");
-    assert!(!text(&r).contains("xxxxxxxx"), "the oversize value is not echoed");
+    assert!(
+        !text(&r).contains("xxxxxxxx"),
+        "the oversize value is not echoed"
+    );
 
-    let many: serde_json::Map<String, Value> = (0..300).map(|i| (format!("v{i}"), json!(i))).collect();
-    let r = call(&session, "terraform_plan", json!({"path": "basic", "vars": many})).await;
+    let many: serde_json::Map<String, Value> =
+        (0..300).map(|i| (format!("v{i}"), json!(i))).collect();
+    let r = call(
+        &session,
+        "terraform_plan",
+        json!({"path": "basic", "vars": many}),
+    )
+    .await;
     assert_eq!(error_of(&r)["fields"][0]["pointer"], "/vars");
 
     let r = call(&session, "terraform_import", json!({"path": "basic"})).await;
     assert!(is_error(&r));
     assert_eq!(sc(&r)["error"]["kind"], "policy");
-    for tool in ["terraform_state_rm", "terraform_console", "terraform_taint", "terraform_force_unlock"] {
-        assert!(is_error(&call(&session, tool, json!({"path": "basic"})).await), "{tool}");
+    for tool in [
+        "terraform_state_rm",
+        "terraform_console",
+        "terraform_taint",
+        "terraform_force_unlock",
+    ] {
+        assert!(
+            is_error(&call(&session, tool, json!({"path": "basic"})).await),
+            "{tool}"
+        );
     }
 
     session.cancel().await.unwrap();
     assert!(!record.exists(), "a rejected call spawned terraform");
     let audit = std::fs::read_to_string(&sb.audit).unwrap();
-    assert!(!audit.contains("xxxxxxxx"), "rejected values never reach the audit trail");
+    assert!(
+        !audit.contains("xxxxxxxx"),
+        "rejected values never reach the audit trail"
+    );
 }

@@ -13,7 +13,10 @@ async fn timeout_kills_a_stubborn_process_group() {
     let sb = Sandbox::new(&["basic"]);
     let env = sb.env(
         &standin("stubborn.sh"),
-        &[("TERRARIUM_TIMEOUT_SECS", "2"), ("TERRARIUM_KILL_GRACE_SECS", "1")],
+        &[
+            ("TERRARIUM_TIMEOUT_SECS", "2"),
+            ("TERRARIUM_KILL_GRACE_SECS", "1"),
+        ],
     );
     let session = connect(&env).await;
     let started = Instant::now();
@@ -22,11 +25,17 @@ async fn timeout_kills_a_stubborn_process_group() {
     assert!(is_error(&r));
     let s = sc(&r);
     assert_eq!(s["timed_out"], true, "{s}");
-    assert!(s["stdout"].as_str().unwrap().contains("started"), "output before the timeout is kept");
+    assert!(
+        s["stdout"].as_str().unwrap().contains("started"),
+        "output before the timeout is kept"
+    );
     assert!(elapsed < Duration::from_secs(10), "took {elapsed:?}");
     let parent = read_pid(&sb.root.join("basic/parent.pid"));
     let child = read_pid(&sb.root.join("basic/child.pid"));
-    assert!(gone_within(parent, 5), "the SIGINT-ignoring parent survived");
+    assert!(
+        gone_within(parent, 5),
+        "the SIGINT-ignoring parent survived"
+    );
     assert!(gone_within(child, 5), "its SIGINT-ignoring child survived");
     session.cancel().await.unwrap();
     let events = sb.audit_events();
@@ -38,16 +47,28 @@ async fn interrupted_real_apply_leaves_no_provisioner_orphan() {
     let sb = Sandbox::new(&["slow_fork"]);
     let env = sb.env(
         &terraform(),
-        &[("TERRARIUM_ENABLE_APPLY", "true"), ("TERRARIUM_TIMEOUT_SECS", "4"), ("TERRARIUM_KILL_GRACE_SECS", "3")],
+        &[
+            ("TERRARIUM_ENABLE_APPLY", "true"),
+            ("TERRARIUM_TIMEOUT_SECS", "4"),
+            ("TERRARIUM_KILL_GRACE_SECS", "3"),
+        ],
     );
     let session = connect(&env).await;
     call_ok(&session, "terraform_init", json!({"path": "slow_fork"})).await;
     let plan = call_ok(&session, "terraform_plan", json!({"path": "slow_fork"})).await;
-    let r = call(&session, "terraform_apply", json!({"path": "slow_fork", "plan_id": plan["plan_id"]})).await;
+    let r = call(
+        &session,
+        "terraform_apply",
+        json!({"path": "slow_fork", "plan_id": plan["plan_id"]}),
+    )
+    .await;
     assert!(is_error(&r));
     assert_eq!(sc(&r)["timed_out"], true, "{}", text(&r));
     let sleeper = read_pid(&sb.root.join("slow_fork/sleeper.pid"));
-    assert!(gone_within(sleeper, 5), "the provisioner's background sleeper outlived the run");
+    assert!(
+        gone_within(sleeper, 5),
+        "the provisioner's background sleeper outlived the run"
+    );
     // The server still serves.
     call_ok(&session, "terraform_validate", json!({"path": "slow_fork"})).await;
     session.cancel().await.unwrap();
@@ -56,7 +77,10 @@ async fn interrupted_real_apply_leaves_no_provisioner_orphan() {
 #[tokio::test]
 async fn output_floods_are_capped() {
     let sb = Sandbox::new(&["basic"]);
-    let env = sb.env(&standin("flood.sh"), &[("TERRARIUM_OUTPUT_LIMIT_BYTES", "65536")]);
+    let env = sb.env(
+        &standin("flood.sh"),
+        &[("TERRARIUM_OUTPUT_LIMIT_BYTES", "65536")],
+    );
     let session = connect(&env).await;
     let r = call(&session, "terraform_init", json!({"path": "basic"})).await;
     let s = ok(&r);
@@ -104,7 +128,11 @@ async fn child_gets_limits_a_scrubbed_environment_and_its_own_group() {
             .collect::<Vec<_>>()
             .join(" ")
     };
-    assert!(limit("Max open files").contains("321 321"), "{}", limit("Max open files"));
+    assert!(
+        limit("Max open files").contains("321 321"),
+        "{}",
+        limit("Max open files")
+    );
     assert!(limit("Max cpu time").contains("77 77"));
     assert!(limit("Max file size").contains("10485760 10485760"));
     assert!(limit("Max processes").contains("555 555"));
@@ -117,22 +145,48 @@ async fn child_gets_limits_a_scrubbed_environment_and_its_own_group() {
     assert_eq!(get("TF_IN_AUTOMATION"), Some("1"));
     assert_eq!(get("TF_INPUT"), Some("0"));
     assert_eq!(get("CHECKPOINT_DISABLE"), Some("1"));
-    assert_eq!(get("CLOUD_TOKEN"), Some("tok-0123456789-secret"), "pass-through reaches terraform");
-    for forbidden in ["TF_CLI_ARGS", "TF_CLI_ARGS_plan", "TF_LOG", "UNRELATED_SECRET"] {
-        assert_eq!(get(forbidden), None, "{forbidden} leaked into terraform's environment");
+    assert_eq!(
+        get("CLOUD_TOKEN"),
+        Some("tok-0123456789-secret"),
+        "pass-through reaches terraform"
+    );
+    for forbidden in [
+        "TF_CLI_ARGS",
+        "TF_CLI_ARGS_plan",
+        "TF_LOG",
+        "UNRELATED_SECRET",
+    ] {
+        assert_eq!(
+            get(forbidden),
+            None,
+            "{forbidden} leaked into terraform's environment"
+        );
     }
     let cfg = get("TF_CLI_CONFIG_FILE").unwrap();
-    assert!(cfg.starts_with(sb.state.to_str().unwrap()), "CLI config is the server's own: {cfg}");
+    assert!(
+        cfg.starts_with(sb.state.to_str().unwrap()),
+        "CLI config is the server's own: {cfg}"
+    );
     let home = get("HOME").unwrap();
-    assert!(home.starts_with(sb.state.to_str().unwrap()), "private HOME: {home}");
+    assert!(
+        home.starts_with(sb.state.to_str().unwrap()),
+        "private HOME: {home}"
+    );
 
     // Own process group (setsid): pgid == pid.
     let pg = log.lines().find(|l| l.starts_with("PGID:")).unwrap();
     let parts: Vec<&str> = pg.split_whitespace().collect();
-    assert_eq!(parts[0].trim_start_matches("PGID:"), parts[1].trim_start_matches("PID:"), "{pg}");
+    assert_eq!(
+        parts[0].trim_start_matches("PGID:"),
+        parts[1].trim_start_matches("PID:"),
+        "{pg}"
+    );
 
     // The credential is masked in what the caller sees.
-    assert!(!format!("{r:?}").contains("tok-0123456789-secret"), "pass-through value reached the result");
+    assert!(
+        !format!("{r:?}").contains("tok-0123456789-secret"),
+        "pass-through value reached the result"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -141,12 +195,20 @@ async fn one_run_per_workspace_and_cancellation_interrupts() {
     use rmcp::service::PeerRequestOptions;
 
     let sb = Sandbox::new(&["basic"]);
-    let env = sb.env(&standin("stubborn.sh"), &[("TERRARIUM_QUEUE_WAIT_SECS", "1"), ("TERRARIUM_KILL_GRACE_SECS", "1")]);
+    let env = sb.env(
+        &standin("stubborn.sh"),
+        &[
+            ("TERRARIUM_QUEUE_WAIT_SECS", "1"),
+            ("TERRARIUM_KILL_GRACE_SECS", "1"),
+        ],
+    );
     let session = connect(&env).await;
     let args = json!({"path": "basic"}).as_object().unwrap().clone();
     let handle = session
         .send_cancellable_request(
-            ClientRequest::CallToolRequest(Request::new(CallToolRequestParams::new("terraform_validate").with_arguments(args))),
+            ClientRequest::CallToolRequest(Request::new(
+                CallToolRequestParams::new("terraform_validate").with_arguments(args),
+            )),
             PeerRequestOptions::no_options(),
         )
         .await
@@ -156,7 +218,14 @@ async fn one_run_per_workspace_and_cancellation_interrupts() {
 
     let r = call(&session, "terraform_validate", json!({"path": "basic"})).await;
     assert!(is_error(&r));
-    assert!(sc(&r)["error"]["message"].as_str().unwrap().contains("busy"), "{}", text(&r));
+    assert!(
+        sc(&r)["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("busy"),
+        "{}",
+        text(&r)
+    );
 
     handle.cancel(Some("test".into())).await.unwrap();
     assert!(gone_within(parent, 5), "cancelled run survived");

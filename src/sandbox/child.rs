@@ -45,7 +45,12 @@ pub unsafe fn prepare(limits: &Limits) -> io::Result<()> {
         libc::umask(0o077);
         // Every descriptor beyond stdio is closed at exec (the standard library's own
         // exec-error pipe is already close-on-exec, so it keeps working).
-        let r = libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, libc::CLOSE_RANGE_CLOEXEC);
+        let r = libc::syscall(
+            libc::SYS_close_range,
+            3u32,
+            u32::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        );
         if r < 0 {
             return Err(io::Error::last_os_error());
         }

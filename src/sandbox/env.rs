@@ -15,11 +15,18 @@ pub struct RunDirs<'a> {
 
 /// Builds terraform's environment. `host` is the server's own environment, from which only the
 /// configured pass-through names and prefixes are copied (and never a forbidden name).
-pub fn build(config: &Config, host: &BTreeMap<String, String>, dirs: &RunDirs<'_>) -> Vec<(String, String)> {
+pub fn build(
+    config: &Config,
+    host: &BTreeMap<String, String>,
+    dirs: &RunDirs<'_>,
+) -> Vec<(String, String)> {
     let mut env: BTreeMap<String, String> = BTreeMap::new();
     for (k, v) in host {
         let passes = config.passthrough_env.iter().any(|n| n == k)
-            || config.passthrough_prefixes.iter().any(|p| k.starts_with(p.as_str()));
+            || config
+                .passthrough_prefixes
+                .iter()
+                .any(|p| k.starts_with(p.as_str()));
         if passes && !is_forbidden_env(k) {
             env.insert(k.clone(), v.clone());
         }
@@ -32,7 +39,10 @@ pub fn build(config: &Config, host: &BTreeMap<String, String>, dirs: &RunDirs<'_
         ("TF_INPUT", "0".to_string()),
         ("CHECKPOINT_DISABLE", "1".to_string()),
         ("TF_CLI_CONFIG_FILE", dirs.cli_config.display().to_string()),
-        ("TF_PLUGIN_CACHE_DIR", dirs.plugin_cache.display().to_string()),
+        (
+            "TF_PLUGIN_CACHE_DIR",
+            dirs.plugin_cache.display().to_string(),
+        ),
         ("LANG", "C.UTF-8".to_string()),
     ];
     for (k, v) in fixed {
@@ -47,7 +57,10 @@ pub fn passthrough_values(config: &Config, host: &BTreeMap<String, String>) -> V
         .filter(|(k, _)| {
             !is_forbidden_env(k)
                 && (config.passthrough_env.iter().any(|n| n == *k)
-                    || config.passthrough_prefixes.iter().any(|p| k.starts_with(p.as_str())))
+                    || config
+                        .passthrough_prefixes
+                        .iter()
+                        .any(|p| k.starts_with(p.as_str())))
         })
         .map(|(_, v)| v.clone())
         .collect()
@@ -56,6 +69,10 @@ pub fn passthrough_values(config: &Config, host: &BTreeMap<String, String>) -> V
 /// The CLI configuration file the server writes for each run: the plugin cache and nothing else,
 /// so no host `.terraformrc` (with its credentials or provider overrides) is ever read.
 pub fn cli_config(plugin_cache: &Path) -> String {
-    let escaped = plugin_cache.display().to_string().replace('\\', "\\\\").replace('"', "\\\"");
+    let escaped = plugin_cache
+        .display()
+        .to_string()
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"");
     format!("plugin_cache_dir = \"{escaped}\"\ndisable_checkpoint = true\n")
 }

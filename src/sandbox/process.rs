@@ -105,7 +105,11 @@ const MAX_LINE: usize = 16 * 1024;
 /// descendant that left the group may still hold a pipe open).
 const DRAIN_WAIT: Duration = Duration::from_secs(2);
 
-async fn run(spec: RunSpec, on_line: Option<LineSink<'_>>, cancel: CancellationToken) -> Result<RunOutcome, SpawnError> {
+async fn run(
+    spec: RunSpec,
+    on_line: Option<LineSink<'_>>,
+    cancel: CancellationToken,
+) -> Result<RunOutcome, SpawnError> {
     let mut cmd = tokio::process::Command::new(&spec.program);
     cmd.args(&spec.argv)
         .current_dir(&spec.cwd)
@@ -129,14 +133,22 @@ async fn run(spec: RunSpec, on_line: Option<LineSink<'_>>, cancel: CancellationT
 
     let (tx, mut rx) = mpsc::unbounded_channel();
     let want_lines = on_line.is_some();
-    let out_task = child
-        .stdout
-        .take()
-        .map(|s| tokio::spawn(read_stream(s, spec.output_limit, want_lines.then(|| tx.clone()), StreamLine::Stdout)));
-    let err_task = child
-        .stderr
-        .take()
-        .map(|s| tokio::spawn(read_stream(s, spec.output_limit, want_lines.then(|| tx.clone()), StreamLine::Stderr)));
+    let out_task = child.stdout.take().map(|s| {
+        tokio::spawn(read_stream(
+            s,
+            spec.output_limit,
+            want_lines.then(|| tx.clone()),
+            StreamLine::Stdout,
+        ))
+    });
+    let err_task = child.stderr.take().map(|s| {
+        tokio::spawn(read_stream(
+            s,
+            spec.output_limit,
+            want_lines.then(|| tx.clone()),
+            StreamLine::Stderr,
+        ))
+    });
     drop(tx);
 
     let deadline = tokio::time::sleep(spec.timeout);
@@ -213,7 +225,8 @@ async fn finish_reader(task: Option<tokio::task::JoinHandle<Captured>>) -> Captu
         _ => {
             task.abort();
             Captured {
-                text: "[output incomplete: a process outside the run's group held the stream open]".into(),
+                text: "[output incomplete: a process outside the run's group held the stream open]"
+                    .into(),
                 total_bytes: 0,
                 truncated: true,
             }
@@ -240,10 +253,14 @@ async fn read_stream<R: AsyncRead + Unpin>(
             partial.extend_from_slice(&buf[..n]);
             while let Some(pos) = partial.iter().position(|b| *b == b'\n') {
                 let line: Vec<u8> = partial.drain(..=pos).collect();
-                let _ = tx.send(wrap(String::from_utf8_lossy(&line[..line.len() - 1]).into_owned()));
+                let _ = tx.send(wrap(
+                    String::from_utf8_lossy(&line[..line.len() - 1]).into_owned(),
+                ));
             }
             if partial.len() > MAX_LINE {
-                let _ = tx.send(wrap(String::from_utf8_lossy(&partial[..MAX_LINE]).into_owned()));
+                let _ = tx.send(wrap(
+                    String::from_utf8_lossy(&partial[..MAX_LINE]).into_owned(),
+                ));
                 partial.clear();
             }
         }

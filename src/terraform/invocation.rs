@@ -111,14 +111,27 @@ mod tests {
             .value("target", "-destroy")
             .value("target", "x -chdir=/")
             .path(PathBuf::from("/state/plans/p.tfplan"));
-        let argv: Vec<String> = inv.argv().into_iter().map(|s| s.into_string().unwrap()).collect();
+        let argv: Vec<String> = inv
+            .argv()
+            .into_iter()
+            .map(|s| s.into_string().unwrap())
+            .collect();
         assert_eq!(
             argv,
-            vec!["plan", "-no-color", "-target=-destroy", "-target=x -chdir=/", "/state/plans/p.tfplan"]
+            vec![
+                "plan",
+                "-no-color",
+                "-target=-destroy",
+                "-target=x -chdir=/",
+                "/state/plans/p.tfplan"
+            ]
         );
         // Every element after the subcommand is either a server flag or an absolute path.
         for a in &argv[1..] {
-            assert!(a.starts_with("-no-color") || a.starts_with("-target=") || a.starts_with('/'), "{a}");
+            assert!(
+                a.starts_with("-no-color") || a.starts_with("-target=") || a.starts_with('/'),
+                "{a}"
+            );
         }
     }
 

@@ -79,11 +79,21 @@ pub fn summarize(plan: &Value, destroy_mode: bool) -> Result<PlanSummary, PlanPa
     }
     let mut counts = Counts::default();
     let mut resource_changes = Vec::new();
-    for rc in plan.get("resource_changes").and_then(Value::as_array).into_iter().flatten() {
+    for rc in plan
+        .get("resource_changes")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
         let actions: Vec<String> = rc
             .pointer("/change/actions")
             .and_then(Value::as_array)
-            .map(|a| a.iter().filter_map(Value::as_str).map(String::from).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(Value::as_str)
+                    .map(String::from)
+                    .collect()
+            })
             .unwrap_or_default();
         let mode = str_field(rc, "mode");
         let has = |a: &str| actions.iter().any(|x| x == a);
@@ -109,7 +119,10 @@ pub fn summarize(plan: &Value, destroy_mode: bool) -> Result<PlanSummary, PlanPa
             name: str_field(rc, "name"),
             mode,
             actions,
-            action_reason: rc.get("action_reason").and_then(Value::as_str).map(String::from),
+            action_reason: rc
+                .get("action_reason")
+                .and_then(Value::as_str)
+                .map(String::from),
         });
     }
     let mut output_changes = Vec::new();
@@ -118,13 +131,25 @@ pub fn summarize(plan: &Value, destroy_mode: bool) -> Result<PlanSummary, PlanPa
             let actions: Vec<String> = oc
                 .get("actions")
                 .and_then(Value::as_array)
-                .map(|a| a.iter().filter_map(Value::as_str).map(String::from).collect())
+                .map(|a| {
+                    a.iter()
+                        .filter_map(Value::as_str)
+                        .map(String::from)
+                        .collect()
+                })
                 .unwrap_or_default();
-            let sensitive = oc.get("after_sensitive").is_some_and(|v| v != &Value::Bool(false))
-                || oc.get("before_sensitive").is_some_and(|v| v != &Value::Bool(false));
+            let sensitive = oc
+                .get("after_sensitive")
+                .is_some_and(|v| v != &Value::Bool(false))
+                || oc
+                    .get("before_sensitive")
+                    .is_some_and(|v| v != &Value::Bool(false));
             let after = if sensitive {
                 Some(Value::String(SENSITIVE.into()))
-            } else if oc.get("after_unknown").is_some_and(|v| v == &Value::Bool(true)) {
+            } else if oc
+                .get("after_unknown")
+                .is_some_and(|v| v == &Value::Bool(true))
+            {
                 Some(Value::String(UNKNOWN.into()))
             } else {
                 oc.get("after").cloned()
@@ -144,13 +169,22 @@ pub fn summarize(plan: &Value, destroy_mode: bool) -> Result<PlanSummary, PlanPa
         resource_changes,
         output_changes,
         destroy_mode,
-        terraform_version: plan.get("terraform_version").and_then(Value::as_str).map(String::from),
-        applyable: plan.get("applyable").and_then(Value::as_bool).unwrap_or(true),
+        terraform_version: plan
+            .get("terraform_version")
+            .and_then(Value::as_str)
+            .map(String::from),
+        applyable: plan
+            .get("applyable")
+            .and_then(Value::as_bool)
+            .unwrap_or(true),
     })
 }
 
 fn str_field(v: &Value, k: &str) -> String {
-    v.get(k).and_then(Value::as_str).unwrap_or_default().to_string()
+    v.get(k)
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string()
 }
 
 #[cfg(test)]
@@ -189,10 +223,21 @@ mod tests {
     #[test]
     fn counts_like_terraform() {
         let s = summarize(&plan(), false).unwrap();
-        assert_eq!(s.counts, Counts { add: 2, change: 1, destroy: 2, replace: 1 });
+        assert_eq!(
+            s.counts,
+            Counts {
+                add: 2,
+                change: 1,
+                destroy: 2,
+                replace: 1
+            }
+        );
         assert!(s.deletes);
         assert_eq!(s.resource_changes.len(), 4, "no-op is left out");
-        assert_eq!(s.resource_changes[1].action_reason.as_deref(), Some("replace_because_cannot_update"));
+        assert_eq!(
+            s.resource_changes[1].action_reason.as_deref(),
+            Some("replace_because_cannot_update")
+        );
     }
 
     #[test]
@@ -200,7 +245,14 @@ mod tests {
         let s = summarize(&plan(), false).unwrap();
         let text = serde_json::to_string(&s).unwrap();
         assert!(!text.contains("hunter2"));
-        let by = |n: &str| s.output_changes.iter().find(|o| o.name == n).unwrap().after.clone();
+        let by = |n: &str| {
+            s.output_changes
+                .iter()
+                .find(|o| o.name == n)
+                .unwrap()
+                .after
+                .clone()
+        };
         assert_eq!(by("plain"), Some(json!("hello")));
         assert_eq!(by("secret"), Some(json!(SENSITIVE)));
         assert_eq!(by("later"), Some(json!(UNKNOWN)));

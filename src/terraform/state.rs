@@ -12,7 +12,12 @@ pub fn mask(value: &Value, sensitive: &Value) -> Value {
         (_, Value::Bool(true)) => Value::String(SENSITIVE.into()),
         (Value::Object(v), Value::Object(s)) => Value::Object(
             v.iter()
-                .map(|(k, x)| (k.clone(), s.get(k).map_or_else(|| x.clone(), |m| mask(x, m))))
+                .map(|(k, x)| {
+                    (
+                        k.clone(),
+                        s.get(k).map_or_else(|| x.clone(), |m| mask(x, m)),
+                    )
+                })
                 .collect(),
         ),
         (Value::Array(v), Value::Array(s)) => Value::Array(
@@ -49,7 +54,10 @@ pub fn summarize_state(raw: &Value) -> Value {
     if let Some(root) = raw.pointer("/values/root_module") {
         collect_resources(root, &mut resources);
     }
-    let outputs_raw = raw.pointer("/values/outputs").cloned().unwrap_or(Value::Null);
+    let outputs_raw = raw
+        .pointer("/values/outputs")
+        .cloned()
+        .unwrap_or(Value::Null);
     json!({
         "terraform_version": raw.get("terraform_version").cloned().unwrap_or(Value::Null),
         "resource_count": resources.len(),
@@ -59,7 +67,12 @@ pub fn summarize_state(raw: &Value) -> Value {
 }
 
 fn collect_resources(module: &Value, out: &mut Vec<Value>) {
-    for r in module.get("resources").and_then(Value::as_array).into_iter().flatten() {
+    for r in module
+        .get("resources")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
         let values = r.get("values").cloned().unwrap_or(Value::Null);
         let masked = mask(&values, r.get("sensitive_values").unwrap_or(&Value::Null));
         out.push(json!({
@@ -71,7 +84,12 @@ fn collect_resources(module: &Value, out: &mut Vec<Value>) {
             "values": masked,
         }));
     }
-    for child in module.get("child_modules").and_then(Value::as_array).into_iter().flatten() {
+    for child in module
+        .get("child_modules")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
         collect_resources(child, out);
     }
 }
@@ -85,7 +103,10 @@ mod tests {
         let v = json!({"a": "ok", "b": {"c": "hunter2", "d": [1, "s3cret"]}});
         let s = json!({"b": {"c": true, "d": [false, true]}});
         let m = mask(&v, &s);
-        assert_eq!(m, json!({"a": "ok", "b": {"c": SENSITIVE, "d": [1, SENSITIVE]}}));
+        assert_eq!(
+            m,
+            json!({"a": "ok", "b": {"c": SENSITIVE, "d": [1, SENSITIVE]}})
+        );
     }
 
     #[test]

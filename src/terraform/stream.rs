@@ -63,7 +63,12 @@ pub fn parse(stdout: &str) -> StreamReport {
 
 /// A diagnostic object as terraform writes it (in the UI stream and in `validate -json`).
 pub fn diagnostic(d: &Value) -> Diagnostic {
-    let s = |k: &str| d.get(k).and_then(Value::as_str).unwrap_or_default().to_string();
+    let s = |k: &str| {
+        d.get(k)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string()
+    };
     Diagnostic {
         severity: s("severity"),
         summary: s("summary"),
@@ -88,6 +93,9 @@ not json at all"#;
         assert_eq!(r.messages.len(), 5);
         assert_eq!(r.diagnostics[0].summary, "boom");
         assert_eq!(r.change_summary.unwrap()["add"], 1);
-        assert_eq!(message_of(out.lines().next().unwrap()).as_deref(), Some("Terraform 1.15.5"));
+        assert_eq!(
+            message_of(out.lines().next().unwrap()).as_deref(),
+            Some("Terraform 1.15.5")
+        );
     }
 }

@@ -35,7 +35,11 @@ pub async fn run(ctx: &RunCtx<'_>, ws: &Workspace, args: Args) -> Result<ToolOut
     let report = stream::parse(&outcome.stdout.text);
     let messages = report.messages.join("\n");
     let changes = report.change_summary.clone().unwrap_or(Value::Null);
-    let outputs = report.outputs.as_ref().map(state::outputs).unwrap_or_default();
+    let outputs = report
+        .outputs
+        .as_ref()
+        .map(state::outputs)
+        .unwrap_or_default();
     let affected = json!({
         "add": changes.get("add").cloned().unwrap_or(json!(0)),
         "change": changes.get("change").cloned().unwrap_or(json!(0)),
@@ -50,9 +54,11 @@ pub async fn run(ctx: &RunCtx<'_>, ws: &Workspace, args: Args) -> Result<ToolOut
         r.stdout.text = messages;
     }
     out.data.insert("plan_id".into(), json!(args.plan_id));
-    out.data.insert("resources_affected".into(), affected.clone());
+    out.data
+        .insert("resources_affected".into(), affected.clone());
     out.data.insert("outputs".into(), json!(outputs));
-    out.data.insert("diagnostics".into(), json!(report.diagnostics));
+    out.data
+        .insert("diagnostics".into(), json!(report.diagnostics));
     out.plan_id = Some(args.plan_id);
     out.resources_affected = Some(affected);
     Ok(out)

@@ -24,7 +24,10 @@ const EXIT_UNFORMATTED: i32 = 3;
 
 pub async fn run(ctx: &RunCtx<'_>, ws: &Workspace, args: Args) -> Result<ToolOutput, ToolError> {
     let inv = if args.write {
-        Invocation::new("fmt").flag("no-color").flag("list=true").flag_if(args.recursive, "recursive")
+        Invocation::new("fmt")
+            .flag("no-color")
+            .flag("list=true")
+            .flag_if(args.recursive, "recursive")
     } else {
         Invocation::new("fmt")
             .flag("no-color")
@@ -36,7 +39,11 @@ pub async fn run(ctx: &RunCtx<'_>, ws: &Workspace, args: Args) -> Result<ToolOut
     let outcome = ctx.terraform(&ws.dir, &dir, &inv, false).await?;
     let stdout = outcome.stdout.text.clone();
     let files: Vec<String> = if args.write {
-        stdout.lines().filter(|l| !l.trim().is_empty()).map(String::from).collect()
+        stdout
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(String::from)
+            .collect()
     } else {
         stdout
             .lines()
@@ -50,11 +57,16 @@ pub async fn run(ctx: &RunCtx<'_>, ws: &Workspace, args: Args) -> Result<ToolOut
         (true, true) => "All files were already formatted; nothing was changed.".to_string(),
         (true, false) => format!("Rewrote {} file(s):\n{}", files.len(), files.join("\n")),
         (false, true) if ok => "All files are formatted.".to_string(),
-        (false, _) => format!("{} file(s) need formatting (nothing was changed):\n{}", files.len(), stdout.trim_end()),
+        (false, _) => format!(
+            "{} file(s) need formatting (nothing was changed):\n{}",
+            files.len(),
+            stdout.trim_end()
+        ),
     };
     let mut out = from_run(outcome, &inv, text);
     out.success = ok;
-    out.data.insert("formatted".into(), json!(args.write || !unformatted));
+    out.data
+        .insert("formatted".into(), json!(args.write || !unformatted));
     out.data.insert("written".into(), json!(args.write));
     out.data.insert("files".into(), json!(files));
     Ok(out)

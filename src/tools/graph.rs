@@ -43,7 +43,11 @@ pub async fn run(ctx: &RunCtx<'_>, ws: &Workspace, args: Args) -> Result<ToolOut
         inv = inv.value("type", t.flag());
     }
     let mut out = super::simple(ctx, ws, inv).await?;
-    let dot = out.run.as_ref().map(|r| r.stdout.text.clone()).unwrap_or_default();
+    let dot = out
+        .run
+        .as_ref()
+        .map(|r| r.stdout.text.clone())
+        .unwrap_or_default();
     out.data.insert("dot".into(), json!(dot));
     Ok(out)
 }

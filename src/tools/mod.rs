@@ -201,7 +201,11 @@ fn parse<T: DeserializeOwned>(arguments: Value) -> Result<T, ToolError> {
 }
 
 /// Runs one invocation with a fresh private run dir and wraps the outcome.
-async fn simple(ctx: &RunCtx<'_>, ws: &Workspace, inv: Invocation) -> Result<ToolOutput, ToolError> {
+async fn simple(
+    ctx: &RunCtx<'_>,
+    ws: &Workspace,
+    inv: Invocation,
+) -> Result<ToolOutput, ToolError> {
     let dir = ctx.run_dir()?;
     let outcome = ctx.terraform(&ws.dir, &dir, &inv, false).await?;
     Ok(from_run(outcome, &inv, String::new()))
@@ -209,7 +213,11 @@ async fn simple(ctx: &RunCtx<'_>, ws: &Workspace, inv: Invocation) -> Result<Too
 
 /// The common shape: success from the exit code, the text from stdout unless the tool gave one.
 fn from_run(outcome: RunOutcome, inv: &Invocation, text: String) -> ToolOutput {
-    let text = if text.is_empty() { outcome.stdout.text.trim_end().to_string() } else { text };
+    let text = if text.is_empty() {
+        outcome.stdout.text.trim_end().to_string()
+    } else {
+        text
+    };
     ToolOutput {
         success: outcome.success(),
         text,

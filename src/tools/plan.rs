@@ -60,12 +60,18 @@ pub async fn run(ctx: &RunCtx<'_>, ws: &Workspace, args: Args) -> Result<ToolOut
                 message: format!("file is {size} bytes; the limit is {MAX_VAR_FILE_BYTES}"),
             }]));
         }
-        let bytes = std::fs::read(&src).map_err(|e| ToolError::Internal(format!("{field}: {e}")))?;
-        let suffix = if rel.ends_with(".tfvars.json") { "tfvars.json" } else { "tfvars" };
+        let bytes =
+            std::fs::read(&src).map_err(|e| ToolError::Internal(format!("{field}: {e}")))?;
+        let suffix = if rel.ends_with(".tfvars.json") {
+            "tfvars.json"
+        } else {
+            "tfvars"
+        };
         var_file_paths.push(dir.write(&format!("var-file-{i}.{suffix}"), &bytes)?);
     }
     if !args.vars.is_empty() {
-        let text = serde_json::to_vec(&args.vars).map_err(|e| ToolError::Internal(e.to_string()))?;
+        let text =
+            serde_json::to_vec(&args.vars).map_err(|e| ToolError::Internal(e.to_string()))?;
         var_file_paths.push(dir.write("terrarium-vars.tfvars.json", &text)?);
     }
 
@@ -91,7 +97,8 @@ pub async fn run(ctx: &RunCtx<'_>, ws: &Workspace, args: Args) -> Result<ToolOut
     if !outcome.success() {
         ctx.plans().discard(&plan_id);
         let mut out = from_run(outcome, &inv, text);
-        out.data.insert("diagnostics".into(), json!(report.diagnostics));
+        out.data
+            .insert("diagnostics".into(), json!(report.diagnostics));
         return Ok(out);
     }
 
@@ -102,20 +109,28 @@ pub async fn run(ctx: &RunCtx<'_>, ws: &Workspace, args: Args) -> Result<ToolOut
             return Err(e);
         }
     };
-    let record = ctx.plans().record(&plan_id, &ws.relative, summary.clone())?;
+    let record = ctx
+        .plans()
+        .record(&plan_id, &ws.relative, summary.clone())?;
     let c = &summary.counts;
     let mut text_out = format!(
         "Plan {plan_id}: {} to add, {} to change, {} to destroy{}.",
         c.add,
         c.change,
         c.destroy,
-        if c.replace > 0 { format!(" ({} replaced)", c.replace) } else { String::new() }
+        if c.replace > 0 {
+            format!(" ({} replaced)", c.replace)
+        } else {
+            String::new()
+        }
     );
     for rc in &summary.resource_changes {
         text_out.push_str(&format!("\n  {} {}", rc.actions.join("/"), rc.address));
     }
     if summary.deletes && !ctx.config().enable_destroy {
-        text_out.push_str("\nThis plan deletes resources: applying it needs TERRARIUM_ENABLE_DESTROY=true.");
+        text_out.push_str(
+            "\nThis plan deletes resources: applying it needs TERRARIUM_ENABLE_DESTROY=true.",
+        );
     }
     text_out.push_str("\n\n");
     text_out.push_str(&text);
@@ -126,7 +141,8 @@ pub async fn run(ctx: &RunCtx<'_>, ws: &Workspace, args: Args) -> Result<ToolOut
     out.data.insert("plan_sha256".into(), json!(record.sha256));
     out.data.insert("changes".into(), json!(changes));
     out.data.insert("summary".into(), json!(summary));
-    out.data.insert("diagnostics".into(), json!(report.diagnostics));
+    out.data
+        .insert("diagnostics".into(), json!(report.diagnostics));
     // The readable messages replace the raw JSON stream on stdout.
     if let Some(r) = out.run.as_mut() {
         r.stdout.text = text;
@@ -144,7 +160,10 @@ async fn summarize(
     destroy: bool,
     vars: &Map<String, Value>,
 ) -> Result<PlanSummary, ToolError> {
-    let inv = Invocation::new("show").flag("json").flag("no-color").path(plan_path.to_path_buf());
+    let inv = Invocation::new("show")
+        .flag("json")
+        .flag("no-color")
+        .path(plan_path.to_path_buf());
     let shown = ctx.terraform_json(&ws.dir, dir, &inv).await?;
     if !shown.success() {
         return Err(ToolError::Terraform(format!(

@@ -22,7 +22,9 @@ pub async fn run(ctx: &RunCtx<'_>, ws: &Workspace, args: Args) -> Result<ToolOut
         // The human rendering of the saved plan (terraform masks sensitive values in it) and
         // the summary recorded when it was made.
         let record = ctx.plans().verify(id, &ws.relative)?;
-        let inv = Invocation::new("show").flag("no-color").path(ctx.plans().plan_path(id));
+        let inv = Invocation::new("show")
+            .flag("no-color")
+            .path(ctx.plans().plan_path(id));
         let outcome = ctx.terraform(&ws.dir, &dir, &inv, false).await?;
         let mut out = from_run(outcome, &inv, String::new());
         out.data.insert("plan_id".into(), json!(id));
@@ -40,7 +42,10 @@ pub async fn run(ctx: &RunCtx<'_>, ws: &Workspace, args: Args) -> Result<ToolOut
     let resources = summary["resources"].as_array().cloned().unwrap_or_default();
     let mut text = format!("{} resource(s) in state.", resources.len());
     for r in &resources {
-        text.push_str(&format!("\n  {}", r["address"].as_str().unwrap_or_default()));
+        text.push_str(&format!(
+            "\n  {}",
+            r["address"].as_str().unwrap_or_default()
+        ));
     }
     let mut out = from_run(outcome, &inv, text);
     if let Some(r) = out.run.as_mut() {

@@ -39,8 +39,14 @@ pub async fn run(ctx: &RunCtx<'_>, ws: &Workspace) -> Result<ToolOutput, ToolErr
         r.stdout.text = String::new();
     }
     out.data.insert("valid".into(), json!(valid));
-    out.data.insert("error_count".into(), v.get("error_count").cloned().unwrap_or(json!(0)));
-    out.data.insert("warning_count".into(), v.get("warning_count").cloned().unwrap_or(json!(0)));
+    out.data.insert(
+        "error_count".into(),
+        v.get("error_count").cloned().unwrap_or(json!(0)),
+    );
+    out.data.insert(
+        "warning_count".into(),
+        v.get("warning_count").cloned().unwrap_or(json!(0)),
+    );
     out.data.insert("diagnostics".into(), json!(diagnostics));
     Ok(out)
 }

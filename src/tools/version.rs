@@ -10,14 +10,24 @@ pub async fn run(ctx: &RunCtx<'_>) -> Result<ToolOutput, ToolError> {
     let inv = Invocation::new("version").flag("json");
     let dir = ctx.run_dir()?;
     let outcome = ctx.terraform(ctx.root().path(), &dir, &inv, false).await?;
-    let v = if outcome.success() { stdout_json(&outcome, "terraform version")? } else { Value::Null };
-    let version = v.get("terraform_version").and_then(Value::as_str).map(String::from);
+    let v = if outcome.success() {
+        stdout_json(&outcome, "terraform version")?
+    } else {
+        Value::Null
+    };
+    let version = v
+        .get("terraform_version")
+        .and_then(Value::as_str)
+        .map(String::from);
     let text = match &version {
         Some(ver) => format!("Terraform v{ver}"),
         None => String::new(),
     };
     let mut out = from_run(outcome, &inv, text);
     out.data.insert("terraform_version".into(), json!(version));
-    out.data.insert("platform".into(), v.get("platform").cloned().unwrap_or(Value::Null));
+    out.data.insert(
+        "platform".into(),
+        v.get("platform").cloned().unwrap_or(Value::Null),
+    );
     Ok(out)
 }

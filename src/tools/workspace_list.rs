@@ -14,7 +14,11 @@ pub fn run(ctx: &RunCtx<'_>) -> Result<ToolOutput, ToolError> {
     let text = if workspaces.is_empty() {
         "No Terraform workspaces under the workspace root.".to_string()
     } else {
-        format!("{} workspace(s):\n{}", workspaces.len(), workspaces.join("\n"))
+        format!(
+            "{} workspace(s):\n{}",
+            workspaces.len(),
+            workspaces.join("\n")
+        )
     };
     let mut out = ToolOutput {
         success: true,

@@ -23,7 +23,10 @@ pub fn terraform() -> PathBuf {
         return PathBuf::from(p);
     }
     let p = manifest_dir().join(".tools/terraform/1.15.5/terraform");
-    assert!(p.exists(), "Terraform is not installed: run scripts/install-terraform (or scripts/test)");
+    assert!(
+        p.exists(),
+        "Terraform is not installed: run scripts/install-terraform (or scripts/test)"
+    );
     p
 }
 
@@ -33,7 +36,10 @@ pub fn terraform_legacy() -> PathBuf {
         return PathBuf::from(p);
     }
     let p = manifest_dir().join(".tools/terraform/1.0.3/terraform");
-    assert!(p.exists(), "Terraform 1.0.3 is not installed: run scripts/install-terraform");
+    assert!(
+        p.exists(),
+        "Terraform 1.0.3 is not installed: run scripts/install-terraform"
+    );
     p
 }
 
@@ -56,20 +62,43 @@ impl Sandbox {
         let state = dir.path().join("state");
         std::fs::create_dir_all(&root).unwrap();
         for f in fixtures {
-            copy_dir(&manifest_dir().join("tests/fixtures").join(f), &root.join(f));
+            copy_dir(
+                &manifest_dir().join("tests/fixtures").join(f),
+                &root.join(f),
+            );
         }
         let audit = dir.path().join("audit/audit.jsonl");
-        Sandbox { root, state, audit, dir }
+        Sandbox {
+            root,
+            state,
+            audit,
+            dir,
+        }
     }
 
     /// The environment for a server over this sandbox; `extra` adds or overrides.
     pub fn env(&self, terraform: &Path, extra: &[(&str, &str)]) -> BTreeMap<String, String> {
         let mut env = BTreeMap::new();
-        env.insert("PATH".to_string(), std::env::var("PATH").unwrap_or_default());
-        env.insert("TERRARIUM_WORKSPACE_ROOT".into(), self.root.display().to_string());
-        env.insert("TERRARIUM_STATE_DIR".into(), self.state.display().to_string());
-        env.insert("TERRARIUM_TERRAFORM_BIN".into(), terraform.display().to_string());
-        env.insert("TERRARIUM_AUDIT_FILE".into(), self.audit.display().to_string());
+        env.insert(
+            "PATH".to_string(),
+            std::env::var("PATH").unwrap_or_default(),
+        );
+        env.insert(
+            "TERRARIUM_WORKSPACE_ROOT".into(),
+            self.root.display().to_string(),
+        );
+        env.insert(
+            "TERRARIUM_STATE_DIR".into(),
+            self.state.display().to_string(),
+        );
+        env.insert(
+            "TERRARIUM_TERRAFORM_BIN".into(),
+            terraform.display().to_string(),
+        );
+        env.insert(
+            "TERRARIUM_AUDIT_FILE".into(),
+            self.audit.display().to_string(),
+        );
         env.insert("TERRARIUM_TIMEOUT_SECS".into(), "120".into());
         for (k, v) in extra {
             env.insert(k.to_string(), v.to_string());
@@ -106,7 +135,11 @@ pub struct Client {
 }
 
 impl ClientHandler for Client {
-    async fn on_progress(&self, params: ProgressNotificationParam, _context: NotificationContext<RoleClient>) {
+    async fn on_progress(
+        &self,
+        params: ProgressNotificationParam,
+        _context: NotificationContext<RoleClient>,
+    ) {
         self.progress.lock().unwrap().push(params);
     }
 }
@@ -116,12 +149,18 @@ pub type Session = RunningService<RoleClient, Client>;
 /// Starts `terrarium serve` with exactly `env` (nothing inherited) and connects to it.
 pub async fn connect(env: &BTreeMap<String, String>) -> Session {
     let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_terrarium"));
-    cmd.arg("serve").env_clear().envs(env).current_dir(std::env::temp_dir());
+    cmd.arg("serve")
+        .env_clear()
+        .envs(env)
+        .current_dir(std::env::temp_dir());
     let (transport, _stderr) = TokioChildProcess::builder(cmd)
         .stderr(std::process::Stdio::inherit())
         .spawn()
         .expect("spawn terrarium");
-    Client::default().serve(transport).await.expect("MCP initialize")
+    Client::default()
+        .serve(transport)
+        .await
+        .expect("MCP initialize")
 }
 
 pub async fn call(session: &Session, tool: &str, args: Value) -> CallToolResult {
@@ -166,7 +205,10 @@ pub fn ok(r: &CallToolResult) -> &Value {
 pub fn alive(pid: i32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         Ok(stat) => {
-            let state = stat.rsplit(')').next().and_then(|s| s.split_whitespace().next());
+            let state = stat
+                .rsplit(')')
+                .next()
+                .and_then(|s| s.split_whitespace().next());
             state != Some("Z") && state != Some("X")
         }
         Err(_) => false,
