@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::audit::{AuditEvent, AuditLog, rfc3339_now};
 use crate::config::Config;
-use crate::plans::{PlanError, PlanStore, create_private_dir, write_private};
+use crate::plans::{PlanError, PlanStore, create_private_dir, write_private_file};
 use crate::policy::{self, PolicyError};
 use crate::redact::Redactor;
 use crate::sandbox::env::{self, RunDirs};
@@ -472,7 +472,7 @@ impl RunDir {
     /// Writes a private file into the run dir and returns its absolute path.
     pub fn write(&self, name: &str, bytes: &[u8]) -> Result<PathBuf, ToolError> {
         let p = self.path.join(name);
-        write_private(&p, bytes)
+        write_private_file(&p, bytes)
             .map_err(|e| ToolError::Internal(format!("writing run file: {e}")))?;
         Ok(p)
     }

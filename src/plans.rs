@@ -210,7 +210,15 @@ pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
 }
 
+/// Writes a file only the server's user can read, durably (fsync): for records that must
+/// survive a crash.
 pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    write_private_file(path, bytes)?.sync_all()
+}
+
+/// Writes a file only the server's user can read, without fsync: for per-run scratch files
+/// that are worthless after a crash.
+pub fn write_private_file(path: &Path, bytes: &[u8]) -> std::io::Result<std::fs::File> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let mut f = std::fs::OpenOptions::new()
@@ -220,7 +228,7 @@ pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         .mode(0o600)
         .open(path)?;
     f.write_all(bytes)?;
-    f.sync_all()
+    Ok(f)
 }
 
 #[cfg(test)]
