@@ -16,6 +16,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::policy::Policy;
+
 /// Environment variable prefix for every setting.
 pub const ENV_PREFIX: &str = "TERRARIUM_";
 
@@ -122,6 +124,9 @@ pub struct Config {
     pub audit_file: Option<PathBuf>,
     /// Diagnostic log level: error, warn, info or debug.
     pub log_level: String,
+    /// The policy file in force (`None`: the built-in `policies/default.toml`).
+    pub policy_file: Option<PathBuf>,
+    pub policy: Policy,
 }
 
 /// What a `terrarium.toml` may contain: the same settings as the environment, lower-cased and
@@ -150,6 +155,7 @@ struct FileConfig {
     limit_file_size_bytes: Option<u64>,
     audit_file: Option<PathBuf>,
     log_level: Option<String>,
+    policy_file: Option<PathBuf>,
 }
 
 /// Reads settings from an environment snapshot, honouring `NAME_FILE`.
@@ -413,7 +419,17 @@ impl Config {
         let log_level =
             parse_log_level(&log_level).map_err(|m| invalid("TERRARIUM_LOG_LEVEL", m))?;
 
+        let policy_file = reader
+            .get("POLICY_FILE")?
+            .map(PathBuf::from)
+            .or(file.policy_file)
+            .map(|p| absolutize(&p, cwd));
+        let policy = Policy::load(policy_file.as_deref())
+            .map_err(|e| invalid("TERRARIUM_POLICY_FILE", e.to_string()))?;
+
         Ok(Config {
+            policy_file,
+            policy,
             workspace_root,
             terraform_bin,
             timeout,
@@ -492,6 +508,13 @@ impl Config {
                     .map_or_else(|| "(stderr)".to_string(), |p| p.display().to_string()),
             ),
             ("TERRARIUM_LOG_LEVEL", self.log_level.clone()),
+            (
+                "TERRARIUM_POLICY_FILE",
+                self.policy_file.as_ref().map_or_else(
+                    || "(built-in policies/default.toml)".to_string(),
+                    |p| p.display().to_string(),
+                ),
+            ),
         ]
     }
 }
@@ -788,6 +811,25 @@ mod tests {
         assert!(is_forbidden_env("TF_LOG_PATH"));
         assert!(!is_forbidden_env("TF_LOGGER"));
         assert!(!is_forbidden_env("AWS_REGION"));
+    }
+
+    #[test]
+    fn policy_file_is_loaded_and_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = load_with(dir.path(), &[]).unwrap();
+        assert!(c.policy.tools.allow.iter().any(|t| t == "terraform_apply"));
+        let bad = dir.path().join("bad.toml");
+        std::fs::write(&bad, "[tools]\nallow = [\"terraform_console\"]\n").unwrap();
+        let err = load_with(
+            dir.path(),
+            &[("TERRARIUM_POLICY_FILE", bad.to_str().unwrap())],
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("TERRARIUM_POLICY_FILE")
+                && err.to_string().contains("terraform_console"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -195,7 +195,7 @@ impl Executor {
     pub fn listed_tools(&self) -> Vec<(ToolKind, Arc<Map<String, Value>>)> {
         ToolKind::ALL
             .iter()
-            .filter(|k| policy::is_listed(&self.config, k.name()))
+            .filter(|k| policy::is_listed(&self.config, &self.config.policy, k.name()))
             .filter_map(|k| self.schemas.document(k.name()).map(|d| (*k, d)))
             .collect()
     }
@@ -242,7 +242,7 @@ impl Executor {
         ctx: &RunCtx<'_>,
         workspace: &mut Option<Workspace>,
     ) -> Result<ToolOutput, ToolError> {
-        policy::check_tool(&self.config, tool)?;
+        policy::check_tool(&self.config, &self.config.policy, tool)?;
         let kind =
             ToolKind::from_name(tool).ok_or_else(|| PolicyError::UnknownTool(tool.to_string()))?;
         let arguments = if arguments.is_null() {

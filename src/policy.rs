@@ -1,15 +1,135 @@
 //! What may run: the tool allowlist, the apply/destroy switches, and the checks a saved plan
-//! must pass before it is applied. Pure functions of the configuration and the plan, so every
-//! rule is unit-tested without terraform.
+//! must pass before it is applied. The rules come from a policy file (`policies/default.toml`,
+//! embedded, or `TERRARIUM_POLICY_FILE`) narrowed by the environment's switches. Pure functions
+//! of the configuration, the policy and the plan, so every rule is unit-tested without terraform.
+
+use std::path::Path;
+
+use serde::Deserialize;
 
 use crate::config::Config;
 use crate::terraform::plan_summary::PlanSummary;
 use crate::tools::ToolKind;
 
+/// The policy shipped with Terrarium.
+pub const DEFAULT_POLICY: &str = include_str!("../policies/default.toml");
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Policy {
+    pub tools: ToolRules,
+    #[serde(default)]
+    pub apply: ApplyRules,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ToolRules {
+    pub allow: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApplyRules {
+    #[serde(default)]
+    pub protected: Vec<String>,
+    #[serde(default = "default_max_destroy")]
+    pub max_destroy: u64,
+}
+
+impl Default for ApplyRules {
+    fn default() -> Self {
+        ApplyRules {
+            protected: Vec::new(),
+            max_destroy: default_max_destroy(),
+        }
+    }
+}
+
+fn default_max_destroy() -> u64 {
+    100
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("policy {source_name}: {message}")]
+pub struct PolicyFileError {
+    source_name: String,
+    message: String,
+}
+
+impl Policy {
+    /// Parses and checks a policy; `source_name` is used in error messages.
+    pub fn parse(text: &str, source_name: &str) -> Result<Policy, PolicyFileError> {
+        let err = |message: String| PolicyFileError {
+            source_name: source_name.to_string(),
+            message,
+        };
+        let policy: Policy = toml::from_str(text).map_err(|e| err(e.to_string()))?;
+        for t in &policy.tools.allow {
+            if ToolKind::from_name(t).is_none() {
+                return Err(err(format!("tools.allow names an unknown tool {t:?}")));
+            }
+        }
+        for p in &policy.apply.protected {
+            if p.is_empty() || p.len() > 512 {
+                return Err(err(format!("apply.protected: bad pattern {p:?}")));
+            }
+        }
+        Ok(policy)
+    }
+
+    pub fn load(path: Option<&Path>) -> Result<Policy, PolicyFileError> {
+        match path {
+            None => Policy::parse(DEFAULT_POLICY, "policies/default.toml (built in)"),
+            Some(p) => {
+                let name = p.display().to_string();
+                let text = std::fs::read_to_string(p).map_err(|e| PolicyFileError {
+                    source_name: name.clone(),
+                    message: e.to_string(),
+                })?;
+                Policy::parse(&text, &name)
+            }
+        }
+    }
+}
+
+/// `*` matches any run of characters; everything else matches itself.
+pub fn glob_match(pattern: &str, text: &str) -> bool {
+    let parts: Vec<&str> = pattern.split('*').collect();
+    if parts.len() == 1 {
+        return pattern == text;
+    }
+    let (first, last) = (parts[0], parts[parts.len() - 1]);
+    if !text.starts_with(first)
+        || !text[first.len()..].ends_with(last)
+        || text.len() < first.len() + last.len()
+    {
+        return false;
+    }
+    let mut rest = &text[first.len()..text.len() - last.len()];
+    for mid in &parts[1..parts.len() - 1] {
+        match rest.find(mid) {
+            Some(i) => rest = &rest[i + mid.len()..],
+            None => return false,
+        }
+    }
+    true
+}
+
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum PolicyError {
     #[error("unknown tool {0}: Terrarium exposes only the tools listed by tools/list")]
     UnknownTool(String),
+    #[error("tool {0} is not allowed by this server's policy (tools.allow)")]
+    ToolNotAllowed(String),
+    #[error(
+        "this plan would delete or replace the protected resource {address} (policy apply.protected); it cannot be applied here"
+    )]
+    Protected { address: String },
+    #[error(
+        "this plan deletes {count} resources, more than this server's policy allows in one apply (apply.max_destroy = {max})"
+    )]
+    TooManyDeletes { count: u64, max: u64 },
     #[error(
         "terraform_apply is disabled on this server; set TERRARIUM_ENABLE_APPLY=true to allow applying saved plans"
     )]
@@ -23,9 +143,12 @@ pub enum PolicyError {
 }
 
 /// Is this tool callable at all on this server?
-pub fn check_tool(config: &Config, tool: &str) -> Result<(), PolicyError> {
+pub fn check_tool(config: &Config, policy: &Policy, tool: &str) -> Result<(), PolicyError> {
     if ToolKind::from_name(tool).is_none() {
         return Err(PolicyError::UnknownTool(tool.to_string()));
+    }
+    if !policy.tools.allow.iter().any(|t| t == tool) {
+        return Err(PolicyError::ToolNotAllowed(tool.to_string()));
     }
     if tool == "terraform_apply" && !config.enable_apply {
         return Err(PolicyError::ApplyDisabled);
@@ -34,12 +157,35 @@ pub fn check_tool(config: &Config, tool: &str) -> Result<(), PolicyError> {
 }
 
 /// Is this tool listed in `tools/list`? (A disabled apply is not advertised.)
-pub fn is_listed(config: &Config, tool: &str) -> bool {
-    check_tool(config, tool).is_ok()
+pub fn is_listed(config: &Config, policy: &Policy, tool: &str) -> bool {
+    check_tool(config, policy, tool).is_ok()
 }
 
 /// May this saved plan be applied?
-pub fn check_apply(enable_destroy: bool, plan: &PlanSummary) -> Result<(), PolicyError> {
+pub fn check_apply(
+    enable_destroy: bool,
+    policy: &Policy,
+    plan: &PlanSummary,
+) -> Result<(), PolicyError> {
+    for rc in &plan.resource_changes {
+        if rc.actions.iter().any(|a| a == "delete")
+            && let Some(_) = policy
+                .apply
+                .protected
+                .iter()
+                .find(|p| glob_match(p, &rc.address))
+        {
+            return Err(PolicyError::Protected {
+                address: rc.address.clone(),
+            });
+        }
+    }
+    if plan.deletes && enable_destroy && plan.counts.destroy > policy.apply.max_destroy {
+        return Err(PolicyError::TooManyDeletes {
+            count: plan.counts.destroy,
+            max: policy.apply.max_destroy,
+        });
+    }
     if plan.deletes && !enable_destroy {
         let c = &plan.counts;
         let what = if plan.destroy_mode {
@@ -71,22 +217,69 @@ mod tests {
         .unwrap()
     }
 
+    fn default_policy() -> Policy {
+        Policy::load(None).unwrap()
+    }
+
     #[test]
     fn deletes_need_the_destroy_switch() {
-        assert!(check_apply(false, &plan(&["create"], false)).is_ok());
-        assert!(check_apply(false, &plan(&["update"], false)).is_ok());
+        let p = default_policy();
+        assert!(check_apply(false, &p, &plan(&["create"], false)).is_ok());
+        assert!(check_apply(false, &p, &plan(&["update"], false)).is_ok());
         for (actions, mode) in [
             (&["delete"][..], false),
             (&["delete", "create"][..], false),
             (&["create", "delete"][..], false),
             (&["no-op"][..], true),
         ] {
-            let err = check_apply(false, &plan(actions, mode)).unwrap_err();
+            let err = check_apply(false, &p, &plan(actions, mode)).unwrap_err();
             assert!(
                 err.to_string().contains("TERRARIUM_ENABLE_DESTROY"),
                 "{actions:?}"
             );
-            assert!(check_apply(true, &plan(actions, mode)).is_ok());
+            assert!(check_apply(true, &p, &plan(actions, mode)).is_ok());
         }
+    }
+
+    #[test]
+    fn protected_resources_are_never_deleted() {
+        let mut p = default_policy();
+        p.apply.protected = vec!["terraform_*.a".into()];
+        let err = check_apply(true, &p, &plan(&["delete", "create"], false)).unwrap_err();
+        assert!(matches!(err, PolicyError::Protected { .. }), "{err}");
+        assert!(check_apply(true, &p, &plan(&["update"], false)).is_ok());
+    }
+
+    #[test]
+    fn max_destroy_bounds_one_apply() {
+        let mut p = default_policy();
+        p.apply.max_destroy = 0;
+        let err = check_apply(true, &p, &plan(&["delete"], false)).unwrap_err();
+        assert!(
+            matches!(err, PolicyError::TooManyDeletes { count: 1, max: 0 }),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn policy_files_are_checked() {
+        assert!(Policy::parse("[tools]\nallow = [\"terraform_import\"]\n", "t").is_err());
+        assert!(Policy::parse("[tools]\nallow = []\nextra = 1\n", "t").is_err());
+        let p = Policy::parse("[tools]\nallow = [\"terraform_plan\"]\n", "t").unwrap();
+        assert_eq!(p.apply.max_destroy, 100);
+    }
+
+    #[test]
+    fn globs() {
+        assert!(glob_match("module.db.*", "module.db.aws_db_instance.main"));
+        assert!(glob_match(
+            "*.production_*",
+            "aws_s3_bucket.production_logs"
+        ));
+        assert!(glob_match("exact", "exact"));
+        assert!(!glob_match("exact", "exactly"));
+        assert!(!glob_match("a*b*c", "acb"));
+        assert!(glob_match("a*b*c", "a-b-c"));
+        assert!(!glob_match("ab*ba", "aba"));
     }
 }

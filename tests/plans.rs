@@ -240,3 +240,79 @@ async fn deleting_plans_need_the_destroy_switch() {
     assert_eq!(st["state"]["resource_count"], 0);
     session.cancel().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_policy_file_narrows_tools_and_protects_resources() {
+    let sb = Sandbox::new(&["replace"]);
+    let policy = sb.dir.path().join("policy.toml");
+    std::fs::write(
+        &policy,
+        r#"
+[tools]
+allow = ["terraform_init", "terraform_plan", "terraform_apply", "terraform_show"]
+
+[apply]
+protected = ["terraform_data.serv*"]
+"#,
+    )
+    .unwrap();
+    let env = sb.env(
+        &terraform(),
+        &[
+            ("TERRARIUM_ENABLE_APPLY", "true"),
+            ("TERRARIUM_ENABLE_DESTROY", "true"),
+            ("TERRARIUM_POLICY_FILE", policy.to_str().unwrap()),
+        ],
+    );
+    let session = connect(&env).await;
+    let names: Vec<String> = session
+        .list_all_tools()
+        .await
+        .unwrap()
+        .iter()
+        .map(|t| t.name.to_string())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "terraform_init",
+            "terraform_plan",
+            "terraform_show",
+            "terraform_apply"
+        ]
+    );
+    let r = call(
+        &session,
+        "terraform_fmt",
+        json!({"path": "replace", "write": true}),
+    )
+    .await;
+    assert!(err_message(&r).contains("not allowed by this server's policy"));
+
+    call_ok(&session, "terraform_init", json!({"path": "replace"})).await;
+    let plan = call_ok(&session, "terraform_plan", json!({"path": "replace"})).await;
+    call_ok(
+        &session,
+        "terraform_apply",
+        json!({"path": "replace", "plan_id": plan["plan_id"]}),
+    )
+    .await;
+    let replace = call_ok(
+        &session,
+        "terraform_plan",
+        json!({"path": "replace", "vars": {"revision": "9"}}),
+    )
+    .await;
+    let r = call(
+        &session,
+        "terraform_apply",
+        json!({"path": "replace", "plan_id": replace["plan_id"]}),
+    )
+    .await;
+    let m = err_message(&r);
+    assert!(
+        m.contains("protected resource terraform_data.server"),
+        "{m}"
+    );
+    session.cancel().await.unwrap();
+}

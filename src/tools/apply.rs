@@ -22,7 +22,11 @@ pub struct Args {
 
 pub async fn run(ctx: &RunCtx<'_>, ws: &Workspace, args: Args) -> Result<ToolOutput, ToolError> {
     let record = ctx.plans().verify(&args.plan_id, &ws.relative)?;
-    policy::check_apply(ctx.config().enable_destroy, &record.summary)?;
+    policy::check_apply(
+        ctx.config().enable_destroy,
+        &ctx.config().policy,
+        &record.summary,
+    )?;
     let taken = ctx.plans().take(&args.plan_id, &ws.relative)?;
     let dir = ctx.run_dir()?;
     let plan_file = dir.write("plan.tfplan", &taken.bytes)?;

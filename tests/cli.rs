@@ -1,0 +1,161 @@
+//! `terrarium check-config` and configuration loading, through the real binary.
+
+mod common;
+
+use std::process::{Command, Output};
+
+use common::*;
+
+fn terrarium(env: &[(&str, &str)], cwd: &std::path::Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_terrarium"))
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .envs(env.iter().copied())
+        .current_dir(cwd)
+        .output()
+        .unwrap()
+}
+
+fn out(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+#[test]
+fn check_config_prints_the_effective_configuration() {
+    let sb = Sandbox::new(&["basic"]);
+    let tf = terraform();
+    let env = [
+        ("TERRARIUM_WORKSPACE_ROOT", sb.root.to_str().unwrap()),
+        ("TERRARIUM_STATE_DIR", sb.state.to_str().unwrap()),
+        ("TERRARIUM_TERRAFORM_BIN", tf.to_str().unwrap()),
+        ("TERRARIUM_PASSTHROUGH_ENV", "CLOUD_TOKEN"),
+        ("CLOUD_TOKEN", "tok-check-config-secret"),
+        ("TERRARIUM_TIMEOUT_SECS", "77"),
+    ];
+    let o = terrarium(&env, sb.dir.path(), &["check-config"]);
+    let text = out(&o);
+    assert!(o.status.success(), "{text}");
+    assert!(text.contains("TERRARIUM_TIMEOUT_SECS=77"), "{text}");
+    assert!(
+        text.contains("TERRARIUM_PASSTHROUGH_ENV=CLOUD_TOKEN"),
+        "{text}"
+    );
+    assert!(text.contains("terraform runnable: v1.15.5"), "{text}");
+    assert!(
+        !text.contains("tok-check-config-secret"),
+        "a credential was printed: {text}"
+    );
+}
+
+#[test]
+fn check_config_fails_clearly() {
+    let sb = Sandbox::new(&["basic"]);
+    let tf = terraform();
+    let state = sb.state.to_str().unwrap().to_string();
+    let root = sb.root.to_str().unwrap().to_string();
+    let missing = sb.dir.path().join("missing").display().to_string();
+    let cases: Vec<(Vec<(&str, &str)>, &str)> = vec![
+        (
+            vec![("TERRARIUM_TERRAFORM_BIN", tf.to_str().unwrap())],
+            "TERRARIUM_WORKSPACE_ROOT",
+        ),
+        (
+            vec![
+                ("TERRARIUM_WORKSPACE_ROOT", &missing),
+                ("TERRARIUM_TERRAFORM_BIN", tf.to_str().unwrap()),
+            ],
+            "TERRARIUM_WORKSPACE_ROOT",
+        ),
+        (
+            vec![
+                ("TERRARIUM_WORKSPACE_ROOT", &root),
+                ("TERRARIUM_TERRAFORM_BIN", "/nonexistent/terraform"),
+            ],
+            "TERRARIUM_TERRAFORM_BIN",
+        ),
+        (
+            vec![
+                ("TERRARIUM_WORKSPACE_ROOT", &root),
+                ("TERRARIUM_TERRAFORM_BIN", tf.to_str().unwrap()),
+                ("TERRARIUM_ENABLE_APPLY", "sure"),
+            ],
+            "TERRARIUM_ENABLE_APPLY",
+        ),
+        (
+            vec![
+                ("TERRARIUM_WORKSPACE_ROOT", &root),
+                ("TERRARIUM_TERRAFORM_BIN", "/bin/false"),
+            ],
+            "terraform is not runnable",
+        ),
+    ];
+    for (mut env, expect) in cases {
+        env.push(("TERRARIUM_STATE_DIR", &state));
+        let o = terrarium(&env, sb.dir.path(), &["check-config"]);
+        let text = out(&o);
+        assert!(!o.status.success(), "{expect}: {text}");
+        assert!(text.contains(expect), "expected {expect:?} in: {text}");
+    }
+}
+
+#[test]
+fn dotenv_fills_in_and_the_environment_wins() {
+    let sb = Sandbox::new(&["basic"]);
+    let tf = terraform();
+    std::fs::write(
+        sb.dir.path().join(".env"),
+        format!(
+            "TERRARIUM_WORKSPACE_ROOT={}\nTERRARIUM_STATE_DIR={}\nTERRARIUM_TIMEOUT_SECS=11\nTERRARIUM_PLAN_TTL_SECS=22\n",
+            sb.root.display(),
+            sb.state.display()
+        ),
+    )
+    .unwrap();
+    let secret = sb.dir.path().join("ttl");
+    std::fs::write(&secret, "33\n").unwrap();
+    let env = [
+        ("TERRARIUM_TERRAFORM_BIN", tf.to_str().unwrap()),
+        ("TERRARIUM_TIMEOUT_SECS", "44"),
+        ("TERRARIUM_KILL_GRACE_SECS_FILE", secret.to_str().unwrap()),
+    ];
+    let o = terrarium(&env, sb.dir.path(), &["check-config"]);
+    let text = out(&o);
+    assert!(o.status.success(), "{text}");
+    assert!(
+        text.contains("TERRARIUM_PLAN_TTL_SECS=22"),
+        ".env value used: {text}"
+    );
+    assert!(
+        text.contains("TERRARIUM_TIMEOUT_SECS=44"),
+        "environment wins over .env: {text}"
+    );
+    assert!(
+        text.contains("TERRARIUM_KILL_GRACE_SECS=33"),
+        "_FILE value used: {text}"
+    );
+}
+
+#[test]
+fn log_level_flag_is_validated() {
+    let sb = Sandbox::new(&[]);
+    let tf = terraform();
+    let env = [
+        ("TERRARIUM_WORKSPACE_ROOT", sb.root.to_str().unwrap()),
+        ("TERRARIUM_STATE_DIR", sb.state.to_str().unwrap()),
+        ("TERRARIUM_TERRAFORM_BIN", tf.to_str().unwrap()),
+    ];
+    let o = terrarium(
+        &env,
+        sb.dir.path(),
+        &["--log-level", "loud", "check-config"],
+    );
+    assert!(!o.status.success());
+    assert!(out(&o).contains("--log-level"), "{}", out(&o));
+    let o = terrarium(&env, sb.dir.path(), &["--log-level", "4", "check-config"]);
+    assert!(o.status.success(), "{}", out(&o));
+}
