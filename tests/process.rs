@@ -236,3 +236,45 @@ async fn one_run_per_workspace_and_cancellation_interrupts() {
     let events = sb.audit_events();
     assert!(events.iter().any(|e| e["cancelled"] == true), "{events:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_global_run_cap_holds_across_workspaces() {
+    use rmcp::model::{CallToolRequestParams, ClientRequest, Request};
+    use rmcp::service::PeerRequestOptions;
+
+    let sb = Sandbox::new(&["basic", "replace"]);
+    let env = sb.env(
+        &standin("stubborn.sh"),
+        &[
+            ("TERRARIUM_MAX_CONCURRENT_RUNS", "1"),
+            ("TERRARIUM_QUEUE_WAIT_SECS", "1"),
+            ("TERRARIUM_KILL_GRACE_SECS", "1"),
+        ],
+    );
+    let session = connect(&env).await;
+    let args = json!({"path": "basic"}).as_object().unwrap().clone();
+    let handle = session
+        .send_cancellable_request(
+            ClientRequest::CallToolRequest(Request::new(
+                CallToolRequestParams::new("terraform_validate").with_arguments(args),
+            )),
+            PeerRequestOptions::no_options(),
+        )
+        .await
+        .unwrap();
+    let parent = read_pid(&sb.root.join("basic/parent.pid"));
+    let r = call(&session, "terraform_validate", json!({"path": "replace"})).await;
+    assert!(is_error(&r));
+    assert!(
+        text(&r).contains("maximum number of terraform runs"),
+        "{}",
+        text(&r)
+    );
+    assert!(
+        !sb.root.join("replace/parent.pid").exists(),
+        "the second run must not start"
+    );
+    handle.cancel(Some("test".into())).await.unwrap();
+    assert!(gone_within(parent, 5));
+    session.cancel().await.unwrap();
+}

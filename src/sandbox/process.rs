@@ -130,6 +130,9 @@ async fn run(
     })?;
     // The child called setsid(), so its pid is its process group id.
     let pgid = child.id().map(|id| Pid::from_raw(id as i32));
+    // If this future is dropped before the run ends (the client went away, the server is
+    // shutting down), the group is killed rather than left running unsupervised.
+    let mut guard = GroupGuard { pgid, armed: true };
 
     let (tx, mut rx) = mpsc::unbounded_channel();
     let want_lines = on_line.is_some();
@@ -188,6 +191,7 @@ async fn run(
     // Whatever terraform left behind in its group (provider plugins, provisioner children) goes
     // now. The group id stays reserved while any member lives, so this cannot hit a stranger.
     let stragglers_killed = signal_group(pgid, Signal::SIGKILL);
+    guard.armed = false;
 
     let stdout = finish_reader(out_task).await;
     let stderr = finish_reader(err_task).await;
@@ -206,6 +210,19 @@ async fn run(
         cancelled,
         stragglers_killed,
     })
+}
+
+struct GroupGuard {
+    pgid: Option<Pid>,
+    armed: bool,
+}
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        if self.armed {
+            signal_group(self.pgid, Signal::SIGKILL);
+        }
+    }
 }
 
 /// Signals the whole group; true if any process received it.
