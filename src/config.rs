@@ -68,6 +68,27 @@ fn invalid(name: &str, message: impl Into<String>) -> ConfigError {
     }
 }
 
+/// How the kernel sandbox layers (Landlock, seccomp, namespaces) are applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SandboxMode {
+    /// Every layer must be applied, or terraform does not run.
+    Strict,
+    /// Layers this kernel cannot apply are skipped, with a warning in each result.
+    BestEffort,
+    /// No kernel layers (the process-level limits still apply). Loud.
+    Off,
+}
+
+impl SandboxMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SandboxMode::Strict => "strict",
+            SandboxMode::BestEffort => "best-effort",
+            SandboxMode::Off => "off",
+        }
+    }
+}
+
 /// Resource limits applied to every terraform process (and inherited by what it starts).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {
@@ -127,6 +148,11 @@ pub struct Config {
     /// The policy file in force (`None`: the built-in `policies/default.toml`).
     pub policy_file: Option<PathBuf>,
     pub policy: Policy,
+    pub sandbox: SandboxMode,
+    /// TCP ports terraform may connect to in actions that need the network.
+    pub sandbox_connect_ports: Vec<u16>,
+    /// Extra paths terraform may read (credential files, custom CA bundles).
+    pub sandbox_read_paths: Vec<PathBuf>,
 }
 
 /// What a `terrarium.toml` may contain: the same settings as the environment, lower-cased and
@@ -156,6 +182,9 @@ struct FileConfig {
     audit_file: Option<PathBuf>,
     log_level: Option<String>,
     policy_file: Option<PathBuf>,
+    sandbox: Option<String>,
+    sandbox_connect_ports: Option<Vec<u16>>,
+    sandbox_read_paths: Option<Vec<PathBuf>>,
 }
 
 /// Reads settings from an environment snapshot, honouring `NAME_FILE`.
@@ -427,7 +456,55 @@ impl Config {
         let policy = Policy::load(policy_file.as_deref())
             .map_err(|e| invalid("TERRARIUM_POLICY_FILE", e.to_string()))?;
 
+        let sandbox = match reader
+            .get("SANDBOX")?
+            .or(file.sandbox)
+            .unwrap_or_else(|| "strict".into())
+            .trim()
+            .to_ascii_lowercase()
+            .as_str()
+        {
+            "strict" => SandboxMode::Strict,
+            "best-effort" | "best_effort" => SandboxMode::BestEffort,
+            "off" => SandboxMode::Off,
+            other => {
+                return Err(invalid(
+                    "TERRARIUM_SANDBOX",
+                    format!("expected strict, best-effort or off, got {other:?}"),
+                ));
+            }
+        };
+        let sandbox_connect_ports = match reader.list("SANDBOX_CONNECT_PORTS")? {
+            Some(list) => list
+                .iter()
+                .map(|p| p.parse::<u16>().ok().filter(|p| *p > 0))
+                .collect::<Option<Vec<u16>>>()
+                .ok_or_else(|| {
+                    invalid(
+                        "TERRARIUM_SANDBOX_CONNECT_PORTS",
+                        "expected TCP port numbers, e.g. 443,5432",
+                    )
+                })?,
+            None => file.sandbox_connect_ports.unwrap_or_else(|| vec![443]),
+        };
+        let sandbox_read_paths: Vec<PathBuf> = reader
+            .list("SANDBOX_READ_PATHS")?
+            .map(|v| v.into_iter().map(PathBuf::from).collect())
+            .or(file.sandbox_read_paths)
+            .unwrap_or_default();
+        for p in &sandbox_read_paths {
+            if !p.is_absolute() {
+                return Err(invalid(
+                    "TERRARIUM_SANDBOX_READ_PATHS",
+                    format!("{} is not an absolute path", p.display()),
+                ));
+            }
+        }
+
         Ok(Config {
+            sandbox,
+            sandbox_connect_ports,
+            sandbox_read_paths,
             policy_file,
             policy,
             workspace_root,
@@ -508,6 +585,23 @@ impl Config {
                     .map_or_else(|| "(stderr)".to_string(), |p| p.display().to_string()),
             ),
             ("TERRARIUM_LOG_LEVEL", self.log_level.clone()),
+            ("TERRARIUM_SANDBOX", self.sandbox.as_str().to_string()),
+            (
+                "TERRARIUM_SANDBOX_CONNECT_PORTS",
+                self.sandbox_connect_ports
+                    .iter()
+                    .map(u16::to_string)
+                    .collect::<Vec<_>>()
+                    .join(","),
+            ),
+            (
+                "TERRARIUM_SANDBOX_READ_PATHS",
+                self.sandbox_read_paths
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(","),
+            ),
             (
                 "TERRARIUM_POLICY_FILE",
                 self.policy_file.as_ref().map_or_else(

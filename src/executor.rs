@@ -18,8 +18,11 @@ use crate::config::Config;
 use crate::plans::{PlanError, PlanStore, create_private_dir, write_private_file};
 use crate::policy::{self, PolicyError};
 use crate::redact::Redactor;
+use crate::sandbox::access::RunAccess;
 use crate::sandbox::env::{self, RunDirs};
-use crate::sandbox::{RunOutcome, RunSpec, Runner, SpawnError, StreamLine};
+use crate::sandbox::{
+    KernelSandbox, RunOutcome, RunSpec, Runner, SandboxError, SpawnError, StreamLine,
+};
 use crate::schema::{FieldError, SchemaError, Schemas};
 use crate::terraform::{Invocation, stream};
 use crate::tools::{self, ToolKind, ToolOutput};
@@ -74,6 +77,8 @@ pub enum ToolError {
     NoSlot,
     #[error(transparent)]
     Spawn(#[from] SpawnError),
+    #[error(transparent)]
+    Sandbox(#[from] SandboxError),
     #[error("{0}")]
     Terraform(String),
     #[error("internal error: {0}")]
@@ -89,6 +94,7 @@ impl ToolError {
             ToolError::Plan(_) => "plan",
             ToolError::Busy(_) | ToolError::NoSlot => "busy",
             ToolError::Spawn(_) => "spawn",
+            ToolError::Sandbox(_) => "sandbox",
             ToolError::Terraform(_) => "terraform",
             ToolError::Internal(_) => "internal",
         }
@@ -138,6 +144,7 @@ pub struct Executor {
     slots: Arc<Semaphore>,
     runs_dir: PathBuf,
     plugin_cache: PathBuf,
+    sandbox: KernelSandbox,
 }
 
 impl Executor {
@@ -172,7 +179,9 @@ impl Executor {
             })?,
             None => AuditLog::stderr(),
         };
+        let sandbox = KernelSandbox::new(&config);
         Ok(Executor {
+            sandbox,
             schemas: Schemas::load()?,
             root: WorkspaceRoot::new(config.workspace_root.clone()),
             plans,
@@ -189,6 +198,28 @@ impl Executor {
 
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// The kernel sandbox layers and their status on this machine.
+    pub fn sandbox(&self) -> &KernelSandbox {
+        &self.sandbox
+    }
+
+    fn sandbox_report(&self) -> Value {
+        let layers: Map<String, Value> = self
+            .sandbox
+            .layers()
+            .iter()
+            .map(|l| {
+                let state = match (self.sandbox.mode(), l.available) {
+                    (crate::config::SandboxMode::Off, _) => "off",
+                    (_, true) => "enforced",
+                    (_, false) => "unavailable",
+                };
+                (l.name.to_string(), json!(state))
+            })
+            .collect();
+        json!({"mode": self.sandbox.mode().as_str(), "layers": layers, "warnings": self.sandbox.warnings()})
     }
 
     /// The tools this server offers, in order, with their schema documents.
@@ -331,6 +362,7 @@ impl Executor {
                 json!(r.stdout.truncated || r.stderr.truncated),
             );
             s.insert("stragglers_killed".into(), json!(r.stragglers_killed));
+            s.insert("sandbox".into(), self.sandbox_report());
         }
         let mut text = out.text.clone();
         if let Some(r) = run {
@@ -582,6 +614,25 @@ impl RunCtx<'_> {
                 plugin_cache: &self.exec.plugin_cache,
             },
         );
+        // What this run may touch: its workspace and private dir, terraform itself, the plugin
+        // cache (written only by init), and the network only for actions that need it.
+        let network = matches!(inv.subcommand, "init" | "plan" | "apply");
+        let mut access = RunAccess {
+            read_write: vec![cwd.to_path_buf(), dir.path.clone()],
+            ..RunAccess::default()
+        };
+        if let Some(tf_dir) = cfg.terraform_bin.parent() {
+            access.read_exec.push(tf_dir.to_path_buf());
+        }
+        if inv.subcommand == "init" {
+            access.read_write.push(self.exec.plugin_cache.clone());
+        } else {
+            access.read_exec.push(self.exec.plugin_cache.clone());
+        }
+        let setup = self
+            .exec
+            .sandbox
+            .setup(cfg.limits.clone(), access, network)?;
         let spec = RunSpec {
             program: cfg.terraform_bin.clone(),
             argv: inv.argv(),
@@ -589,7 +640,7 @@ impl RunCtx<'_> {
             env,
             timeout: cfg.timeout,
             kill_grace: cfg.kill_grace,
-            limits: cfg.limits.clone(),
+            setup,
             output_limit,
         };
         tracing::debug!(command = %inv.describe(), cwd = %cwd.display(), "starting terraform");

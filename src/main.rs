@@ -88,8 +88,23 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
         "terrarium starting (stdio)"
     );
     let exec = Arc::new(Executor::new(config, Arc::new(ProcessRunner), host_env())?);
+    log_sandbox(&exec);
     terrarium::mcp::serve_stdio(exec).await?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Reports each sandbox layer at start-up; missing layers and `off` as warnings.
+fn log_sandbox(exec: &Executor) {
+    let sandbox = exec.sandbox();
+    for l in sandbox.layers() {
+        tracing::info!(layer = l.name, available = l.available, detail = %l.detail, mode = sandbox.mode().as_str(), "sandbox layer");
+    }
+    for w in sandbox.warnings() {
+        tracing::warn!("{w}");
+    }
+    if let Some(refusal) = sandbox.refusal() {
+        tracing::error!("{refusal}");
+    }
 }
 
 async fn check_config(config: Config) -> anyhow::Result<ExitCode> {
@@ -97,6 +112,22 @@ async fn check_config(config: Config) -> anyhow::Result<ExitCode> {
     let mut config = config;
     config.timeout = Duration::from_secs(30);
     let exec = Executor::new(config, Arc::new(ProcessRunner), host_env())?;
+    let sandbox = exec.sandbox();
+    for l in sandbox.layers() {
+        let state = match (sandbox.mode(), l.available) {
+            (terrarium::config::SandboxMode::Off, _) => "off",
+            (_, true) => "available",
+            (_, false) => "UNAVAILABLE",
+        };
+        println!("# sandbox {}: {state} ({})", l.name, l.detail);
+    }
+    for w in sandbox.warnings() {
+        println!("# warning: {w}");
+    }
+    if let Some(refusal) = sandbox.refusal() {
+        eprintln!("terrarium: {refusal}");
+        return Ok(ExitCode::FAILURE);
+    }
     let response = exec
         .call(
             "terraform_version",

@@ -78,7 +78,7 @@ impl PlanStore {
         Ok(PlanStore { dir, ttl })
     }
 
-    /// Where terraform should write the plan with this id.
+    /// Where a saved plan is kept.
     pub fn plan_path(&self, id: &str) -> PathBuf {
         self.dir.join(format!("{id}.tfplan"))
     }
@@ -87,14 +87,17 @@ impl PlanStore {
         self.dir.join(format!("{id}.json"))
     }
 
-    /// Records a plan terraform has written to [`PlanStore::plan_path`].
+    /// Saves a plan terraform wrote into its run dir (terraform itself never sees the store:
+    /// its sandbox gives it no access to other plans).
     pub fn record(
         &self,
         id: &str,
         workspace: &str,
         summary: PlanSummary,
+        written: &Path,
     ) -> Result<PlanRecord, PlanError> {
-        let bytes = std::fs::read(self.plan_path(id))?;
+        let bytes = std::fs::read(written)?;
+        write_private(&self.plan_path(id), &bytes)?;
         let record = PlanRecord {
             plan_id: id.to_string(),
             workspace: workspace.to_string(),
@@ -116,15 +119,15 @@ impl PlanStore {
         Ok(record)
     }
 
-    /// Verifies a plan without consuming it: used before an apply is authorized, so a refused
-    /// apply leaves the plan usable.
-    pub fn verify(&self, id: &str, workspace: &str) -> Result<PlanRecord, PlanError> {
+    /// Verifies a plan without consuming it (before an apply is authorized, so a refused
+    /// apply leaves the plan usable; and for `terraform_show`). Returns the verified bytes.
+    pub fn verify(&self, id: &str, workspace: &str) -> Result<(PlanRecord, Vec<u8>), PlanError> {
         let record = self.get(id, workspace)?;
         let bytes = std::fs::read(self.plan_path(id)).map_err(|_| PlanError::Unknown)?;
         if sha256_hex(&bytes) != record.sha256 {
             return Err(PlanError::Tampered);
         }
-        Ok(record)
+        Ok((record, bytes))
     }
 
     /// Consumes a plan: after this no other call can take it. The returned bytes are hashed
@@ -164,12 +167,6 @@ impl PlanStore {
             });
         }
         Ok(())
-    }
-
-    /// Removes a plan that failed before it was recorded.
-    pub fn discard(&self, id: &str) {
-        let _ = std::fs::remove_file(self.plan_path(id));
-        let _ = std::fs::remove_file(self.record_path(id));
     }
 
     /// Deletes expired plans; called at start-up and after each plan.
@@ -250,9 +247,10 @@ mod tests {
     fn a_plan_is_taken_once() {
         let (_d, s) = store(60);
         let id = new_id();
-        std::fs::write(s.plan_path(&id), b"plan bytes").unwrap();
-        s.record(&id, "ws", summary()).unwrap();
-        assert!(s.verify(&id, "ws").is_ok());
+        let written = s.dir.join("written.tfplan");
+        std::fs::write(&written, b"plan bytes").unwrap();
+        s.record(&id, "ws", summary(), &written).unwrap();
+        assert_eq!(s.verify(&id, "ws").unwrap().1, b"plan bytes");
         let taken = s.take(&id, "ws").unwrap();
         assert_eq!(taken.bytes, b"plan bytes");
         assert!(matches!(s.take(&id, "ws"), Err(PlanError::Unknown)));
@@ -262,8 +260,9 @@ mod tests {
     fn tampered_plans_are_refused() {
         let (_d, s) = store(60);
         let id = new_id();
-        std::fs::write(s.plan_path(&id), b"plan bytes").unwrap();
-        s.record(&id, "ws", summary()).unwrap();
+        let written = s.dir.join("written.tfplan");
+        std::fs::write(&written, b"plan bytes").unwrap();
+        s.record(&id, "ws", summary(), &written).unwrap();
         std::fs::write(s.plan_path(&id), b"other bytes").unwrap();
         assert!(matches!(s.verify(&id, "ws"), Err(PlanError::Tampered)));
         assert!(matches!(s.take(&id, "ws"), Err(PlanError::Tampered)));
@@ -273,8 +272,9 @@ mod tests {
     fn wrong_workspace_and_expiry() {
         let (_d, s) = store(0);
         let id = new_id();
-        std::fs::write(s.plan_path(&id), b"p").unwrap();
-        let mut rec = s.record(&id, "ws", summary()).unwrap();
+        let written = s.dir.join("written.tfplan");
+        std::fs::write(&written, b"p").unwrap();
+        let mut rec = s.record(&id, "ws", summary(), &written).unwrap();
         assert!(matches!(
             s.get(&id, "other"),
             Err(PlanError::WrongWorkspace { .. })

@@ -15,7 +15,8 @@ fn recorder_env(
     std::collections::BTreeMap<String, String>,
     std::path::PathBuf,
 ) {
-    let record = sb.dir.path().join("standin.log");
+    // Inside the workspace: the sandbox lets the run write nowhere else.
+    let record = sb.root.join("basic/standin.log");
     let mut env = sb.env(&standin("record.sh"), &[("TERRARIUM_ENABLE_APPLY", "true")]);
     env.insert("STANDIN_OUT".into(), record.display().to_string());
     env.insert("TERRARIUM_PASSTHROUGH_ENV".into(), "STANDIN_OUT".into());
@@ -116,7 +117,10 @@ async fn caller_values_never_become_flags() {
     let sb = Sandbox::new(&["basic"]);
     std::fs::create_dir_all(sb.root.join("-chdir=")).unwrap();
     std::fs::write(sb.root.join("-chdir=/main.tf"), "").unwrap();
-    let (env, record) = recorder_env(&sb);
+    let (mut env, _) = recorder_env(&sb);
+    // The recorded run happens in the "-chdir=" workspace, the only place it may write.
+    let record = sb.root.join("-chdir=/standin.log");
+    env.insert("STANDIN_OUT".into(), record.display().to_string());
     let session = connect(&env).await;
 
     // Rejected by the schema: nothing runs.

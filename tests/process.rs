@@ -95,7 +95,8 @@ async fn output_floods_are_capped() {
 #[tokio::test]
 async fn child_gets_limits_a_scrubbed_environment_and_its_own_group() {
     let sb = Sandbox::new(&["basic"]);
-    let record = sb.dir.path().join("standin.log");
+    // Inside the workspace: the sandbox lets the run write nowhere else.
+    let record = sb.root.join("basic/standin.log");
     let mut env = sb.env(
         &standin("record.sh"),
         &[
@@ -173,14 +174,18 @@ async fn child_gets_limits_a_scrubbed_environment_and_its_own_group() {
         "private HOME: {home}"
     );
 
-    // Own process group (setsid): pgid == pid.
+    // Its own session and process group, led by the sandbox's relay process (its parent, which
+    // stays outside the run's PID namespace): pgid == sid == ppid.
     let pg = log.lines().find(|l| l.starts_with("PGID:")).unwrap();
-    let parts: Vec<&str> = pg.split_whitespace().collect();
-    assert_eq!(
-        parts[0].trim_start_matches("PGID:"),
-        parts[1].trim_start_matches("PID:"),
-        "{pg}"
-    );
+    let field = |name: &str| {
+        pg.split_whitespace()
+            .find_map(|f| f.strip_prefix(&format!("{name}:")))
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(field("PGID"), field("SID"), "{pg}");
+    assert_eq!(field("PGID"), field("PPID"), "{pg}");
+    assert_ne!(field("PGID"), std::process::id().to_string());
 
     // The credential is masked in what the caller sees.
     assert!(

@@ -1,5 +1,10 @@
-//! The `pre_exec` hook: runs in the forked child, before exec, so it may only make
-//! async-signal-safe calls (nix's thin syscall wrappers, no allocation, no locks).
+//! The `pre_exec` hook: runs in the forked child, before exec, so it only makes
+//! async-signal-safe calls (syscall wrappers; allocation only on error paths).
+//!
+//! Order matters: session and limits first; then the namespaces, which need a fork (a new PID
+//! namespace applies to children, so the child forks once more and the grandchild, PID 1 of the
+//! namespace, becomes terraform while the child stays behind to relay its exit status); then
+//! Landlock and last seccomp, whose deny list includes the very calls made before it.
 
 use std::io;
 
@@ -9,16 +14,17 @@ use nix::sys::signal::Signal;
 use nix::sys::stat::{Mode, umask};
 use nix::unistd::{getppid, setsid};
 
-use crate::config::Limits;
+use super::kernel::ChildSetup;
 
 /// Applies everything the child must have before terraform starts.
 ///
 /// # Safety
-/// Called between fork and exec: it only issues syscalls and touches no locks or heap.
-pub unsafe fn prepare(limits: &Limits) -> io::Result<()> {
+/// Called between fork and exec.
+pub unsafe fn prepare(setup: &mut ChildSetup) -> io::Result<()> {
     // A new session, so the run is its own process group: the group is what timeouts kill,
     // and no controlling terminal leaks in.
     setsid()?;
+    let limits = &setup.limits;
     let set = |resource, value: u64| setrlimit(resource, value, value);
     set(Resource::RLIMIT_CORE, 0)?;
     set(Resource::RLIMIT_CPU, limits.cpu_secs)?;
@@ -34,18 +40,75 @@ pub unsafe fn prepare(limits: &Limits) -> io::Result<()> {
     }
     umask(Mode::from_bits_truncate(0o077));
     // Every descriptor beyond stdio is closed at exec (the standard library's own exec-error
-    // pipe is already close-on-exec, so it keeps working). nix has no wrapper for this one.
-    // SAFETY: a plain syscall with integer arguments.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_close_range,
-            3u32,
-            u32::MAX,
-            libc::CLOSE_RANGE_CLOEXEC,
-        )
-    };
-    if r < 0 {
-        return Err(io::Error::last_os_error());
+    // pipe is already close-on-exec, so it keeps working).
+    close_range(3, libc::CLOSE_RANGE_CLOEXEC)?;
+
+    if setup.namespaces != 0 {
+        // SAFETY: plain syscalls; the child is single-threaded after fork.
+        unsafe {
+            if libc::unshare(setup.namespaces) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            match libc::fork() {
+                -1 => return Err(io::Error::last_os_error()),
+                0 => {
+                    // PID 1 of the new namespace: when it exits, the kernel kills everything
+                    // left in the namespace, including setsid()'d and double-forked descendants.
+                    prctl::set_pdeathsig(Signal::SIGKILL)?;
+                }
+                pid => relay(pid),
+            }
+        }
+    }
+    if let Some(ruleset) = setup.landlock.take() {
+        ruleset.restrict_self().map_err(io::Error::other)?;
+    }
+    if let Some(filters) = &setup.seccomp {
+        for f in filters.iter() {
+            seccompiler::apply_filter(f).map_err(io::Error::other)?;
+        }
     }
     Ok(())
+}
+
+fn close_range(first: u32, flags: libc::c_uint) -> io::Result<()> {
+    // SAFETY: a plain syscall with integer arguments.
+    let r = unsafe { libc::syscall(libc::SYS_close_range, first, u32::MAX, flags) };
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// The child that stayed outside the namespace: it holds nothing (so the server's pipes and its
+/// exec-error pipe belong to terraform alone), ignores the group's SIGINT (terraform handles
+/// it), waits, and exits the way terraform did.
+///
+/// # Safety
+/// Called between fork and exec; never returns.
+unsafe fn relay(pid: libc::pid_t) -> ! {
+    // SAFETY: async-signal-safe calls only.
+    unsafe {
+        let _ = close_range(0, 0);
+        libc::signal(libc::SIGINT, libc::SIG_IGN);
+        libc::signal(libc::SIGTERM, libc::SIG_IGN);
+        libc::signal(libc::SIGHUP, libc::SIG_IGN);
+        let mut status = 0;
+        while libc::waitpid(pid, &mut status, 0) < 0 {
+            if *libc::__errno_location() != libc::EINTR {
+                libc::_exit(127);
+            }
+        }
+        if libc::WIFEXITED(status) {
+            libc::_exit(libc::WEXITSTATUS(status));
+        }
+        if libc::WIFSIGNALED(status) {
+            let sig = libc::WTERMSIG(status);
+            libc::signal(sig, libc::SIG_DFL);
+            libc::kill(libc::getpid(), sig);
+            libc::_exit(128 + sig);
+        }
+        libc::_exit(127)
+    }
 }

@@ -1,14 +1,20 @@
 //! The child side of a run: what terraform's process looks like and how it is ended.
 //!
-//! `env` builds the scrubbed environment, `child` is the `pre_exec` hook (session, rlimits,
-//! no-new-privs, parent-death signal, umask, no inherited descriptors), `capture` keeps a bounded
-//! copy of each output stream, and `process` spawns, waits, and on timeout or cancellation
-//! interrupts and then kills the whole process group so nothing outlives the run.
+//! `env` builds the scrubbed environment; `kernel` knows which kernel layers this machine can
+//! apply and prepares them per run (`access`: Landlock rules, `seccomp`: the syscall filter);
+//! `child` is the `pre_exec` hook that applies everything (session, rlimits, no-new-privs,
+//! parent-death signal, umask, no inherited descriptors, namespaces, Landlock, seccomp);
+//! `capture` keeps a bounded copy of each output stream; `process` spawns, waits, and on
+//! timeout or cancellation interrupts and then kills the whole process group.
 
+pub mod access;
 pub mod capture;
 pub mod child;
 pub mod env;
+pub mod kernel;
 pub mod process;
+pub mod seccomp;
 
 pub use capture::Captured;
+pub use kernel::{ChildSetup, KernelSandbox, Layer, SandboxError};
 pub use process::{ProcessRunner, RunOutcome, RunSpec, Runner, SpawnError, StreamLine};

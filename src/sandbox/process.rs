@@ -16,10 +16,10 @@ use tokio_util::sync::CancellationToken;
 
 use super::capture::{Capture, Captured};
 use super::child;
-use crate::config::Limits;
+use super::kernel::ChildSetup;
 
 /// Everything needed to start one terraform process.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct RunSpec {
     pub program: PathBuf,
     /// Arguments after the program name.
@@ -29,7 +29,8 @@ pub struct RunSpec {
     pub env: Vec<(String, String)>,
     pub timeout: Duration,
     pub kill_grace: Duration,
-    pub limits: Limits,
+    /// Limits and kernel layers the child applies before exec.
+    pub setup: ChildSetup,
     pub output_limit: usize,
 }
 
@@ -118,10 +119,10 @@ async fn run(
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    let limits = spec.limits.clone();
-    // SAFETY: `prepare` only makes async-signal-safe syscalls.
+    let mut setup = spec.setup;
+    // SAFETY: `prepare` only makes async-signal-safe calls.
     unsafe {
-        cmd.pre_exec(move || child::prepare(&limits));
+        cmd.pre_exec(move || child::prepare(&mut setup));
     }
     let started = Instant::now();
     let mut child = cmd.spawn().map_err(|source| SpawnError::Spawn {

@@ -6,7 +6,7 @@
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{ToolOutput, from_run};
+use super::{ToolOutput, diagnostics_text, from_run};
 use crate::executor::{RunCtx, ToolError};
 use crate::policy;
 use crate::terraform::{Invocation, state, stream};
@@ -21,7 +21,7 @@ pub struct Args {
 }
 
 pub async fn run(ctx: &RunCtx<'_>, ws: &Workspace, args: Args) -> Result<ToolOutput, ToolError> {
-    let record = ctx.plans().verify(&args.plan_id, &ws.relative)?;
+    let (record, _) = ctx.plans().verify(&args.plan_id, &ws.relative)?;
     policy::check_apply(
         ctx.config().enable_destroy,
         &ctx.config().policy,
@@ -49,10 +49,18 @@ pub async fn run(ctx: &RunCtx<'_>, ws: &Workspace, args: Args) -> Result<ToolOut
         "change": changes.get("change").cloned().unwrap_or(json!(0)),
         "destroy": changes.get("remove").cloned().unwrap_or(json!(0)),
     });
-    let text = format!(
-        "Applied plan {}: {} added, {} changed, {} destroyed.\n\n{messages}",
-        args.plan_id, affected["add"], affected["change"], affected["destroy"]
-    );
+    let text = if outcome.success() {
+        format!(
+            "Applied plan {}: {} added, {} changed, {} destroyed.\n\n{messages}",
+            args.plan_id, affected["add"], affected["change"], affected["destroy"]
+        )
+    } else {
+        format!(
+            "Applying plan {} failed.\n{}\n\n{messages}",
+            args.plan_id,
+            diagnostics_text(&report.diagnostics)
+        )
+    };
     let mut out = from_run(outcome, &inv, text);
     if let Some(r) = out.run.as_mut() {
         r.stdout.text = messages;

@@ -237,3 +237,18 @@ fn stdout_json(outcome: &RunOutcome, what: &str) -> Result<Value, ToolError> {
         ))
     })
 }
+
+/// Diagnostics as readable lines, for the text block of a failed run.
+fn diagnostics_text(diagnostics: &[crate::terraform::stream::Diagnostic]) -> String {
+    diagnostics
+        .iter()
+        .map(|d| {
+            let mut line = format!("{}: {}", d.severity, d.summary);
+            if !d.detail.is_empty() {
+                line.push_str(&format!(" — {}", d.detail));
+            }
+            line
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}

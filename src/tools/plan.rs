@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use super::{ToolOutput, from_run, stdout_json};
+use super::{ToolOutput, diagnostics_text, from_run, stdout_json};
 use crate::executor::{RunCtx, ToolError};
 use crate::plans::new_id;
 use crate::redact::name_looks_secret;
@@ -76,7 +76,8 @@ pub async fn run(ctx: &RunCtx<'_>, ws: &Workspace, args: Args) -> Result<ToolOut
     }
 
     let plan_id = new_id();
-    let plan_path = ctx.plans().plan_path(&plan_id);
+    // Terraform writes the plan into its own run dir; the store takes it from there.
+    let plan_path = dir.path().join("plan.tfplan");
     let mut inv = Invocation::new("plan")
         .flag("input=false")
         .flag("no-color")
@@ -95,23 +96,20 @@ pub async fn run(ctx: &RunCtx<'_>, ws: &Workspace, args: Args) -> Result<ToolOut
     let report = stream::parse(&outcome.stdout.text);
     let text = report.messages.join("\n");
     if !outcome.success() {
-        ctx.plans().discard(&plan_id);
+        let text = format!(
+            "The plan failed.\n{}\n\n{text}",
+            diagnostics_text(&report.diagnostics)
+        );
         let mut out = from_run(outcome, &inv, text);
         out.data
             .insert("diagnostics".into(), json!(report.diagnostics));
         return Ok(out);
     }
 
-    let summary = match summarize(ctx, ws, &dir, &plan_path, args.destroy, &args.vars).await {
-        Ok(s) => s,
-        Err(e) => {
-            ctx.plans().discard(&plan_id);
-            return Err(e);
-        }
-    };
+    let summary = summarize(ctx, ws, &dir, &plan_path, args.destroy, &args.vars).await?;
     let record = ctx
         .plans()
-        .record(&plan_id, &ws.relative, summary.clone())?;
+        .record(&plan_id, &ws.relative, summary.clone(), &plan_path)?;
     let c = &summary.counts;
     let mut text_out = format!(
         "Plan {plan_id}: {} to add, {} to change, {} to destroy{}.",

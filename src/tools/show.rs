@@ -21,10 +21,10 @@ pub async fn run(ctx: &RunCtx<'_>, ws: &Workspace, args: Args) -> Result<ToolOut
     if let Some(id) = &args.plan_id {
         // The human rendering of the saved plan (terraform masks sensitive values in it) and
         // the summary recorded when it was made.
-        let record = ctx.plans().verify(id, &ws.relative)?;
-        let inv = Invocation::new("show")
-            .flag("no-color")
-            .path(ctx.plans().plan_path(id));
+        let (record, bytes) = ctx.plans().verify(id, &ws.relative)?;
+        // Terraform reads a verified copy in its run dir; the plan store stays out of its reach.
+        let copy = dir.write("plan.tfplan", &bytes)?;
+        let inv = Invocation::new("show").flag("no-color").path(copy);
         let outcome = ctx.terraform(&ws.dir, &dir, &inv, false).await?;
         let mut out = from_run(outcome, &inv, String::new());
         out.data.insert("plan_id".into(), json!(id));

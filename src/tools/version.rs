@@ -9,7 +9,8 @@ use crate::terraform::Invocation;
 pub async fn run(ctx: &RunCtx<'_>) -> Result<ToolOutput, ToolError> {
     let inv = Invocation::new("version").flag("json");
     let dir = ctx.run_dir()?;
-    let outcome = ctx.terraform(ctx.root().path(), &dir, &inv, false).await?;
+    // Runs in its private dir: it needs no workspace.
+    let outcome = ctx.terraform(dir.path(), &dir, &inv, false).await?;
     let v = if outcome.success() {
         stdout_json(&outcome, "terraform version")?
     } else {

@@ -243,3 +243,75 @@ pub async fn call_ok(session: &Session, tool: &str, args: Value) -> Value {
     let r = call(session, tool, args).await;
     ok(&r).clone()
 }
+
+impl Sandbox {
+    /// Copies fixture `name` into the root under another name (for several runs of one fixture).
+    pub fn add_fixture_as(&self, name: &str, as_name: &str) {
+        copy_dir(
+            &manifest_dir().join("tests/fixtures").join(name),
+            &self.root.join(as_name),
+        );
+    }
+
+    /// Hands the whole sandbox to `uid` (for running the server as an unprivileged user).
+    pub fn chown_all(&self, uid: u32) {
+        fn walk(p: &Path, uid: u32) {
+            std::os::unix::fs::lchown(p, Some(uid), Some(uid)).unwrap();
+            if p.is_dir() && !p.is_symlink() {
+                for e in std::fs::read_dir(p).unwrap() {
+                    walk(&e.unwrap().path(), uid);
+                }
+            }
+        }
+        walk(self.dir.path(), uid);
+    }
+}
+
+/// The escape stand-in (tests/fixtures/standin/escape.c), compiled once per test process into a
+/// directory of its own (the sandbox lets terraform's directory be read and executed).
+pub fn escape_standin() -> PathBuf {
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let dir = std::env::temp_dir().join(format!("terrarium-escape-{}", std::process::id()));
+            std::fs::create_dir_all(&dir).unwrap();
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+            let out = dir.join("terraform");
+            let status = std::process::Command::new("cc")
+                .args(["-O2", "-o"])
+                .arg(&out)
+                .arg(manifest_dir().join("tests/fixtures/standin/escape.c"))
+                .status()
+                .expect("cc (a C compiler) is needed for the escape stand-in");
+            assert!(status.success(), "compiling the escape stand-in failed");
+            out
+        })
+        .clone()
+}
+
+/// Like [`connect`], also returning the server's pid; `uid` runs it as another user.
+pub async fn connect_as(env: &BTreeMap<String, String>, uid: Option<u32>) -> (Session, u32) {
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_terrarium"));
+    cmd.arg("serve").env_clear().envs(env).current_dir("/");
+    if let Some(uid) = uid {
+        cmd.uid(uid).gid(uid);
+    }
+    let (transport, _stderr) = TokioChildProcess::builder(cmd)
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .expect("spawn terrarium");
+    let pid = transport.id().expect("server pid");
+    (
+        Client::default()
+            .serve(transport)
+            .await
+            .expect("MCP initialize"),
+        pid,
+    )
+}
+
+pub fn is_root() -> bool {
+    // SAFETY: no side effects.
+    unsafe { libc::geteuid() == 0 }
+}

@@ -1,0 +1,368 @@
+//! Which kernel sandbox layers this machine can apply, and the per-run set-up for the child.
+//!
+//! Layers: Landlock (filesystem, TCP, signal scoping), seccomp (a syscall deny list), and
+//! namespaces (a user + PID namespace per run, so every descendant dies with terraform; an empty
+//! network namespace for actions that need no network). The mode decides what happens when a
+//! layer is missing: `strict` refuses to run, `best-effort` runs and warns, `off` applies none.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use landlock::RulesetCreated;
+use seccompiler::BpfProgram;
+use serde::Serialize;
+
+use super::access::{self, RunAccess};
+use super::seccomp;
+use crate::config::{Config, Limits, SandboxMode};
+
+/// What the probe found for one layer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Layer {
+    pub name: &'static str,
+    pub available: bool,
+    pub detail: String,
+}
+
+/// Everything the child applies before exec (see `child::prepare`).
+pub struct ChildSetup {
+    pub limits: Limits,
+    /// `unshare` flags; 0 for none.
+    pub namespaces: libc::c_int,
+    pub landlock: Option<RulesetCreated>,
+    pub seccomp: Option<Arc<Vec<BpfProgram>>>,
+}
+
+impl std::fmt::Debug for ChildSetup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChildSetup")
+            .field("limits", &self.limits)
+            .field("namespaces", &self.namespaces)
+            .field("landlock", &self.landlock.is_some())
+            .field("seccomp", &self.seccomp.is_some())
+            .finish()
+    }
+}
+
+impl ChildSetup {
+    /// Process-level limits only (no kernel layers).
+    pub fn plain(limits: Limits) -> ChildSetup {
+        ChildSetup {
+            limits,
+            namespaces: 0,
+            landlock: None,
+            seccomp: None,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    #[error(
+        "the {layer} sandbox layer cannot be applied on this system ({detail}); terraform was not run. \
+         Set TERRARIUM_SANDBOX=best-effort to run without it"
+    )]
+    Unavailable { layer: &'static str, detail: String },
+    #[error("sandbox set-up failed: {0}")]
+    Setup(String),
+}
+
+pub struct KernelSandbox {
+    mode: SandboxMode,
+    layers: Vec<Layer>,
+    seccomp: Option<Arc<Vec<BpfProgram>>>,
+    connect_ports: Vec<u16>,
+    extra_read: Vec<PathBuf>,
+}
+
+const LANDLOCK: &str = "landlock";
+const SECCOMP: &str = "seccomp";
+const NAMESPACES: &str = "namespaces";
+
+impl KernelSandbox {
+    pub fn new(config: &Config) -> KernelSandbox {
+        let abi = landlock_abi();
+        let landlock = Layer {
+            name: LANDLOCK,
+            available: abi >= access::WANTED_ABI as i32,
+            detail: if abi > 0 {
+                format!(
+                    "ABI {abi} (filesystem, TCP and signal rules need ABI {})",
+                    access::WANTED_ABI as i32
+                )
+            } else {
+                "not supported or not enabled in this kernel".into()
+            },
+        };
+        let filters = if seccomp_supported() {
+            seccomp::build().map_err(|e| e.to_string())
+        } else {
+            Err("not supported by this kernel".into())
+        };
+        let seccomp_layer = Layer {
+            name: SECCOMP,
+            available: filters.is_ok(),
+            detail: match &filters {
+                Ok(_) => format!(
+                    "deny list of {} syscalls",
+                    seccomp::denied_names().len() + 1
+                ),
+                Err(e) => e.clone(),
+            },
+        };
+        let ns = probe_namespaces();
+        let ns_layer = Layer {
+            name: NAMESPACES,
+            available: ns.is_ok(),
+            detail: match &ns {
+                Ok(()) => {
+                    "user + PID namespace per run; empty network namespace for offline actions"
+                        .into()
+                }
+                Err(e) => format!("unshare failed: {e}"),
+            },
+        };
+        KernelSandbox {
+            mode: config.sandbox,
+            layers: vec![landlock, seccomp_layer, ns_layer],
+            seccomp: filters.ok().map(Arc::new),
+            connect_ports: config.sandbox_connect_ports.clone(),
+            extra_read: config.sandbox_read_paths.clone(),
+        }
+    }
+
+    pub fn mode(&self) -> SandboxMode {
+        self.mode
+    }
+
+    pub fn layers(&self) -> &[Layer] {
+        &self.layers
+    }
+
+    fn layer(&self, name: &str) -> Option<&Layer> {
+        self.layers.iter().find(|l| l.name == name)
+    }
+
+    fn usable(&self, name: &str) -> bool {
+        self.mode != SandboxMode::Off && self.layer(name).is_some_and(|l| l.available)
+    }
+
+    /// Problems to report at start-up and in results: missing layers, or the sandbox being off.
+    pub fn warnings(&self) -> Vec<String> {
+        match self.mode {
+            SandboxMode::Off => vec![
+                "TERRARIUM_SANDBOX=off: terraform runs without Landlock, seccomp or namespaces; a workspace's \
+                 configuration can read, write and connect wherever the server's user can"
+                    .into(),
+            ],
+            _ => self
+                .layers
+                .iter()
+                .filter(|l| !l.available)
+                .map(|l| format!("sandbox layer {} is not applied: {}", l.name, l.detail))
+                .collect(),
+        }
+    }
+
+    /// In strict mode, the first layer that cannot be applied.
+    pub fn refusal(&self) -> Option<SandboxError> {
+        if self.mode != SandboxMode::Strict {
+            return None;
+        }
+        self.layers
+            .iter()
+            .find(|l| !l.available)
+            .map(|l| SandboxError::Unavailable {
+                layer: l.name,
+                detail: l.detail.clone(),
+            })
+    }
+
+    /// The child set-up for one run. `network` says whether the action may use the network.
+    pub fn setup(
+        &self,
+        limits: Limits,
+        mut run: RunAccess,
+        network: bool,
+    ) -> Result<ChildSetup, SandboxError> {
+        if let Some(refusal) = self.refusal() {
+            return Err(refusal);
+        }
+        let mut setup = ChildSetup::plain(limits);
+        if self.mode == SandboxMode::Off {
+            return Ok(setup);
+        }
+        run.connect_ports = if network {
+            self.connect_ports.clone()
+        } else {
+            Vec::new()
+        };
+        if self.usable(LANDLOCK) {
+            let strict = self.mode == SandboxMode::Strict;
+            match access::ruleset(&run, &self.extra_read, strict) {
+                Ok(rs) => setup.landlock = Some(rs),
+                Err(e) if strict => return Err(SandboxError::Setup(e.to_string())),
+                Err(e) => {
+                    tracing::warn!(error = %e, "Landlock rules could not be built; running without them")
+                }
+            }
+        }
+        if self.usable(SECCOMP) {
+            setup.seccomp = self.seccomp.clone();
+        }
+        if self.usable(NAMESPACES) {
+            setup.namespaces = libc::CLONE_NEWUSER | libc::CLONE_NEWPID;
+            if !network {
+                setup.namespaces |= libc::CLONE_NEWNET;
+            }
+        }
+        Ok(setup)
+    }
+}
+
+/// The running kernel's Landlock ABI version (0 or less when unsupported).
+fn landlock_abi() -> i32 {
+    const LANDLOCK_CREATE_RULESET_VERSION: libc::c_uint = 1;
+    // SAFETY: the documented version query: no ruleset, size 0, the VERSION flag.
+    unsafe {
+        libc::syscall(
+            libc::SYS_landlock_create_ruleset,
+            std::ptr::null::<libc::c_void>(),
+            0usize,
+            LANDLOCK_CREATE_RULESET_VERSION,
+        ) as i32
+    }
+}
+
+fn seccomp_supported() -> bool {
+    // SAFETY: a query with no side effects.
+    unsafe { libc::prctl(libc::PR_GET_SECCOMP, 0, 0, 0, 0) >= 0 }
+}
+
+/// Forks a child that tries the run's `unshare` and reports the result in its exit code.
+fn probe_namespaces() -> Result<(), String> {
+    // SAFETY: the child only calls unshare and _exit, both async-signal-safe.
+    unsafe {
+        match libc::fork() {
+            -1 => Err(std::io::Error::last_os_error().to_string()),
+            0 => {
+                let flags = libc::CLONE_NEWUSER | libc::CLONE_NEWPID | libc::CLONE_NEWNET;
+                let code = if libc::unshare(flags) == 0 {
+                    0
+                } else {
+                    *libc::__errno_location()
+                };
+                libc::_exit(code)
+            }
+            pid => {
+                let mut status = 0;
+                while libc::waitpid(pid, &mut status, 0) < 0 {
+                    if *libc::__errno_location() != libc::EINTR {
+                        return Err(std::io::Error::last_os_error().to_string());
+                    }
+                }
+                match libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status)) {
+                    Some(0) => Ok(()),
+                    Some(errno) => Err(std::io::Error::from_raw_os_error(errno).to_string()),
+                    None => Err("probe process was killed".into()),
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sandbox(mode: SandboxMode, landlock: bool) -> KernelSandbox {
+        let layer = |name, available| Layer {
+            name,
+            available,
+            detail: "test".into(),
+        };
+        KernelSandbox {
+            mode,
+            layers: vec![
+                layer(LANDLOCK, landlock),
+                layer(SECCOMP, true),
+                layer(NAMESPACES, true),
+            ],
+            seccomp: None,
+            connect_ports: vec![443],
+            extra_read: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn strict_refuses_when_a_layer_is_missing() {
+        let s = sandbox(SandboxMode::Strict, false);
+        let err = s
+            .setup(Limits::default(), RunAccess::default(), false)
+            .unwrap_err();
+        let m = err.to_string();
+        assert!(
+            m.contains("landlock") && m.contains("TERRARIUM_SANDBOX=best-effort"),
+            "{m}"
+        );
+        assert!(s.refusal().is_some());
+    }
+
+    #[test]
+    fn best_effort_runs_without_the_missing_layer_and_warns() {
+        let s = sandbox(SandboxMode::BestEffort, false);
+        let setup = s
+            .setup(Limits::default(), RunAccess::default(), false)
+            .unwrap();
+        assert!(setup.landlock.is_none());
+        assert_eq!(
+            setup.namespaces,
+            libc::CLONE_NEWUSER | libc::CLONE_NEWPID | libc::CLONE_NEWNET
+        );
+        assert_eq!(s.warnings().len(), 1);
+        assert!(s.warnings()[0].contains("landlock"));
+    }
+
+    #[test]
+    fn network_actions_keep_the_host_network() {
+        let s = sandbox(SandboxMode::BestEffort, false);
+        let setup = s
+            .setup(Limits::default(), RunAccess::default(), true)
+            .unwrap();
+        assert_eq!(setup.namespaces & libc::CLONE_NEWNET, 0);
+    }
+
+    #[test]
+    fn off_applies_nothing_and_says_so() {
+        let s = sandbox(SandboxMode::Off, true);
+        let setup = s
+            .setup(Limits::default(), RunAccess::default(), false)
+            .unwrap();
+        assert!(setup.landlock.is_none() && setup.seccomp.is_none() && setup.namespaces == 0);
+        assert!(s.warnings()[0].contains("TERRARIUM_SANDBOX=off"));
+    }
+
+    #[test]
+    fn this_kernel_is_probed() {
+        // Whatever the machine, the probe answers for every layer with a reason.
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("root")).unwrap();
+        let env: std::collections::BTreeMap<String, String> = [
+            (
+                "TERRARIUM_WORKSPACE_ROOT".to_string(),
+                dir.path().join("root").display().to_string(),
+            ),
+            ("TERRARIUM_TERRAFORM_BIN".to_string(), "/bin/sh".to_string()),
+            (
+                "TERRARIUM_STATE_DIR".to_string(),
+                dir.path().join("state").display().to_string(),
+            ),
+        ]
+        .into_iter()
+        .collect();
+        let config = Config::load(&env, dir.path()).unwrap();
+        let s = KernelSandbox::new(&config);
+        assert_eq!(s.layers().len(), 3);
+        assert!(s.layers().iter().all(|l| !l.detail.is_empty()));
+    }
+}
