@@ -111,17 +111,29 @@ async fn main() {
     let planfile = tmp.path().join("direct.tfplan");
     let planfile_arg = format!("-out={}", planfile.display());
 
-    let mut cmd = tokio::process::Command::new(&bin);
-    cmd.arg("serve")
-        .env_clear()
-        .env("PATH", "/usr/local/bin:/usr/bin:/bin")
-        .env("TERRARIUM_WORKSPACE_ROOT", &root)
-        .env("TERRARIUM_STATE_DIR", tmp.path().join("state"))
-        .env("TERRARIUM_AUDIT_FILE", tmp.path().join("audit.jsonl"))
-        .env("TERRARIUM_TERRAFORM_BIN", &terraform);
-    let client = ().serve(TokioChildProcess::new(cmd).unwrap()).await.unwrap();
-    let call = |tool: &'static str, args: Value| {
-        let client = &client;
+    let server = |sandbox: &str| {
+        let mut cmd = tokio::process::Command::new(&bin);
+        cmd.arg("serve")
+            .env_clear()
+            .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+            .env("TERRARIUM_WORKSPACE_ROOT", &root)
+            .env(
+                "TERRARIUM_STATE_DIR",
+                tmp.path().join(format!("state-{sandbox}")),
+            )
+            .env(
+                "TERRARIUM_AUDIT_FILE",
+                tmp.path().join(format!("audit-{sandbox}.jsonl")),
+            )
+            .env("TERRARIUM_TERRAFORM_BIN", &terraform)
+            .env("TERRARIUM_SANDBOX", sandbox);
+        cmd
+    };
+    // The default (strict: every kernel layer) and the same server with the sandbox off.
+    let client = ().serve(TokioChildProcess::new(server("strict")).unwrap()).await.unwrap();
+    let client_off = ().serve(TokioChildProcess::new(server("off")).unwrap()).await.unwrap();
+    let call_on = |which: &'static str, tool: &'static str, args: Value| {
+        let client = if which == "off" { &client_off } else { &client };
         async move {
             let Value::Object(map) = args else {
                 unreachable!()
@@ -136,10 +148,13 @@ async fn main() {
         }
     };
 
+    let call = |tool: &'static str, args: Value| call_on("strict", tool, args);
     let (mut v_srv, mut v_dir, mut p_srv, mut p_dir, mut noop) =
         (vec![], vec![], vec![], vec![], vec![]);
+    let (mut v_off, mut p_off) = (vec![], vec![]);
     // Warm-up: page cache, plugin cache, first-run costs on both sides.
     call("terraform_validate", json!({"path": "hello"})).await;
+    call_on("off", "terraform_validate", json!({"path": "hello"})).await;
     direct(&terraform, &ws, &home, &["validate", "-json", "-no-color"]);
     for _ in 0..iterations {
         noop.push(call("workspace_list", json!({})).await);
@@ -151,6 +166,8 @@ async fn main() {
             &["validate", "-json", "-no-color"],
         ));
         p_srv.push(call("terraform_plan", json!({"path": "hello"})).await);
+        v_off.push(call_on("off", "terraform_validate", json!({"path": "hello"})).await);
+        p_off.push(call_on("off", "terraform_plan", json!({"path": "hello"})).await);
         // The tool's work: a saved JSON plan, then its JSON rendering for the summary.
         let a = direct(
             &terraform,
@@ -167,6 +184,7 @@ async fn main() {
         p_dir.push(a + b);
     }
     client.cancel().await.unwrap();
+    client_off.cancel().await.unwrap();
 
     let mut cold = vec![];
     let mut true_spawn = vec![];
@@ -203,6 +221,7 @@ async fn main() {
     let (vs, vd, ps, pd) = (median(v_srv), median(v_dir), median(p_srv), median(p_dir));
     let (c, t) = (median(cold), median(true_spawn));
     let n = median(noop);
+    let (vo, po) = (median(v_off), median(p_off));
     println!(
         "terrarium benchmark ({iterations} iterations, medians; terraform {})",
         terraform.display()
@@ -220,6 +239,18 @@ async fn main() {
         ms(ps),
         ms(pd),
         ps.as_secs_f64() / pd.as_secs_f64()
+    );
+    println!(
+        "| terraform_validate, sandbox strict vs off | {:.1} ms | {:.1} ms | {:.3} |",
+        ms(vs),
+        ms(vo),
+        vs.as_secs_f64() / vo.as_secs_f64()
+    );
+    println!(
+        "| terraform_plan, sandbox strict vs off | {:.1} ms | {:.1} ms | {:.3} |",
+        ms(ps),
+        ms(po),
+        ps.as_secs_f64() / po.as_secs_f64()
     );
     println!(
         "| round trip of a call that spawns nothing (`workspace_list`) vs `terraform validate` | {:.2} ms | {:.1} ms | {:.3} |",

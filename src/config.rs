@@ -153,6 +153,8 @@ pub struct Config {
     pub sandbox_connect_ports: Vec<u16>,
     /// Extra paths terraform may read (credential files, custom CA bundles).
     pub sandbox_read_paths: Vec<PathBuf>,
+    /// Layers the operator turned off on purpose (`landlock`, `seccomp`, `namespaces`).
+    pub sandbox_disable: Vec<String>,
 }
 
 /// What a `terrarium.toml` may contain: the same settings as the environment, lower-cased and
@@ -185,6 +187,7 @@ struct FileConfig {
     sandbox: Option<String>,
     sandbox_connect_ports: Option<Vec<u16>>,
     sandbox_read_paths: Option<Vec<PathBuf>>,
+    sandbox_disable: Option<Vec<String>>,
 }
 
 /// Reads settings from an environment snapshot, honouring `NAME_FILE`.
@@ -501,7 +504,23 @@ impl Config {
             }
         }
 
+        let sandbox_disable = reader
+            .list("SANDBOX_DISABLE")?
+            .or(file.sandbox_disable)
+            .unwrap_or_default();
+        for layer in &sandbox_disable {
+            if !["landlock", "seccomp", "namespaces"].contains(&layer.as_str()) {
+                return Err(invalid(
+                    "TERRARIUM_SANDBOX_DISABLE",
+                    format!(
+                        "unknown layer {layer:?}; the layers are landlock, seccomp, namespaces"
+                    ),
+                ));
+            }
+        }
+
         Ok(Config {
+            sandbox_disable,
             sandbox,
             sandbox_connect_ports,
             sandbox_read_paths,
@@ -594,6 +613,7 @@ impl Config {
                     .collect::<Vec<_>>()
                     .join(","),
             ),
+            ("TERRARIUM_SANDBOX_DISABLE", self.sandbox_disable.join(",")),
             (
                 "TERRARIUM_SANDBOX_READ_PATHS",
                 self.sandbox_read_paths

@@ -211,11 +211,7 @@ impl Executor {
             .layers()
             .iter()
             .map(|l| {
-                let state = match (self.sandbox.mode(), l.available) {
-                    (crate::config::SandboxMode::Off, _) => "off",
-                    (_, true) => "enforced",
-                    (_, false) => "unavailable",
-                };
+                let state = l.state(self.sandbox.mode());
                 (l.name.to_string(), json!(state))
             })
             .collect();

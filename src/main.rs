@@ -34,6 +34,12 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // Not dumpable: the server's memory and /proc entries (its environment holds credentials)
+    // stay out of reach of same-user processes without CAP_SYS_PTRACE, sandbox or not.
+    // SAFETY: a prctl with integer arguments.
+    unsafe {
+        libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
+    }
     let cli = Cli::parse();
     // `.env` fills in variables that are not already set; the environment wins.
     let _ = dotenvy::dotenv();
@@ -87,7 +93,11 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
         destroy = config.enable_destroy,
         "terrarium starting (stdio)"
     );
-    let exec = Arc::new(Executor::new(config, Arc::new(ProcessRunner), host_env())?);
+    let exec = Arc::new(Executor::new(
+        config,
+        Arc::new(ProcessRunner::new()),
+        host_env(),
+    )?);
     log_sandbox(&exec);
     terrarium::mcp::serve_stdio(exec).await?;
     Ok(ExitCode::SUCCESS)
@@ -111,14 +121,10 @@ async fn check_config(config: Config) -> anyhow::Result<ExitCode> {
     print!("{config}");
     let mut config = config;
     config.timeout = Duration::from_secs(30);
-    let exec = Executor::new(config, Arc::new(ProcessRunner), host_env())?;
+    let exec = Executor::new(config, Arc::new(ProcessRunner::new()), host_env())?;
     let sandbox = exec.sandbox();
     for l in sandbox.layers() {
-        let state = match (sandbox.mode(), l.available) {
-            (terrarium::config::SandboxMode::Off, _) => "off",
-            (_, true) => "available",
-            (_, false) => "UNAVAILABLE",
-        };
+        let state = l.state(sandbox.mode());
         println!("# sandbox {}: {state} ({})", l.name, l.detail);
     }
     for w in sandbox.warnings() {

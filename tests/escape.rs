@@ -407,3 +407,49 @@ async fn the_same_escape_succeeds_with_the_sandbox_off_and_results_say_so() {
     }
     session.cancel().await.unwrap();
 }
+
+#[tokio::test]
+async fn without_namespaces_the_subreaper_still_kills_a_setsid_sleeper() {
+    let sb = scene();
+    let env = sb.env(
+        &terraform(),
+        &[
+            ("TERRARIUM_ENABLE_APPLY", "true"),
+            ("TERRARIUM_TIMEOUT_SECS", "4"),
+            ("TERRARIUM_KILL_GRACE_SECS", "2"),
+            ("TERRARIUM_SANDBOX_DISABLE", "namespaces"),
+        ],
+    );
+    let session = connect(&env).await;
+    let cmd = "setsid sh -c 'read -r p rest < /proc/self/stat; echo $p > sleeper.pid; exec sleep 600' & sleep 600";
+    let r = exec(&session, &sb, "exec_setsid_nons", cmd).await;
+    assert_eq!(sc(&r)["timed_out"], true);
+    assert_eq!(sc(&r)["sandbox"]["layers"]["namespaces"], "disabled");
+    let sleeper = read_pid(&sb.root.join("exec_setsid_nons/sleeper.pid"));
+    assert!(
+        gone_within(sleeper, 5),
+        "the setsid()'d sleeper survived without a PID namespace"
+    );
+    session.cancel().await.unwrap();
+}
+
+#[tokio::test]
+async fn the_server_process_is_not_readable_from_a_run() {
+    let sb = scene();
+    let mut env = sb.env(&terraform(), &[("TERRARIUM_ENABLE_APPLY", "true")]);
+    env.insert(
+        "SERVER_ONLY_SECRET".into(),
+        "server-environment-secret-value".into(),
+    );
+    let (session, server_pid) = connect_as(&env, None).await;
+    for (name, cmd) in [
+        ("exec_environ", format!("cat /proc/{server_pid}/environ")),
+        ("exec_mem", format!("head -c 64 /proc/{server_pid}/mem")),
+        ("exec_fd", format!("ls -l /proc/{server_pid}/fd")),
+    ] {
+        let r = exec(&session, &sb, name, &cmd).await;
+        assert!(is_error(&r), "{cmd} succeeded: {}", text(&r));
+        assert_eq!(leaks(&r, &["server-environment-secret-value"]), None);
+    }
+    session.cancel().await.unwrap();
+}

@@ -21,7 +21,22 @@ use crate::config::{Config, Limits, SandboxMode};
 pub struct Layer {
     pub name: &'static str,
     pub available: bool,
+    /// Turned off by the operator (`TERRARIUM_SANDBOX_DISABLE`): not applied, and not a reason
+    /// for strict mode to refuse.
+    pub disabled: bool,
     pub detail: String,
+}
+
+impl Layer {
+    /// "enforced", "disabled", "unavailable" or "off", as results and probes report it.
+    pub fn state(&self, mode: SandboxMode) -> &'static str {
+        match (mode, self.disabled, self.available) {
+            (SandboxMode::Off, _, _) => "off",
+            (_, true, _) => "disabled",
+            (_, false, true) => "enforced",
+            (_, false, false) => "unavailable",
+        }
+    }
 }
 
 /// Everything the child applies before exec (see `child::prepare`).
@@ -83,6 +98,7 @@ impl KernelSandbox {
     pub fn new(config: &Config) -> KernelSandbox {
         let abi = landlock_abi();
         let landlock = Layer {
+            disabled: false,
             name: LANDLOCK,
             available: abi >= access::WANTED_ABI as i32,
             detail: if abi > 0 {
@@ -100,6 +116,7 @@ impl KernelSandbox {
             Err("not supported by this kernel".into())
         };
         let seccomp_layer = Layer {
+            disabled: false,
             name: SECCOMP,
             available: filters.is_ok(),
             detail: match &filters {
@@ -112,6 +129,7 @@ impl KernelSandbox {
         };
         let ns = probe_namespaces();
         let ns_layer = Layer {
+            disabled: false,
             name: NAMESPACES,
             available: ns.is_ok(),
             detail: match &ns {
@@ -122,9 +140,13 @@ impl KernelSandbox {
                 Err(e) => format!("unshare failed: {e}"),
             },
         };
+        let mut layers = vec![landlock, seccomp_layer, ns_layer];
+        for l in &mut layers {
+            l.disabled = config.sandbox_disable.iter().any(|d| d == l.name);
+        }
         KernelSandbox {
             mode: config.sandbox,
-            layers: vec![landlock, seccomp_layer, ns_layer],
+            layers,
             seccomp: filters.ok().map(Arc::new),
             connect_ports: config.sandbox_connect_ports.clone(),
             extra_read: config.sandbox_read_paths.clone(),
@@ -144,7 +166,8 @@ impl KernelSandbox {
     }
 
     fn usable(&self, name: &str) -> bool {
-        self.mode != SandboxMode::Off && self.layer(name).is_some_and(|l| l.available)
+        self.mode != SandboxMode::Off
+            && self.layer(name).is_some_and(|l| l.available && !l.disabled)
     }
 
     /// Problems to report at start-up and in results: missing layers, or the sandbox being off.
@@ -158,8 +181,14 @@ impl KernelSandbox {
             _ => self
                 .layers
                 .iter()
-                .filter(|l| !l.available)
-                .map(|l| format!("sandbox layer {} is not applied: {}", l.name, l.detail))
+                .filter(|l| !l.available || l.disabled)
+                .map(|l| {
+                    if l.disabled {
+                        format!("sandbox layer {} is disabled by TERRARIUM_SANDBOX_DISABLE", l.name)
+                    } else {
+                        format!("sandbox layer {} is not applied: {}", l.name, l.detail)
+                    }
+                })
                 .collect(),
         }
     }
@@ -279,6 +308,7 @@ mod tests {
         let layer = |name, available| Layer {
             name,
             available,
+            disabled: false,
             detail: "test".into(),
         };
         KernelSandbox {

@@ -13,6 +13,7 @@ pub mod child;
 pub mod env;
 pub mod kernel;
 pub mod process;
+pub mod reaper;
 pub mod seccomp;
 
 pub use capture::Captured;

@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use super::capture::{Capture, Captured};
 use super::child;
 use super::kernel::ChildSetup;
+use super::reaper::{self, ActiveRuns};
 
 /// Everything needed to start one terraform process.
 #[derive(Debug)]
@@ -86,8 +87,29 @@ pub trait Runner: Send + Sync {
 }
 
 /// The real runner.
-#[derive(Debug, Default, Clone)]
-pub struct ProcessRunner;
+#[derive(Debug, Clone)]
+pub struct ProcessRunner {
+    active: ActiveRuns,
+}
+
+impl ProcessRunner {
+    /// Also makes the server a child subreaper (see `reaper`), so descendants that escape a
+    /// run's process group without a PID namespace can still be found.
+    pub fn new() -> ProcessRunner {
+        if let Err(e) = reaper::become_subreaper() {
+            tracing::warn!(error = %e, "cannot become a child subreaper");
+        }
+        ProcessRunner {
+            active: ActiveRuns::default(),
+        }
+    }
+}
+
+impl Default for ProcessRunner {
+    fn default() -> Self {
+        ProcessRunner::new()
+    }
+}
 
 impl Runner for ProcessRunner {
     fn run<'a>(
@@ -96,7 +118,7 @@ impl Runner for ProcessRunner {
         on_line: Option<LineSink<'a>>,
         cancel: CancellationToken,
     ) -> Pin<Box<dyn Future<Output = Result<RunOutcome, SpawnError>> + Send + 'a>> {
-        Box::pin(run(spec, on_line, cancel))
+        Box::pin(run(spec, on_line, cancel, &self.active))
     }
 }
 
@@ -110,6 +132,7 @@ async fn run(
     spec: RunSpec,
     on_line: Option<LineSink<'_>>,
     cancel: CancellationToken,
+    active: &ActiveRuns,
 ) -> Result<RunOutcome, SpawnError> {
     let mut cmd = tokio::process::Command::new(&spec.program);
     cmd.args(&spec.argv)
@@ -119,16 +142,26 @@ async fn run(
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
+    // Without a PID namespace, escaped descendants are swept up after the run.
+    let sweep_after = spec.setup.namespaces & libc::CLONE_NEWPID == 0;
     let mut setup = spec.setup;
     // SAFETY: `prepare` only makes async-signal-safe calls.
     unsafe {
         cmd.pre_exec(move || child::prepare(&mut setup));
     }
     let started = Instant::now();
-    let mut child = cmd.spawn().map_err(|source| SpawnError::Spawn {
-        program: spec.program.display().to_string(),
-        source,
-    })?;
+    let mut child = {
+        let mut registered = active.lock();
+        let child = cmd.spawn().map_err(|source| SpawnError::Spawn {
+            program: spec.program.display().to_string(),
+            source,
+        })?;
+        if let Some(id) = child.id() {
+            registered.insert(id as i32);
+        }
+        child
+    };
+    let child_pid = child.id().map(|id| id as i32);
     // The child called setsid(), so its pid is its process group id.
     let pgid = child.id().map(|id| Pid::from_raw(id as i32));
     // If this future is dropped before the run ends (the client went away, the server is
@@ -191,8 +224,14 @@ async fn run(
     let duration = started.elapsed();
     // Whatever terraform left behind in its group (provider plugins, provisioner children) goes
     // now. The group id stays reserved while any member lives, so this cannot hit a stranger.
-    let stragglers_killed = signal_group(pgid, Signal::SIGKILL);
+    let mut stragglers_killed = signal_group(pgid, Signal::SIGKILL);
     guard.armed = false;
+    if let Some(pid) = child_pid {
+        active.lock().remove(&pid);
+    }
+    if sweep_after {
+        stragglers_killed |= reaper::sweep(active) > 0;
+    }
 
     let stdout = finish_reader(out_task).await;
     let stderr = finish_reader(err_task).await;
