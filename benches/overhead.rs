@@ -122,8 +122,8 @@ async fn main() {
                 tmp.path().join(format!("state-{sandbox}")),
             )
             .env(
-                "TERRARIUM_AUDIT_FILE",
-                tmp.path().join(format!("audit-{sandbox}.jsonl")),
+                "TERRARIUM_AUDIT_DIR",
+                tmp.path().join(format!("audit-{sandbox}")),
             )
             .env("TERRARIUM_TERRAFORM_BIN", &terraform)
             .env("TERRARIUM_SANDBOX", sandbox);
@@ -195,7 +195,7 @@ async fn main() {
             .env_clear()
             .env("TERRARIUM_WORKSPACE_ROOT", &root)
             .env("TERRARIUM_STATE_DIR", tmp.path().join("state"))
-            .env("TERRARIUM_AUDIT_FILE", tmp.path().join("audit.jsonl"))
+            .env("TERRARIUM_AUDIT_DIR", tmp.path().join("audit-cold"))
             .env("TERRARIUM_TERRAFORM_BIN", &terraform);
         let start = Instant::now();
         let transport = TokioChildProcess::new(cmd).unwrap();

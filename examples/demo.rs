@@ -69,7 +69,7 @@ async fn main() -> anyhow::Result<()> {
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("TERRARIUM_WORKSPACE_ROOT", &root)
         .env("TERRARIUM_STATE_DIR", tmp.path().join("state"))
-        .env("TERRARIUM_AUDIT_FILE", tmp.path().join("audit.jsonl"))
+        .env("TERRARIUM_AUDIT_DIR", tmp.path().join("audit"))
         .env("TERRARIUM_TERRAFORM_BIN", &terraform)
         .env("TERRARIUM_ENABLE_APPLY", "true");
     let session: Session = ().serve(TokioChildProcess::new(cmd)?).await?;
@@ -132,17 +132,20 @@ async fn main() -> anyhow::Result<()> {
     .await?;
 
     session.cancel().await?;
-    println!(
-        "\naudit trail ({}):",
-        tmp.path().join("audit.jsonl").display()
-    );
-    let audit = std::fs::read_to_string(tmp.path().join("audit.jsonl"))?;
+    println!("\naudit trail ({}):", tmp.path().join("audit").display());
+    let mut audit = String::new();
+    for f in terrarium::audit::file::files(&tmp.path().join("audit")) {
+        audit.push_str(&std::fs::read_to_string(f)?);
+    }
     for line in audit.lines() {
         let e: Value = serde_json::from_str(line)?;
         println!(
             "   {} {:<20} {:<8} success={} {}",
             e["timestamp"].as_str().unwrap_or_default(),
-            e["tool"].as_str().unwrap_or_default(),
+            e["tool"]
+                .as_str()
+                .or(e["event"].as_str())
+                .unwrap_or_default(),
             e["workspace"].as_str().unwrap_or("-"),
             e["success"],
             e["outcome"].as_str().unwrap_or_default()

@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::audit::AuditConfig;
 use crate::policy::Policy;
 
 /// Environment variable prefix for every setting.
@@ -134,6 +135,8 @@ pub struct Config {
     pub max_concurrent_runs: usize,
     /// How long a call waits for a busy workspace (or a free run slot) before giving up.
     pub queue_wait: Duration,
+    /// On SIGTERM/SIGINT, how long runs in flight may finish before they are interrupted.
+    pub shutdown_grace: Duration,
     /// `PATH` given to terraform (and so to `local-exec` provisioners).
     pub child_path: String,
     /// Environment variables passed through to terraform by exact name (provider credentials).
@@ -141,8 +144,10 @@ pub struct Config {
     /// Environment variables passed through by prefix, e.g. `AWS_`.
     pub passthrough_prefixes: Vec<String>,
     pub limits: Limits,
-    /// Where audit events go: a file path, or stderr when unset.
-    pub audit_file: Option<PathBuf>,
+    /// Where audit events go.
+    pub audit: AuditConfig,
+    /// Diagnostic logs go to this file instead of stderr.
+    pub log_file: Option<PathBuf>,
     /// Diagnostic log level: error, warn, info or debug.
     pub log_level: String,
     /// The policy file in force (`None`: the built-in `policies/default.toml`).
@@ -173,6 +178,7 @@ struct FileConfig {
     output_limit_bytes: Option<usize>,
     max_concurrent_runs: Option<usize>,
     queue_wait_secs: Option<u64>,
+    shutdown_grace_secs: Option<u64>,
     child_path: Option<String>,
     passthrough_env: Option<Vec<String>>,
     passthrough_prefixes: Option<Vec<String>>,
@@ -181,7 +187,12 @@ struct FileConfig {
     limit_open_files: Option<u64>,
     limit_processes: Option<u64>,
     limit_file_size_bytes: Option<u64>,
-    audit_file: Option<PathBuf>,
+    audit_dir: Option<PathBuf>,
+    audit_retention_days: Option<u32>,
+    audit_syslog: Option<String>,
+    audit_stderr: Option<bool>,
+    audit_omit_personal_data: Option<bool>,
+    log_file: Option<PathBuf>,
     log_level: Option<String>,
     policy_file: Option<PathBuf>,
     sandbox: Option<String>,
@@ -317,6 +328,7 @@ impl Config {
         let kill_grace = secs("KILL_GRACE_SECS", file.kill_grace_secs, 10, 0)?;
         let plan_ttl = secs("PLAN_TTL_SECS", file.plan_ttl_secs, 3600, 1)?;
         let queue_wait = secs("QUEUE_WAIT_SECS", file.queue_wait_secs, 30, 0)?;
+        let shutdown_grace = secs("SHUTDOWN_GRACE_SECS", file.shutdown_grace_secs, 30, 0)?;
 
         let enable_apply = reader
             .bool("ENABLE_APPLY")?
@@ -426,22 +438,67 @@ impl Config {
             )?,
         };
 
-        let audit_file = reader
-            .get("AUDIT_FILE")?
+        let audit_dir = reader
+            .get("AUDIT_DIR")?
             .map(PathBuf::from)
-            .or(file.audit_file)
+            .or(file.audit_dir)
+            .map(|p| absolutize(&p, cwd))
+            .unwrap_or_else(|| state_dir.join("audit"));
+        let inside = |p: &Path| {
+            let mut probe = p.to_path_buf();
+            // The directory may not exist yet: check its nearest existing ancestor.
+            while !probe.exists() && probe.pop() {}
+            std::fs::canonicalize(&probe).is_ok_and(|c| c.starts_with(&workspace_root))
+        };
+        if inside(&audit_dir) {
+            return Err(invalid(
+                "TERRARIUM_AUDIT_DIR",
+                "must not lie inside the workspace root, where terraform runs could edit it",
+            ));
+        }
+        let audit_retention_days = reader
+            .parse::<u32>("AUDIT_RETENTION_DAYS", "a whole number of days")?
+            .or(file.audit_retention_days)
+            .unwrap_or(90);
+        if audit_retention_days == 0 {
+            return Err(invalid(
+                "TERRARIUM_AUDIT_RETENTION_DAYS",
+                "must be at least 1",
+            ));
+        }
+        let audit_syslog = reader
+            .get("AUDIT_SYSLOG")?
+            .or(file.audit_syslog)
+            .filter(|s| !s.is_empty());
+        if let Some(url) = &audit_syslog {
+            crate::audit::syslog::parse_url(url)
+                .map_err(|e| invalid("TERRARIUM_AUDIT_SYSLOG", e.to_string()))?;
+        }
+        let audit = AuditConfig {
+            dir: Some(audit_dir),
+            retention_days: audit_retention_days,
+            syslog: audit_syslog,
+            stderr: reader
+                .bool("AUDIT_STDERR")?
+                .or(file.audit_stderr)
+                .unwrap_or(false),
+            omit_personal_data: reader
+                .bool("AUDIT_OMIT_PERSONAL_DATA")?
+                .or(file.audit_omit_personal_data)
+                .unwrap_or(false),
+        };
+        let log_file = reader
+            .get("LOG_FILE")?
+            .map(PathBuf::from)
+            .or(file.log_file)
             .map(|p| absolutize(&p, cwd));
-        if let Some(path) = &audit_file {
-            let inside = path
-                .parent()
-                .and_then(|p| std::fs::canonicalize(p).ok())
-                .is_some_and(|p| p.starts_with(&workspace_root));
-            if inside {
-                return Err(invalid(
-                    "TERRARIUM_AUDIT_FILE",
-                    "must not lie inside the workspace root, where terraform runs could edit it",
-                ));
-            }
+        if let Some(p) = &log_file
+            && inside(p)
+        {
+            return Err(invalid(
+                "TERRARIUM_LOG_FILE",
+                "must not lie inside the workspace root",
+            ));
         }
 
         let log_level = reader
@@ -537,11 +594,13 @@ impl Config {
             output_limit_bytes,
             max_concurrent_runs,
             queue_wait,
+            shutdown_grace,
             child_path,
             passthrough_env,
             passthrough_prefixes,
             limits,
-            audit_file,
+            audit,
+            log_file,
             log_level,
         })
     }
@@ -574,6 +633,7 @@ impl Config {
                 self.max_concurrent_runs.to_string(),
             ),
             ("TERRARIUM_QUEUE_WAIT_SECS", d(self.queue_wait)),
+            ("TERRARIUM_SHUTDOWN_GRACE_SECS", d(self.shutdown_grace)),
             ("TERRARIUM_CHILD_PATH", self.child_path.clone()),
             ("TERRARIUM_PASSTHROUGH_ENV", self.passthrough_env.join(",")),
             (
@@ -598,8 +658,29 @@ impl Config {
                 self.limits.file_size_bytes.to_string(),
             ),
             (
-                "TERRARIUM_AUDIT_FILE",
-                self.audit_file
+                "TERRARIUM_AUDIT_DIR",
+                self.audit
+                    .dir
+                    .as_ref()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default(),
+            ),
+            (
+                "TERRARIUM_AUDIT_RETENTION_DAYS",
+                self.audit.retention_days.to_string(),
+            ),
+            (
+                "TERRARIUM_AUDIT_SYSLOG",
+                self.audit.syslog.clone().unwrap_or_default(),
+            ),
+            ("TERRARIUM_AUDIT_STDERR", self.audit.stderr.to_string()),
+            (
+                "TERRARIUM_AUDIT_OMIT_PERSONAL_DATA",
+                self.audit.omit_personal_data.to_string(),
+            ),
+            (
+                "TERRARIUM_LOG_FILE",
+                self.log_file
                     .as_ref()
                     .map_or_else(|| "(stderr)".to_string(), |p| p.display().to_string()),
             ),

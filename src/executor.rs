@@ -6,14 +6,15 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value, json};
-use tokio::sync::{OwnedMutexGuard, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{Notify, OwnedMutexGuard, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
-use crate::audit::{AuditEvent, AuditLog, rfc3339_now};
+use crate::audit::{AuditError, Auditor, ToolEvent, rfc3339_now};
 use crate::config::Config;
 use crate::plans::{PlanError, PlanStore, create_private_dir, write_private_file};
 use crate::policy::{self, PolicyError};
@@ -39,6 +40,8 @@ pub struct CallContext {
     pub request_id: String,
     pub progress: Option<ProgressFn>,
     pub cancel: CancellationToken,
+    /// The caller's address (HTTP); `None` for local front doors.
+    pub source_ip: Option<String>,
 }
 
 impl CallContext {
@@ -49,6 +52,7 @@ impl CallContext {
             request_id: uuid::Uuid::new_v4().to_string(),
             progress: None,
             cancel: CancellationToken::new(),
+            source_ip: None,
         }
     }
 }
@@ -79,6 +83,8 @@ pub enum ToolError {
     Spawn(#[from] SpawnError),
     #[error(transparent)]
     Sandbox(#[from] SandboxError),
+    #[error(transparent)]
+    Audit(#[from] AuditError),
     #[error("{0}")]
     Terraform(String),
     #[error("internal error: {0}")]
@@ -95,6 +101,7 @@ impl ToolError {
             ToolError::Busy(_) | ToolError::NoSlot => "busy",
             ToolError::Spawn(_) => "spawn",
             ToolError::Sandbox(_) => "sandbox",
+            ToolError::Audit(_) => "audit",
             ToolError::Terraform(_) => "terraform",
             ToolError::Internal(_) => "internal",
         }
@@ -125,11 +132,8 @@ pub enum StartError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("audit file {path}: {source}")]
-    Audit {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Audit(#[from] AuditError),
 }
 
 pub struct Executor {
@@ -138,13 +142,19 @@ pub struct Executor {
     root: WorkspaceRoot,
     plans: PlanStore,
     runner: Arc<dyn Runner>,
-    audit: AuditLog,
+    audit: Arc<Auditor>,
     host_env: BTreeMap<String, String>,
     locks: Mutex<HashMap<PathBuf, Arc<tokio::sync::Mutex<()>>>>,
     slots: Arc<Semaphore>,
     runs_dir: PathBuf,
     plugin_cache: PathBuf,
     sandbox: KernelSandbox,
+    /// The policy in force; replaced by [`Executor::reload_policy`] (SIGHUP).
+    policy: std::sync::RwLock<Arc<crate::policy::Policy>>,
+    /// Cancelled when the server shuts down: every run in flight is interrupted.
+    shutdown: CancellationToken,
+    in_flight: AtomicUsize,
+    idle: Notify,
 }
 
 impl Executor {
@@ -172,15 +182,13 @@ impl Executor {
         let plans = PlanStore::open(&config.state_dir, config.plan_ttl)
             .map_err(state_err(&config.state_dir))?;
         plans.sweep();
-        let audit = match &config.audit_file {
-            Some(path) => AuditLog::file(path).map_err(|source| StartError::Audit {
-                path: path.clone(),
-                source,
-            })?,
-            None => AuditLog::stderr(),
-        };
+        let audit = Arc::new(Auditor::new(&config.audit)?);
         let sandbox = KernelSandbox::new(&config);
         Ok(Executor {
+            policy: std::sync::RwLock::new(Arc::new(config.policy.clone())),
+            shutdown: CancellationToken::new(),
+            in_flight: AtomicUsize::new(0),
+            idle: Notify::new(),
             sandbox,
             schemas: Schemas::load()?,
             root: WorkspaceRoot::new(config.workspace_root.clone()),
@@ -198,6 +206,11 @@ impl Executor {
 
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// The audit trail, for front doors' own events (start-up, shutdown, auth failures).
+    pub fn auditor(&self) -> &Arc<Auditor> {
+        &self.audit
     }
 
     /// The kernel sandbox layers and their status on this machine.
@@ -222,15 +235,25 @@ impl Executor {
     pub fn listed_tools(&self) -> Vec<(ToolKind, Arc<Map<String, Value>>)> {
         ToolKind::ALL
             .iter()
-            .filter(|k| policy::is_listed(&self.config, &self.config.policy, k.name()))
+            .filter(|k| policy::is_listed(&self.config, &self.policy(), k.name()))
             .filter_map(|k| self.schemas.document(k.name()).map(|d| (*k, d)))
             .collect()
     }
 
     /// Runs one tool call end to end and audits it. Never panics on caller input; every failure
     /// becomes an error response that says what to do.
-    pub async fn call(&self, tool: &str, arguments: Value, ctx: CallContext) -> ToolResponse {
+    pub async fn call(&self, tool: &str, arguments: Value, mut ctx: CallContext) -> ToolResponse {
         let started = Instant::now();
+        let _in_flight = InFlight::enter(self);
+        // The run stops when the caller cancels or the server shuts down, whichever is first.
+        let caller = ctx.cancel.clone();
+        ctx.cancel = self.shutdown.child_token();
+        let linked = ctx.cancel.clone();
+        let relay = tokio::spawn(async move {
+            caller.cancelled().await;
+            linked.cancel();
+        });
+        let _relay = AbortOnDrop(relay);
         let rctx = RunCtx {
             exec: self,
             call: &ctx,
@@ -250,7 +273,9 @@ impl Executor {
         response.text = redactor.text(&response.text);
         let mut event = event;
         event.error = event.error.map(|e| redactor.text(&e));
-        let _ = self.audit.record(&event);
+        // A failure here is logged and reported by `healthy()`; this call's result still goes
+        // back (read-only work continues), but apply is refused until the trail is writable.
+        let _ = self.audit.record_tool(&event);
         response
     }
 
@@ -269,7 +294,7 @@ impl Executor {
         ctx: &RunCtx<'_>,
         workspace: &mut Option<Workspace>,
     ) -> Result<ToolOutput, ToolError> {
-        policy::check_tool(&self.config, &self.config.policy, tool)?;
+        policy::check_tool(&self.config, &self.policy(), tool)?;
         let kind =
             ToolKind::from_name(tool).ok_or_else(|| PolicyError::UnknownTool(tool.to_string()))?;
         let arguments = if arguments.is_null() {
@@ -287,6 +312,10 @@ impl Executor {
             .get("path")
             .and_then(Value::as_str)
             .unwrap_or_default();
+        if kind.hints().destructive {
+            // Fail closed: nothing that changes infrastructure runs unless it can be audited.
+            self.audit.healthy()?;
+        }
         let ws = self.root.workspace("path", path)?;
         *workspace = Some(ws.clone());
         let _guard = self.lock_workspace(&ws, &ctx.call.cancel).await?;
@@ -328,7 +357,7 @@ impl Executor {
         out: ToolOutput,
         duration: f64,
         ctx: &CallContext,
-    ) -> (ToolResponse, AuditEvent) {
+    ) -> (ToolResponse, ToolEvent) {
         let mut s = Map::new();
         s.insert("tool".into(), json!(tool));
         if let Some(ws) = ws {
@@ -381,15 +410,22 @@ impl Executor {
                 text.push_str("\n\n(output truncated)");
             }
         }
-        let event = AuditEvent {
+        let event = ToolEvent {
             timestamp: rfc3339_now(),
             level: if out.success { "info" } else { "warn" },
             event: "terraform_operation",
             request_id: ctx.request_id.clone(),
             principal: ctx.principal.clone(),
             transport: ctx.transport,
+            source_ip: ctx.source_ip.clone(),
             tool: tool.to_string(),
-            action: out.action.clone(),
+            action: out
+                .action
+                .as_deref()
+                .and_then(|c| c.split_whitespace().nth(1))
+                .map(String::from),
+            command: out.action.clone(),
+            variables: out.variables.clone(),
             workspace: ws.map(|w| w.relative.clone()),
             duration: round3(duration),
             success: out.success,
@@ -423,7 +459,7 @@ impl Executor {
         err: &ToolError,
         duration: f64,
         ctx: &CallContext,
-    ) -> (ToolResponse, AuditEvent) {
+    ) -> (ToolResponse, ToolEvent) {
         let fields: Vec<FieldError> = match err {
             ToolError::Validation(f) => f.clone(),
             _ => Vec::new(),
@@ -439,15 +475,24 @@ impl Executor {
             "cancelled": false,
             "error": {"kind": err.kind(), "message": message, "fields": fields},
         });
-        let event = AuditEvent {
+        let kind = match err {
+            ToolError::Validation(_) => "validation_rejected",
+            ToolError::Workspace(_) => "confinement_rejected",
+            ToolError::Policy(_) => "authorization_denied",
+            _ => "terraform_operation",
+        };
+        let event = ToolEvent {
             timestamp: rfc3339_now(),
             level: "warn",
-            event: "terraform_operation",
+            event: kind,
             request_id: ctx.request_id.clone(),
             principal: ctx.principal.clone(),
             transport: ctx.transport,
+            source_ip: ctx.source_ip.clone(),
             tool: tool.to_string(),
             action: None,
+            command: None,
+            variables: Vec::new(),
             workspace: ws.map(|w| w.relative.clone()),
             duration: round3(duration),
             success: false,
@@ -469,6 +514,85 @@ impl Executor {
             },
             event,
         )
+    }
+}
+
+/// Counts a call in flight for the lifetime of the guard.
+struct InFlight<'a>(&'a Executor);
+
+impl<'a> InFlight<'a> {
+    fn enter(exec: &'a Executor) -> InFlight<'a> {
+        exec.in_flight.fetch_add(1, Ordering::SeqCst);
+        InFlight(exec)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        if self.0.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl Executor {
+    /// The policy in force.
+    pub fn policy(&self) -> Arc<crate::policy::Policy> {
+        self.policy
+            .read()
+            .map(|p| p.clone())
+            .unwrap_or_else(|p| p.into_inner().clone())
+    }
+
+    /// Re-reads the policy file (SIGHUP). On error the old policy stays in force.
+    pub fn reload_policy(&self) -> Result<(), crate::policy::PolicyFileError> {
+        let fresh = crate::policy::Policy::load(self.config.policy_file.as_deref())?;
+        match self.policy.write() {
+            Ok(mut p) => *p = Arc::new(fresh),
+            Err(poisoned) => *poisoned.into_inner() = Arc::new(fresh),
+        }
+        Ok(())
+    }
+
+    /// Calls currently running.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::SeqCst)
+    }
+
+    /// Waits until no call is in flight, or `limit` passes; true when idle.
+    async fn wait_idle(&self, limit: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let notified = self.idle.notified();
+            if self.in_flight() == 0 {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return self.in_flight() == 0;
+            }
+        }
+    }
+
+    /// Graceful shutdown: runs in flight get `grace` to finish; then terraform is interrupted
+    /// (SIGINT, then SIGKILL after the kill grace) and waited for. Returns how many calls were
+    /// interrupted.
+    pub async fn shutdown(&self, grace: Duration) -> usize {
+        if self.wait_idle(grace).await {
+            return 0;
+        }
+        let interrupted = self.in_flight();
+        self.shutdown.cancel();
+        self.wait_idle(self.config.kill_grace + Duration::from_secs(5))
+            .await;
+        interrupted
     }
 }
 
@@ -523,6 +647,11 @@ impl RunCtx<'_> {
 
     pub fn plans(&self) -> &PlanStore {
         &self.exec.plans
+    }
+
+    /// The policy in force for this call.
+    pub fn policy(&self) -> Arc<crate::policy::Policy> {
+        self.exec.policy()
     }
 
     /// Marks a value as secret for the rest of this call: it is masked in the result, in

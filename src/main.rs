@@ -1,15 +1,23 @@
-//! The `terrarium` binary: argument parsing, logging set-up, and the choice of front door.
+//! The `terrarium` binary: argument parsing, logging set-up, signals, and the choice of front
+//! door. `anyhow` lives only here.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use serde_json::json;
+use terrarium::audit::{self, AUDIT_TARGET, verify};
 use terrarium::config::{Config, parse_log_level};
 use terrarium::executor::{CallContext, Executor};
 use terrarium::sandbox::ProcessRunner;
+use tokio::signal::unix::{SignalKind, signal};
+use tracing_subscriber::Layer;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 
 #[derive(Parser)]
 #[command(
@@ -21,6 +29,9 @@ struct Cli {
     /// Diagnostic log level: error, warn, info, debug (or 1-4). Overrides TERRARIUM_LOG_LEVEL.
     #[arg(long, global = true)]
     log_level: Option<String>,
+    /// Write diagnostic logs to this file instead of stderr. Overrides TERRARIUM_LOG_FILE.
+    #[arg(long, global = true)]
+    log_file: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -31,6 +42,24 @@ enum Command {
     Serve,
     /// Print the effective configuration (secrets masked) and check that it works.
     CheckConfig,
+    /// Work with the audit trail.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Check the hash chain of audit files (oldest first); exit 1 if it is broken, 2 if it is
+    /// intact but has torn lines from a crash.
+    Verify {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -41,6 +70,13 @@ fn main() -> ExitCode {
         libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
     }
     let cli = Cli::parse();
+    if let Command::Audit {
+        command: AuditCommand::Verify { files, json },
+    } = &cli.command
+    {
+        // Needs no configuration: it can run anywhere the files are.
+        return audit_verify(files, *json);
+    }
     // `.env` fills in variables that are not already set; the environment wins.
     let _ = dotenvy::dotenv();
     match run(cli) {
@@ -52,13 +88,34 @@ fn main() -> ExitCode {
     }
 }
 
+fn audit_verify(files: &[PathBuf], as_json: bool) -> ExitCode {
+    match verify::verify(files) {
+        Ok(report) => {
+            if as_json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&report).unwrap_or_default()
+                );
+            } else {
+                print!("{}", verify::describe(&report, files));
+            }
+            ExitCode::from(report.exit_code())
+        }
+        Err(e) => {
+            eprintln!("terrarium: audit verify: {e}");
+            ExitCode::from(3)
+        }
+    }
+}
+
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let config = Config::from_process().context("invalid configuration")?;
     let level = match &cli.log_level {
         Some(l) => parse_log_level(l).map_err(|m| anyhow::anyhow!("--log-level: {m}"))?,
         None => config.log_level.clone(),
     };
-    init_logging(&level);
+    let log_file = cli.log_file.clone().or_else(|| config.log_file.clone());
+    init_logging(&level, log_file.as_deref())?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -67,22 +124,69 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         match cli.command {
             Command::Serve => serve(config).await,
             Command::CheckConfig => check_config(config).await,
+            Command::Audit { .. } => Ok(ExitCode::SUCCESS),
         }
     })
 }
 
-fn init_logging(level: &str) {
-    let filter = tracing_subscriber::EnvFilter::new(format!("warn,terrarium={level}"));
-    // Diagnostics go to stderr only: stdout belongs to the MCP stdio transport.
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(false)
-        .init();
+/// Diagnostics go to stderr (stdout belongs to the MCP stdio transport) or to a file. Audit
+/// events have their own sinks and are left out here.
+fn init_logging(level: &str, file: Option<&std::path::Path>) -> anyhow::Result<()> {
+    let filter =
+        tracing_subscriber::EnvFilter::new(format!("warn,terrarium={level},{AUDIT_TARGET}=off"));
+    let layer = tracing_subscriber::fmt::layer().with_ansi(false);
+    let layer = match file {
+        Some(path) => {
+            use std::os::unix::fs::OpenOptionsExt;
+            let f = std::fs::OpenOptions::new()
+                .append(true)
+                .create(true)
+                .mode(0o600)
+                .open(path)
+                .with_context(|| format!("--log-file {}", path.display()))?;
+            layer
+                .with_writer(std::sync::Mutex::new(f))
+                .with_filter(filter)
+                .boxed()
+        }
+        None => layer
+            .with_writer(std::io::stderr)
+            .with_filter(filter)
+            .boxed(),
+    };
+    tracing_subscriber::registry().with(layer).init();
+    Ok(())
 }
 
 fn host_env() -> BTreeMap<String, String> {
     std::env::vars().collect()
+}
+
+fn startup_event(exec: &Executor, transport: &str) -> serde_json::Value {
+    let config: serde_json::Map<String, serde_json::Value> = exec
+        .config()
+        .effective()
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), json!(v)))
+        .collect();
+    let sandbox: serde_json::Map<String, serde_json::Value> = exec
+        .sandbox()
+        .layers()
+        .iter()
+        .map(|l| (l.name.to_string(), json!(l.state(exec.sandbox().mode()))))
+        .collect();
+    audit::event(
+        "startup",
+        "info",
+        json!({
+            "version": env!("CARGO_PKG_VERSION"),
+            "transport": transport,
+            "pid": std::process::id(),
+            "config": config,
+            "sandbox": {"mode": exec.sandbox().mode().as_str(), "layers": sandbox},
+            "audit_recovered_torn_line": exec.auditor().recovered_torn(),
+        }),
+    )
 }
 
 async fn serve(config: Config) -> anyhow::Result<ExitCode> {
@@ -93,21 +197,67 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
         destroy = config.enable_destroy,
         "terrarium starting (stdio)"
     );
+    let grace = config.shutdown_grace;
     let exec = Arc::new(Executor::new(
         config,
         Arc::new(ProcessRunner::new()),
         host_env(),
     )?);
     log_sandbox(&exec);
-    terrarium::mcp::serve_stdio(exec).await?;
+    if exec.auditor().recovered_torn() {
+        tracing::warn!(
+            "the audit trail ended in a torn line (a crash while writing); `terrarium audit verify` reports it"
+        );
+    }
+    let _ = exec.auditor().record(startup_event(&exec, "stdio"));
+
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+    let server = terrarium::mcp::serve_stdio(exec.clone());
+    tokio::pin!(server);
+    let reason = loop {
+        tokio::select! {
+            r = &mut server => {
+                r?;
+                break "stdin closed";
+            }
+            _ = term.recv() => break "SIGTERM",
+            _ = int.recv() => break "SIGINT",
+            _ = hup.recv() => reload(&exec),
+        }
+    };
+    let interrupted = exec.shutdown(grace).await;
+    let _ = exec.auditor().record(audit::event(
+        "shutdown",
+        "info",
+        json!({"reason": reason, "runs_interrupted": interrupted}),
+    ));
     Ok(ExitCode::SUCCESS)
+}
+
+/// SIGHUP: re-read the policy file; the outcome is audited either way.
+fn reload(exec: &Executor) {
+    let (level, fields) = match exec.reload_policy() {
+        Ok(()) => ("info", json!({"what": "policy", "success": true})),
+        Err(e) => {
+            tracing::error!(error = %e, "policy reload failed; the previous policy stays in force");
+            (
+                "error",
+                json!({"what": "policy", "success": false, "error": e.to_string()}),
+            )
+        }
+    };
+    let _ = exec
+        .auditor()
+        .record(audit::event("config_reload", level, fields));
 }
 
 /// Reports each sandbox layer at start-up; missing layers and `off` as warnings.
 fn log_sandbox(exec: &Executor) {
     let sandbox = exec.sandbox();
     for l in sandbox.layers() {
-        tracing::info!(layer = l.name, available = l.available, detail = %l.detail, mode = sandbox.mode().as_str(), "sandbox layer");
+        tracing::info!(layer = l.name, state = l.state(sandbox.mode()), detail = %l.detail, "sandbox layer");
     }
     for w in sandbox.warnings() {
         tracing::warn!("{w}");
@@ -124,8 +274,12 @@ async fn check_config(config: Config) -> anyhow::Result<ExitCode> {
     let exec = Executor::new(config, Arc::new(ProcessRunner::new()), host_env())?;
     let sandbox = exec.sandbox();
     for l in sandbox.layers() {
-        let state = l.state(sandbox.mode());
-        println!("# sandbox {}: {state} ({})", l.name, l.detail);
+        println!(
+            "# sandbox {}: {} ({})",
+            l.name,
+            l.state(sandbox.mode()),
+            l.detail
+        );
     }
     for w in sandbox.warnings() {
         println!("# warning: {w}");
@@ -143,6 +297,10 @@ async fn check_config(config: Config) -> anyhow::Result<ExitCode> {
         .await;
     if response.is_error {
         eprintln!("terrarium: terraform is not runnable: {}", response.text);
+        return Ok(ExitCode::FAILURE);
+    }
+    if let Err(e) = exec.auditor().healthy() {
+        eprintln!("terrarium: {e}");
         return Ok(ExitCode::FAILURE);
     }
     let version = response.structured["terraform_version"]

@@ -273,7 +273,7 @@ async fn oversize_and_mistyped_input_names_the_field() {
 
     session.cancel().await.unwrap();
     assert!(!record.exists(), "a rejected call spawned terraform");
-    let audit = std::fs::read_to_string(&sb.audit).unwrap();
+    let audit = sb.audit_text();
     assert!(
         !audit.contains("xxxxxxxx"),
         "rejected values never reach the audit trail"

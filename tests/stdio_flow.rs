@@ -256,7 +256,7 @@ async fn init_validate_plan_show_apply_output_end_to_end() {
     assert_eq!(apply["workspace"], "basic");
     assert_eq!(apply["exit_code"], 0);
     assert_eq!(apply["resources_affected"]["add"], 1);
-    let audit_text = std::fs::read_to_string(&sb.audit).unwrap();
+    let audit_text = sb.audit_text();
     assert!(!audit_text.contains("hunter2-very-secret"));
 }
 

@@ -22,11 +22,7 @@ pub struct Args {
 
 pub async fn run(ctx: &RunCtx<'_>, ws: &Workspace, args: Args) -> Result<ToolOutput, ToolError> {
     let (record, _) = ctx.plans().verify(&args.plan_id, &ws.relative)?;
-    policy::check_apply(
-        ctx.config().enable_destroy,
-        &ctx.config().policy,
-        &record.summary,
-    )?;
+    policy::check_apply(ctx.config().enable_destroy, &ctx.policy(), &record.summary)?;
     let taken = ctx.plans().take(&args.plan_id, &ws.relative)?;
     let dir = ctx.run_dir()?;
     let plan_file = dir.write("plan.tfplan", &taken.bytes)?;

@@ -165,6 +165,8 @@ pub struct ToolOutput {
     pub action: Option<String>,
     pub plan_id: Option<String>,
     pub resources_affected: Option<Value>,
+    /// Names (never values) of the variables the call passed, for the audit trail.
+    pub variables: Vec<String>,
 }
 
 pub async fn run(

@@ -103,6 +103,7 @@ pub async fn run(ctx: &RunCtx<'_>, ws: &Workspace, args: Args) -> Result<ToolOut
         let mut out = from_run(outcome, &inv, text);
         out.data
             .insert("diagnostics".into(), json!(report.diagnostics));
+        out.variables = args.vars.keys().cloned().collect();
         return Ok(out);
     }
 
@@ -147,6 +148,7 @@ pub async fn run(ctx: &RunCtx<'_>, ws: &Workspace, args: Args) -> Result<ToolOut
     }
     out.resources_affected = Some(json!({"add": c.add, "change": c.change, "destroy": c.destroy}));
     out.plan_id = Some(plan_id);
+    out.variables = args.vars.keys().cloned().collect();
     Ok(out)
 }
 

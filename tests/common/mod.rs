@@ -67,7 +67,7 @@ impl Sandbox {
                 &root.join(f),
             );
         }
-        let audit = dir.path().join("audit/audit.jsonl");
+        let audit = dir.path().join("audit");
         Sandbox {
             root,
             state,
@@ -96,7 +96,7 @@ impl Sandbox {
             terraform.display().to_string(),
         );
         env.insert(
-            "TERRARIUM_AUDIT_FILE".into(),
+            "TERRARIUM_AUDIT_DIR".into(),
             self.audit.display().to_string(),
         );
         env.insert("TERRARIUM_TIMEOUT_SECS".into(), "120".into());
@@ -106,11 +106,36 @@ impl Sandbox {
         env
     }
 
-    pub fn audit_events(&self) -> Vec<Value> {
-        std::fs::read_to_string(&self.audit)
-            .unwrap_or_default()
+    /// The audit files, oldest first.
+    pub fn audit_files(&self) -> Vec<PathBuf> {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&self.audit)
+            .map(|rd| rd.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default();
+        files.sort();
+        files
+    }
+
+    /// The whole audit trail as text.
+    pub fn audit_text(&self) -> String {
+        self.audit_files()
+            .iter()
+            .map(|f| std::fs::read_to_string(f).unwrap_or_default())
+            .collect()
+    }
+
+    /// Every audit event (start-up, shutdown, tool calls, ...).
+    pub fn all_audit_events(&self) -> Vec<Value> {
+        self.audit_text()
             .lines()
             .map(|l| serde_json::from_str(l).expect("audit line is JSON"))
+            .collect()
+    }
+
+    /// The events of tool calls only.
+    pub fn audit_events(&self) -> Vec<Value> {
+        self.all_audit_events()
+            .into_iter()
+            .filter(|e| e.get("tool").is_some())
             .collect()
     }
 }

@@ -38,7 +38,7 @@ async def main(terrarium: str, terraform: str, fixtures: str) -> None:
                 "TERRARIUM_STATE_DIR": str(Path(tmp) / "state"),
                 "TERRARIUM_TERRAFORM_BIN": terraform,
                 "TERRARIUM_ENABLE_APPLY": "true",
-                "TERRARIUM_AUDIT_FILE": str(Path(tmp) / "audit.jsonl"),
+                "TERRARIUM_AUDIT_DIR": str(Path(tmp) / "audit"),
             },
         )
         async with stdio_client(params) as (read, write):

@@ -1,0 +1,259 @@
+//! The audit file sink: one JSON event per line in `audit-YYYY-MM-DD.jsonl` (UTC) under the
+//! audit directory, a new file each day, files older than the retention removed.
+//!
+//! Writing goes through a `tracing-appender` appender, one `write` per event, before the tool
+//! result is returned; nothing is buffered in the process, so a crash or SIGKILL loses nothing
+//! already returned. Events are not fsynced (a power loss can lose the last ones): ship them
+//! off the host with the syslog sink where that matters. The clock is injected so that rotation
+//! and retention are testable.
+
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use tracing_appender::rolling::{RollingFileAppender, Rotation};
+
+use super::time;
+
+pub trait Clock: Send + Sync {
+    fn now(&self) -> SystemTime;
+}
+
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> SystemTime {
+        SystemTime::now()
+    }
+}
+
+const PREFIX: &str = "audit-";
+const SUFFIX: &str = ".jsonl";
+
+pub fn file_name(date: &str) -> String {
+    format!("{PREFIX}{date}{SUFFIX}")
+}
+
+/// The date in an audit file's name.
+pub fn date_of(path: &Path) -> Option<&str> {
+    path.file_name()?
+        .to_str()?
+        .strip_prefix(PREFIX)?
+        .strip_suffix(SUFFIX)
+}
+
+/// Audit files in a directory, oldest first.
+pub fn files(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.path())
+                .filter(|p| date_of(p).is_some())
+                .collect()
+        })
+        .unwrap_or_default();
+    files.sort();
+    files
+}
+
+pub struct DailyFiles {
+    dir: PathBuf,
+    retention_days: u32,
+    clock: Arc<dyn Clock>,
+    current: Option<(String, RollingFileAppender)>,
+    /// The current file does not end with a newline (a torn line from a crash).
+    needs_newline: bool,
+}
+
+impl DailyFiles {
+    pub fn open(
+        dir: &Path,
+        retention_days: u32,
+        clock: Arc<dyn Clock>,
+    ) -> std::io::Result<DailyFiles> {
+        crate::plans::create_private_dir(dir)?;
+        let files = DailyFiles {
+            dir: dir.to_path_buf(),
+            retention_days,
+            clock,
+            current: None,
+            needs_newline: false,
+        };
+        files.prune();
+        Ok(files)
+    }
+
+    fn switch_to(&mut self, date: String) -> std::io::Result<()> {
+        let name = file_name(&date);
+        let path = self.dir.join(&name);
+        // Created private first; the appender then opens it for appending.
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::OpenOptions::new()
+                .append(true)
+                .create(true)
+                .mode(0o600)
+                .open(&path)?;
+        }
+        self.needs_newline = !ends_with_newline(&path);
+        let appender = RollingFileAppender::builder()
+            .rotation(Rotation::NEVER)
+            .filename_prefix(name)
+            .build(&self.dir)
+            .map_err(std::io::Error::other)?;
+        self.current = Some((date, appender));
+        self.prune();
+        Ok(())
+    }
+
+    /// Appends one line (which must end with a newline), switching files at midnight UTC.
+    pub fn write_line(&mut self, line: &[u8]) -> std::io::Result<()> {
+        let today = time::date(self.clock.now());
+        if self.current.as_ref().is_none_or(|(d, _)| *d != today) {
+            self.switch_to(today)?;
+        }
+        let needs_newline = self.needs_newline;
+        let Some((_, appender)) = self.current.as_mut() else {
+            return Err(std::io::Error::other("no audit file open"));
+        };
+        if needs_newline {
+            appender.write_all(b"\n")?;
+        }
+        appender.write_all(line)?;
+        appender.flush()?;
+        self.needs_newline = false;
+        Ok(())
+    }
+
+    /// Removes files whose date is more than `retention_days` before today.
+    pub fn prune(&self) {
+        let Some(today) = time::days_of(&time::date(self.clock.now())) else {
+            return;
+        };
+        for f in files(&self.dir) {
+            let old = date_of(&f)
+                .and_then(time::days_of)
+                .is_some_and(|d| today - d >= i64::from(self.retention_days));
+            if old {
+                let _ = std::fs::remove_file(&f);
+            }
+        }
+    }
+}
+
+fn ends_with_newline(path: &Path) -> bool {
+    let Ok(mut f) = std::fs::File::open(path) else {
+        return true;
+    };
+    let Ok(len) = f.seek(SeekFrom::End(0)) else {
+        return true;
+    };
+    if len == 0 {
+        return true;
+    }
+    let mut last = [0u8; 1];
+    f.seek(SeekFrom::End(-1)).is_ok() && f.read_exact(&mut last).is_ok() && last[0] == b'\n'
+}
+
+/// The last complete, parseable event in the newest audit file that has one, and whether a
+/// torn (incomplete) line was found after it. Reads at most the last 4 MiB of each file.
+pub fn last_event(dir: &Path) -> (Option<serde_json::Value>, bool) {
+    let mut torn = false;
+    for f in files(dir).iter().rev() {
+        let Ok(mut file) = std::fs::File::open(f) else {
+            continue;
+        };
+        let len = file.seek(SeekFrom::End(0)).unwrap_or(0);
+        let start = len.saturating_sub(4 << 20);
+        let _ = file.seek(SeekFrom::Start(start));
+        let mut buf = Vec::new();
+        if file.take(4 << 20).read_to_end(&mut buf).is_err() {
+            continue;
+        }
+        let text = String::from_utf8_lossy(&buf);
+        let complete = text.ends_with('\n');
+        let mut lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+        if !complete && !lines.is_empty() {
+            lines.pop();
+            torn = true;
+        }
+        for l in lines.iter().rev() {
+            match serde_json::from_str::<serde_json::Value>(l) {
+                Ok(v) if v.get("hash").is_some() => return (Some(v), torn),
+                _ => torn = true,
+            }
+        }
+    }
+    (None, torn)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+    use std::time::{Duration, UNIX_EPOCH};
+
+    struct FakeClock(Mutex<SystemTime>);
+    impl Clock for FakeClock {
+        fn now(&self) -> SystemTime {
+            *self.0.lock().unwrap()
+        }
+    }
+
+    #[test]
+    fn rotates_daily_and_removes_old_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let day = |d: u64| UNIX_EPOCH + Duration::from_secs(20_000 * 86_400 + d * 86_400 + 3600);
+        let clock = Arc::new(FakeClock(Mutex::new(day(0))));
+        let mut files_sink = DailyFiles::open(dir.path(), 2, clock.clone()).unwrap();
+        files_sink.write_line(b"{\"n\":0}\n").unwrap();
+        *clock.0.lock().unwrap() = day(1);
+        files_sink.write_line(b"{\"n\":1}\n").unwrap();
+        assert_eq!(files(dir.path()).len(), 2, "a new file for the new day");
+        *clock.0.lock().unwrap() = day(3);
+        files_sink.write_line(b"{\"n\":3}\n").unwrap();
+        let left: Vec<String> = files(dir.path())
+            .iter()
+            .map(|p| date_of(p).unwrap().to_string())
+            .collect();
+        assert_eq!(
+            left,
+            vec![time::date(day(3))],
+            "days 0 and 1 are past the 2-day retention"
+        );
+        let mode = std::fs::metadata(&files(dir.path())[0])
+            .unwrap()
+            .permissions();
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(mode.mode() & 0o777, 0o600);
+    }
+
+    #[test]
+    fn finds_the_last_event_and_torn_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join(file_name("2026-01-01"));
+        std::fs::write(
+            &f,
+            "{\"seq\":1,\"hash\":\"a\"}\n{\"seq\":2,\"hash\":\"b\"}\n{\"seq\":3,\"ha",
+        )
+        .unwrap();
+        let (last, torn) = last_event(dir.path());
+        assert_eq!(last.unwrap()["seq"], 2);
+        assert!(torn);
+        let clock = Arc::new(FakeClock(Mutex::new(
+            UNIX_EPOCH + Duration::from_secs(days(2026) * 86_400),
+        )));
+        let mut sink = DailyFiles::open(dir.path(), 3650, clock).unwrap();
+        sink.write_line(b"{\"seq\":3,\"hash\":\"c\"}\n").unwrap();
+        let text = std::fs::read_to_string(&f).unwrap();
+        assert!(
+            text.ends_with("{\"seq\":3,\"ha\n{\"seq\":3,\"hash\":\"c\"}\n"),
+            "{text}"
+        );
+    }
+
+    fn days(_year: u64) -> u64 {
+        time::days_of("2026-01-01").unwrap() as u64
+    }
+}
