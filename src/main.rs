@@ -120,13 +120,17 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    runtime.block_on(async move {
+    let result = runtime.block_on(async move {
         match cli.command {
             Command::Serve => serve(config).await,
             Command::CheckConfig => check_config(config).await,
             Command::Audit { .. } => Ok(ExitCode::SUCCESS),
         }
-    })
+    });
+    // The stdio transport's blocking stdin read never ends while the client keeps the pipe
+    // open: do not wait for it (everything that matters, the audit trail included, is done).
+    runtime.shutdown_timeout(Duration::from_millis(200));
+    result
 }
 
 /// Diagnostics go to stderr (stdout belongs to the MCP stdio transport) or to a file. Audit

@@ -131,6 +131,14 @@ impl Sandbox {
             .collect()
     }
 
+    /// Every line that parses as an event (a torn line is skipped).
+    pub fn all_audit_events_lenient(&self) -> Vec<Value> {
+        self.audit_text()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
     /// The events of tool calls only.
     pub fn audit_events(&self) -> Vec<Value> {
         self.all_audit_events()
