@@ -160,6 +160,44 @@ pub struct Config {
     pub sandbox_read_paths: Vec<PathBuf>,
     /// Layers the operator turned off on purpose (`landlock`, `seccomp`, `namespaces`).
     pub sandbox_disable: Vec<String>,
+    pub http: HttpConfig,
+}
+
+/// A secret string: never printed, never in `Debug` output.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Secret {
+        Secret(s.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(****)")
+    }
+}
+
+/// The Streamable HTTP front door.
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    pub listen: std::net::SocketAddr,
+    /// The operator says a TLS-terminating proxy is in front (needed for non-loopback binds).
+    pub behind_proxy: bool,
+    /// `Host` values accepted (DNS-rebinding protection); loopback names by default.
+    pub allowed_hosts: Vec<String>,
+    /// `Origin` values accepted; requests without `Origin` are not browser requests and pass.
+    pub allowed_origins: Vec<String>,
+    pub max_body_bytes: usize,
+    pub session_idle: Duration,
+    pub max_sessions: usize,
+    /// `name:token` or `name:sha256:HEX` entries; where the tokens came from (for messages).
+    pub tokens: Secret,
+    pub tokens_file: Option<PathBuf>,
 }
 
 /// What a `terrarium.toml` may contain: the same settings as the environment, lower-cased and
@@ -199,6 +237,13 @@ struct FileConfig {
     sandbox_connect_ports: Option<Vec<u16>>,
     sandbox_read_paths: Option<Vec<PathBuf>>,
     sandbox_disable: Option<Vec<String>>,
+    http_listen: Option<String>,
+    http_behind_proxy: Option<bool>,
+    http_allowed_hosts: Option<Vec<String>>,
+    http_allowed_origins: Option<Vec<String>>,
+    http_max_body_bytes: Option<usize>,
+    http_session_idle_secs: Option<u64>,
+    http_max_sessions: Option<usize>,
 }
 
 /// Reads settings from an environment snapshot, honouring `NAME_FILE`.
@@ -576,7 +621,62 @@ impl Config {
             }
         }
 
+        let listen = reader
+            .get("HTTP_LISTEN")?
+            .or(file.http_listen)
+            .unwrap_or_else(|| "127.0.0.1:8080".into());
+        let listen: std::net::SocketAddr = listen.parse().map_err(|_| {
+            invalid(
+                "TERRARIUM_HTTP_LISTEN",
+                format!("expected IP:PORT, got {listen:?}"),
+            )
+        })?;
+        // Tokens come from the variable, or from the file named by TERRARIUM_AUTH_TOKENS_FILE,
+        // which is kept so that SIGHUP can re-read it.
+        let tokens_file = env.get("TERRARIUM_AUTH_TOKENS_FILE").map(PathBuf::from);
+        let tokens = Secret::new(reader.get("AUTH_TOKENS")?.unwrap_or_default());
+        let http = HttpConfig {
+            listen,
+            behind_proxy: reader
+                .bool("HTTP_BEHIND_PROXY")?
+                .or(file.http_behind_proxy)
+                .unwrap_or(false),
+            allowed_hosts: reader
+                .list("HTTP_ALLOWED_HOSTS")?
+                .or(file.http_allowed_hosts)
+                .unwrap_or_else(|| vec!["localhost".into(), "127.0.0.1".into(), "[::1]".into()]),
+            allowed_origins: reader
+                .list("HTTP_ALLOWED_ORIGINS")?
+                .or(file.http_allowed_origins)
+                .unwrap_or_default(),
+            max_body_bytes: reader
+                .parse::<usize>("HTTP_MAX_BODY_BYTES", "a number of bytes")?
+                .or(file.http_max_body_bytes)
+                .unwrap_or(1 << 20),
+            session_idle: secs(
+                "HTTP_SESSION_IDLE_SECS",
+                file.http_session_idle_secs,
+                900,
+                1,
+            )?,
+            max_sessions: reader
+                .parse::<usize>("HTTP_MAX_SESSIONS", "a whole number")?
+                .or(file.http_max_sessions)
+                .unwrap_or(256),
+            tokens,
+            tokens_file,
+        };
+        if http.max_body_bytes < 1024 {
+            return Err(invalid(
+                "TERRARIUM_HTTP_MAX_BODY_BYTES",
+                "must be at least 1024",
+            ));
+        }
+        crate::http::auth::TokenSet::parse(http.tokens.expose())
+            .map_err(|m| invalid("TERRARIUM_AUTH_TOKENS", m))?;
+
         Ok(Config {
+            http,
             sandbox_disable,
             sandbox,
             sandbox_connect_ports,
@@ -695,6 +795,44 @@ impl Config {
                     .join(","),
             ),
             ("TERRARIUM_SANDBOX_DISABLE", self.sandbox_disable.join(",")),
+            ("TERRARIUM_HTTP_LISTEN", self.http.listen.to_string()),
+            (
+                "TERRARIUM_HTTP_BEHIND_PROXY",
+                self.http.behind_proxy.to_string(),
+            ),
+            (
+                "TERRARIUM_HTTP_ALLOWED_HOSTS",
+                self.http.allowed_hosts.join(","),
+            ),
+            (
+                "TERRARIUM_HTTP_ALLOWED_ORIGINS",
+                self.http.allowed_origins.join(","),
+            ),
+            (
+                "TERRARIUM_HTTP_MAX_BODY_BYTES",
+                self.http.max_body_bytes.to_string(),
+            ),
+            (
+                "TERRARIUM_HTTP_SESSION_IDLE_SECS",
+                d(self.http.session_idle),
+            ),
+            (
+                "TERRARIUM_HTTP_MAX_SESSIONS",
+                self.http.max_sessions.to_string(),
+            ),
+            (
+                "TERRARIUM_AUTH_TOKENS",
+                // Names only: the tokens themselves are secrets.
+                crate::http::auth::TokenSet::parse(self.http.tokens.expose())
+                    .map(|t| {
+                        t.names()
+                            .iter()
+                            .map(|n| format!("{n}:****"))
+                            .collect::<Vec<_>>()
+                            .join(",")
+                    })
+                    .unwrap_or_default(),
+            ),
             (
                 "TERRARIUM_SANDBOX_READ_PATHS",
                 self.sandbox_read_paths

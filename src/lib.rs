@@ -9,6 +9,7 @@
 pub mod audit;
 pub mod config;
 pub mod executor;
+pub mod http;
 pub mod mcp;
 pub mod plans;
 pub mod policy;

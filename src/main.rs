@@ -38,8 +38,20 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Serve MCP over stdio (for Claude Desktop, Cursor and other local MCP clients).
-    Serve,
+    /// Serve MCP over stdio (for Claude Desktop, Cursor and other local MCP clients), or over
+    /// Streamable HTTP at /mcp with --http.
+    Serve {
+        /// Serve Streamable HTTP instead of stdio.
+        #[arg(long)]
+        http: bool,
+        /// Address to listen on (with --http). Overrides TERRARIUM_HTTP_LISTEN.
+        #[arg(long, requires = "http")]
+        listen: Option<std::net::SocketAddr>,
+        /// Acknowledge that a TLS-terminating proxy is in front (needed for non-loopback
+        /// addresses). Overrides TERRARIUM_HTTP_BEHIND_PROXY.
+        #[arg(long, requires = "http")]
+        behind_proxy: bool,
+    },
     /// Print the effective configuration (secrets masked) and check that it works.
     CheckConfig,
     /// Work with the audit trail.
@@ -122,7 +134,19 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         .context("starting the async runtime")?;
     let result = runtime.block_on(async move {
         match cli.command {
-            Command::Serve => serve(config).await,
+            Command::Serve {
+                http: true,
+                listen,
+                behind_proxy,
+            } => {
+                let mut config = config;
+                if let Some(addr) = listen {
+                    config.http.listen = addr;
+                }
+                config.http.behind_proxy |= behind_proxy;
+                serve_http(config).await
+            }
+            Command::Serve { .. } => serve(config).await,
             Command::CheckConfig => check_config(config).await,
             Command::Audit { .. } => Ok(ExitCode::SUCCESS),
         }
@@ -232,6 +256,55 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
         }
     };
     let interrupted = exec.shutdown(grace).await;
+    let _ = exec.auditor().record(audit::event(
+        "shutdown",
+        "info",
+        json!({"reason": reason, "runs_interrupted": interrupted}),
+    ));
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn serve_http(config: Config) -> anyhow::Result<ExitCode> {
+    let grace = config.shutdown_grace;
+    let exec = Arc::new(Executor::new(
+        config,
+        Arc::new(ProcessRunner::new()),
+        host_env(),
+    )?);
+    log_sandbox(&exec);
+    let running = terrarium::http::start(exec.clone()).await?;
+    let mut startup = startup_event(&exec, "http");
+    startup["listen"] = json!(running.addr.to_string());
+    let _ = exec.auditor().record(startup);
+    eprintln!("terrarium: serving MCP at http://{}/mcp", running.addr);
+
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+    let reason = loop {
+        tokio::select! {
+            _ = term.recv() => break "SIGTERM",
+            _ = int.recv() => break "SIGINT",
+            _ = hup.recv() => {
+                reload(&exec);
+                if exec.config().http.tokens_file.is_some() {
+                    let (level, fields) = match running.state.reload_tokens() {
+                        Ok(n) => ("info", json!({"what": "auth_tokens", "success": true, "tokens": n})),
+                        Err(e) => {
+                            tracing::error!(error = %e, "token reload failed; the previous tokens stay valid");
+                            ("error", json!({"what": "auth_tokens", "success": false, "error": e}))
+                        }
+                    };
+                    let _ = exec.auditor().record(audit::event("config_reload", level, fields));
+                }
+            }
+        }
+    };
+    tracing::info!(
+        reason,
+        "shutting down: no new connections; runs in flight get the grace period"
+    );
+    let interrupted = running.shutdown(grace).await?;
     let _ = exec.auditor().record(audit::event(
         "shutdown",
         "info",

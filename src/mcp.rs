@@ -17,6 +17,9 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 
 use crate::executor::{CallContext, Executor};
+use crate::http::ClientIp;
+use crate::http::auth::Principal;
+use crate::http::metrics::{Metrics, ToolLabels, ToolName};
 use crate::tools::ToolKind;
 
 /// Progress messages buffered per call; beyond this, messages are dropped (the final result
@@ -29,6 +32,7 @@ pub struct TerrariumServer {
     /// "stdio" or "http".
     transport: &'static str,
     principal: String,
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl TerrariumServer {
@@ -41,7 +45,14 @@ impl TerrariumServer {
             exec,
             transport,
             principal: principal.into(),
+            metrics: None,
         }
+    }
+
+    /// Records tool calls in the HTTP front door's metrics.
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> TerrariumServer {
+        self.metrics = Some(metrics);
+        self
     }
 
     fn tool(&self, kind: ToolKind, schema: Arc<serde_json::Map<String, Value>>) -> Tool {
@@ -116,6 +127,15 @@ impl ServerHandler for TerrariumServer {
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, McpError> {
         let mut call = CallContext::new(self.principal.clone(), self.transport);
+        // Over HTTP, the authentication middleware put the caller on the request.
+        if let Some(parts) = context.extensions.get::<http::request::Parts>() {
+            if let Some(p) = parts.extensions.get::<Principal>() {
+                call.principal = p.0.clone();
+            }
+            if let Some(ip) = parts.extensions.get::<ClientIp>() {
+                call.source_ip = Some(ip.0.clone());
+            }
+        }
         call.cancel = context.ct.child_token();
         let token = context
             .meta
@@ -141,7 +161,29 @@ impl ServerHandler for TerrariumServer {
             }));
         }
         let arguments = request.arguments.map(Value::Object).unwrap_or(Value::Null);
+        let started = std::time::Instant::now();
         let response = self.exec.call(&request.name, arguments, call).await;
+        if let Some(m) = &self.metrics {
+            let outcome = if !response.is_error {
+                "ok".to_string()
+            } else {
+                response.structured["error"]["kind"]
+                    .as_str()
+                    .unwrap_or("terraform")
+                    .to_string()
+            };
+            m.tool_calls
+                .get_or_create(&ToolLabels {
+                    tool: request.name.to_string(),
+                    outcome,
+                })
+                .inc();
+            m.tool_duration
+                .get_or_create(&ToolName {
+                    tool: request.name.to_string(),
+                })
+                .observe(started.elapsed().as_secs_f64());
+        }
         if let Some(f) = forwarder {
             // The sender was dropped with the call context: the forwarder drains and ends, so
             // every progress notification precedes the result.

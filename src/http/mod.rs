@@ -1,0 +1,350 @@
+//! The Streamable HTTP front door: `/mcp` (rmcp's Streamable HTTP service over the same
+//! executor as stdio) behind authentication, request checks and security headers, plus the
+//! unauthenticated probes `/healthz`, `/readyz` and `/metrics`.
+//!
+//! Layering, outermost first: security headers → metrics → (for everything but the probes)
+//! bearer authentication → content-type and session-cap checks → rmcp, which validates `Host`
+//! and `Origin` (DNS rebinding), enforces the body size limit and parses JSON-RPC.
+
+pub mod auth;
+pub mod metrics;
+mod probes;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
+use rmcp::transport::{StreamableHttpServerConfig, StreamableHttpService};
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+use tower_http::set_header::SetResponseHeaderLayer;
+
+use crate::audit;
+use crate::executor::Executor;
+use crate::mcp::TerrariumServer;
+use auth::TokenSet;
+use metrics::{Metrics, RouteLabels};
+
+/// The caller's address as the server sees it.
+#[derive(Debug, Clone)]
+pub struct ClientIp(pub String);
+
+#[derive(Debug, thiserror::Error)]
+pub enum HttpError {
+    #[error(
+        "refusing to listen on {0} without TLS: terminate TLS in a reverse proxy and set \
+         TERRARIUM_HTTP_BEHIND_PROXY=true (or --behind-proxy), or listen on a loopback address"
+    )]
+    PlainTextOnPublicAddress(SocketAddr),
+    #[error(
+        "refusing to listen on {0} without authentication: set TERRARIUM_AUTH_TOKENS or \
+         TERRARIUM_AUTH_TOKENS_FILE (development tokens are generated only for loopback addresses)"
+    )]
+    NoAuthOnPublicAddress(SocketAddr),
+    #[error("TERRARIUM_AUTH_TOKENS: {0}")]
+    Tokens(String),
+    #[error("listening on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("HTTP server: {0}")]
+    Serve(std::io::Error),
+}
+
+pub struct HttpState {
+    pub exec: Arc<Executor>,
+    tokens: RwLock<TokenSet>,
+    pub metrics: Arc<Metrics>,
+    sessions: Arc<LocalSessionManager>,
+    max_sessions: usize,
+    started: Instant,
+}
+
+impl HttpState {
+    /// Re-reads the token file (SIGHUP): new tokens work and removed ones stop working at once.
+    pub fn reload_tokens(&self) -> Result<usize, String> {
+        let text = match &self.exec.config().http.tokens_file {
+            Some(path) => {
+                std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?
+            }
+            None => return Err("no TERRARIUM_AUTH_TOKENS_FILE to re-read".into()),
+        };
+        let fresh = TokenSet::parse(&text)?;
+        let n = fresh.names().len();
+        match self.tokens.write() {
+            Ok(mut t) => *t = fresh,
+            Err(p) => *p.into_inner() = fresh,
+        }
+        Ok(n)
+    }
+}
+
+/// A running HTTP server: its address and how to stop it.
+pub struct Running {
+    pub addr: SocketAddr,
+    pub state: Arc<HttpState>,
+    stop: CancellationToken,
+    sessions_stop: CancellationToken,
+    task: tokio::task::JoinHandle<Result<(), HttpError>>,
+}
+
+impl Running {
+    /// Stops accepting, lets runs finish within `grace`, interrupts the rest, closes sessions.
+    pub async fn shutdown(self, grace: Duration) -> Result<usize, HttpError> {
+        self.stop.cancel();
+        let interrupted = self.state.exec.shutdown(grace).await;
+        self.sessions_stop.cancel();
+        match tokio::time::timeout(Duration::from_secs(10), self.task).await {
+            Ok(Ok(r)) => r?,
+            Ok(Err(e)) => return Err(HttpError::Serve(std::io::Error::other(e.to_string()))),
+            Err(_) => tracing::warn!("HTTP connections did not close within 10s of shutdown"),
+        }
+        Ok(interrupted)
+    }
+}
+
+fn is_loopback(addr: &SocketAddr) -> bool {
+    addr.ip().is_loopback()
+}
+
+/// Binds and starts serving. With no tokens configured on a loopback address, a development
+/// token is generated and printed once to stderr.
+pub async fn start(exec: Arc<Executor>) -> Result<Running, HttpError> {
+    let cfg = exec.config().http.clone();
+    if !is_loopback(&cfg.listen) && !cfg.behind_proxy {
+        return Err(HttpError::PlainTextOnPublicAddress(cfg.listen));
+    }
+    let mut tokens = TokenSet::parse(cfg.tokens.expose()).map_err(HttpError::Tokens)?;
+    let listener = tokio::net::TcpListener::bind(cfg.listen)
+        .await
+        .map_err(|source| HttpError::Bind {
+            addr: cfg.listen,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(HttpError::Serve)?;
+    if tokens.is_empty() {
+        if !is_loopback(&addr) {
+            return Err(HttpError::NoAuthOnPublicAddress(addr));
+        }
+        let token = auth::generate_token().map_err(HttpError::Serve)?;
+        tokens = TokenSet::parse(&format!("dev:{token}")).map_err(HttpError::Tokens)?;
+        eprintln!(
+            "terrarium: no TERRARIUM_AUTH_TOKENS set; development token for this run (loopback only):\n  \
+             {token}\nconnect with, for example:\n  npx @modelcontextprotocol/inspector --transport http \
+             --server-url http://{addr}/mcp --header \"Authorization: Bearer {token}\""
+        );
+    }
+
+    let metrics = Arc::new(Metrics::new());
+    let mut manager = LocalSessionManager::default();
+    manager.session_config.keep_alive = Some(cfg.session_idle);
+    let sessions = Arc::new(manager);
+    let sessions_stop = CancellationToken::new();
+    let mcp_config = StreamableHttpServerConfig::default()
+        .with_allowed_hosts(cfg.allowed_hosts.clone())
+        .with_allowed_origins(cfg.allowed_origins.clone())
+        .with_max_request_body_bytes(cfg.max_body_bytes)
+        .with_cancellation_token(sessions_stop.clone());
+    let mcp_config = if cfg.allowed_origins.is_empty() {
+        // No browser origin is allowed unless configured: an `Origin` header means a browser.
+        mcp_config.enforce_origin_validation()
+    } else {
+        mcp_config
+    };
+    let factory_exec = exec.clone();
+    let factory_metrics = metrics.clone();
+    let mcp = StreamableHttpService::new(
+        move || {
+            Ok(
+                TerrariumServer::new(factory_exec.clone(), "http", "anonymous")
+                    .with_metrics(factory_metrics.clone()),
+            )
+        },
+        sessions.clone(),
+        mcp_config,
+    );
+    let state = Arc::new(HttpState {
+        exec: exec.clone(),
+        tokens: RwLock::new(tokens),
+        metrics: metrics.clone(),
+        sessions,
+        max_sessions: cfg.max_sessions,
+        started: Instant::now(),
+    });
+
+    let protected = Router::new()
+        .nest_service("/mcp", mcp)
+        .layer(middleware::from_fn_with_state(state.clone(), mcp_checks))
+        .layer(middleware::from_fn_with_state(state.clone(), authenticate));
+    let app = Router::new()
+        .route("/healthz", get(probes::healthz))
+        .route("/readyz", get(probes::readyz))
+        .route("/metrics", get(probes::metrics))
+        .merge(protected)
+        .fallback(not_found)
+        .layer(middleware::from_fn_with_state(state.clone(), observe))
+        .layer(SetResponseHeaderLayer::overriding(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        ))
+        .layer(SetResponseHeaderLayer::overriding(
+            header::X_FRAME_OPTIONS,
+            HeaderValue::from_static("DENY"),
+        ))
+        .layer(SetResponseHeaderLayer::overriding(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("no-store"),
+        ))
+        .with_state(state.clone());
+
+    let stop = CancellationToken::new();
+    let stop_signal = stop.clone();
+    let task = tokio::spawn(async move {
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move { stop_signal.cancelled().await })
+        .await
+        .map_err(HttpError::Serve)
+    });
+    tracing::info!(%addr, "serving MCP over Streamable HTTP at /mcp");
+    Ok(Running {
+        addr,
+        state,
+        stop,
+        sessions_stop,
+        task,
+    })
+}
+
+async fn not_found() -> Response {
+    (StatusCode::NOT_FOUND, "not found\n").into_response()
+}
+
+fn client_ip(req: &Request) -> String {
+    req.extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip().to_string())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// Counts every request by route and status, with its duration.
+async fn observe(State(state): State<Arc<HttpState>>, req: Request, next: Next) -> Response {
+    let route = match req.uri().path() {
+        p @ ("/healthz" | "/readyz" | "/metrics" | "/mcp") => p.to_string(),
+        _ => "other".to_string(),
+    };
+    let started = Instant::now();
+    let response = next.run(req).await;
+    let labels = RouteLabels {
+        route,
+        status: response.status().as_u16(),
+    };
+    state.metrics.requests.get_or_create(&labels).inc();
+    state
+        .metrics
+        .request_duration
+        .get_or_create(&labels)
+        .observe(started.elapsed().as_secs_f64());
+    response
+}
+
+/// Bearer authentication for everything but the probes. A refusal is a 401 that says how to
+/// authenticate, an audit event and a metric; the token itself is never logged.
+async fn authenticate(
+    State(state): State<Arc<HttpState>>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    let ip = client_ip(&req);
+    let header = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|h| h.to_str().ok());
+    let presented = header.and_then(auth::bearer);
+    let principal =
+        presented.and_then(|t| state.tokens.read().ok().and_then(|set| set.authenticate(t)));
+    let Some(principal) = principal else {
+        state.metrics.auth_failures.inc();
+        let reason = if presented.is_some() {
+            "invalid_token"
+        } else {
+            "missing_token"
+        };
+        let _ = state.exec.auditor().record(audit::event(
+            "auth_failure",
+            "warn",
+            json!({"transport": "http", "source_ip": ip, "reason": reason, "path": req.uri().path()}),
+        ));
+        let challenge = if presented.is_some() {
+            r#"Bearer realm="terrarium", error="invalid_token""#
+        } else {
+            r#"Bearer realm="terrarium""#
+        };
+        let mut r = (
+            StatusCode::UNAUTHORIZED,
+            axum::Json(json!({"error": reason, "message": "send Authorization: Bearer <token>"})),
+        )
+            .into_response();
+        r.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static(challenge),
+        );
+        return r;
+    };
+    req.extensions_mut().insert(principal);
+    req.extensions_mut().insert(ClientIp(ip));
+    next.run(req).await
+}
+
+/// Request checks rmcp does not make: the content type of posted messages, and the session cap.
+async fn mcp_checks(State(state): State<Arc<HttpState>>, req: Request, next: Next) -> Response {
+    if req.method() == Method::POST {
+        let json_body = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
+        if !json_body {
+            return (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                axum::Json(json!({"error": "unsupported_media_type", "message": "POST /mcp takes Content-Type: application/json"})),
+            )
+                .into_response();
+        }
+        let new_session = !req.headers().contains_key("mcp-session-id");
+        if new_session {
+            let open = state.sessions.sessions.read().await.len();
+            state.metrics.sessions.set(open as i64);
+            if open >= state.max_sessions {
+                let mut r = (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    axum::Json(json!({"error": "too_many_sessions", "message": "the server's session limit is reached; retry later"})),
+                )
+                    .into_response();
+                r.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("30"));
+                return r;
+            }
+        }
+    }
+    let response = next.run(req).await;
+    let open = state.sessions.sessions.read().await.len();
+    state.metrics.sessions.set(open as i64);
+    response
+}
+
+/// Used by probes and tests: how long the server has been up.
+pub fn uptime(state: &HttpState) -> Duration {
+    state.started.elapsed()
+}
