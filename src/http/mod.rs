@@ -87,6 +87,9 @@ impl HttpState {
     }
 }
 
+/// How long answers already produced may take to reach their clients at shutdown.
+const RESPONSE_DRAIN: Duration = Duration::from_millis(500);
+
 /// A running HTTP server: its address and how to stop it.
 pub struct Running {
     pub addr: SocketAddr,
@@ -101,6 +104,9 @@ impl Running {
     pub async fn shutdown(self, grace: Duration) -> Result<usize, HttpError> {
         self.stop.cancel();
         let interrupted = self.state.exec.shutdown(grace).await;
+        // The last results travel from the executor through rmcp's session to the client's
+        // stream after the call itself has ended: give them a moment before sessions close.
+        tokio::time::sleep(RESPONSE_DRAIN).await;
         self.sessions_stop.cancel();
         match tokio::time::timeout(Duration::from_secs(10), self.task).await {
             Ok(Ok(r)) => r?,
@@ -182,6 +188,7 @@ pub async fn start(exec: Arc<Executor>) -> Result<Running, HttpError> {
 
     let protected = Router::new()
         .nest_service("/mcp", mcp)
+        .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), mcp_checks))
         .layer(middleware::from_fn_with_state(state.clone(), authenticate));
     let app = Router::new()
@@ -189,7 +196,6 @@ pub async fn start(exec: Arc<Executor>) -> Result<Running, HttpError> {
         .route("/readyz", get(probes::readyz))
         .route("/metrics", get(probes::metrics))
         .merge(protected)
-        .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .layer(SetResponseHeaderLayer::overriding(
             header::X_CONTENT_TYPE_OPTIONS,
@@ -306,9 +312,19 @@ async fn authenticate(
     next.run(req).await
 }
 
-/// Request checks rmcp does not make: the content type of posted messages, and the session cap.
+fn json_error(status: StatusCode, error: &str, message: &str) -> Response {
+    (
+        status,
+        axum::Json(json!({"error": error, "message": message})),
+    )
+        .into_response()
+}
+
+/// Request checks rmcp does not make (or makes differently): the content type of posted
+/// messages, the body size, well-formed JSON (a JSON-RPC parse error otherwise), and the
+/// session cap. Nothing that fails here reaches the executor.
 async fn mcp_checks(State(state): State<Arc<HttpState>>, req: Request, next: Next) -> Response {
-    if req.method() == Method::POST {
+    let req = if req.method() == Method::POST {
         let json_body = req
             .headers()
             .get(header::CONTENT_TYPE)
@@ -316,12 +332,29 @@ async fn mcp_checks(State(state): State<Arc<HttpState>>, req: Request, next: Nex
             .and_then(|v| v.split(';').next())
             .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
         if !json_body {
-            return (
+            return json_error(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                axum::Json(json!({"error": "unsupported_media_type", "message": "POST /mcp takes Content-Type: application/json"})),
+                "unsupported_media_type",
+                "POST /mcp takes Content-Type: application/json",
+            );
+        }
+        let limit = state.exec.config().http.max_body_bytes;
+        let (parts, body) = req.into_parts();
+        let Ok(bytes) = axum::body::to_bytes(body, limit).await else {
+            return json_error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                &format!("the request body is larger than {limit} bytes"),
+            );
+        };
+        if serde_json::from_slice::<serde_json::Value>(&bytes).is_err() {
+            return (
+                StatusCode::BAD_REQUEST,
+                axum::Json(json!({"jsonrpc": "2.0", "id": null, "error": {"code": -32700, "message": "Parse error: the body is not valid JSON"}})),
             )
                 .into_response();
         }
+        let req = Request::from_parts(parts, axum::body::Body::from(bytes));
         let new_session = !req.headers().contains_key("mcp-session-id");
         if new_session {
             let open = state.sessions.sessions.read().await.len();
@@ -337,7 +370,10 @@ async fn mcp_checks(State(state): State<Arc<HttpState>>, req: Request, next: Nex
                 return r;
             }
         }
-    }
+        req
+    } else {
+        req
+    };
     let response = next.run(req).await;
     let open = state.sessions.sessions.read().await.len();
     state.metrics.sessions.set(open as i64);

@@ -348,3 +348,94 @@ pub fn is_root() -> bool {
     // SAFETY: no side effects.
     unsafe { libc::geteuid() == 0 }
 }
+
+/// `terrarium serve --http` on an ephemeral loopback port, with its stderr collected.
+pub struct HttpServer {
+    pub child: std::process::Child,
+    pub addr: std::net::SocketAddr,
+    pub stderr: Arc<Mutex<String>>,
+}
+
+impl HttpServer {
+    pub fn start(env: &BTreeMap<String, String>, extra_args: &[&str]) -> HttpServer {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_terrarium"))
+            .args(["serve", "--http", "--listen", "127.0.0.1:0"])
+            .args(extra_args)
+            .env_clear()
+            .envs(env)
+            .current_dir("/")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn terrarium serve --http");
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let pipe = child.stderr.take().unwrap();
+        let sink = stderr.clone();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(pipe).lines().map_while(Result::ok) {
+                if let Some(rest) = line.strip_prefix("terrarium: serving MCP at http://") {
+                    let _ = tx.send(rest.trim_end_matches("/mcp").to_string());
+                }
+                sink.lock().unwrap().push_str(&format!("{line}\n"));
+            }
+        });
+        let addr = match rx.recv_timeout(Duration::from_secs(20)) {
+            Ok(a) => a.parse().unwrap(),
+            Err(_) => {
+                let _ = child.kill();
+                panic!("the HTTP server did not start: {}", stderr.lock().unwrap());
+            }
+        };
+        HttpServer {
+            child,
+            addr,
+            stderr,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: signalling our own child.
+        unsafe {
+            libc::kill(self.child.id() as i32, sig);
+        }
+    }
+
+    /// Waits for the process to exit and returns its exit code.
+    pub fn wait(&mut self, secs: u64) -> Option<i32> {
+        for _ in 0..secs * 20 {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+}
+
+impl Drop for HttpServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// An rmcp client over Streamable HTTP with a bearer token.
+pub async fn connect_http(url: &str, token: &str) -> RunningService<RoleClient, Client> {
+    use rmcp::transport::StreamableHttpClientTransport;
+    use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+    let transport = StreamableHttpClientTransport::from_config(
+        StreamableHttpClientTransportConfig::with_uri(url.to_string())
+            .auth_header(token.to_string()),
+    );
+    Client::default()
+        .serve(transport)
+        .await
+        .expect("MCP initialize over HTTP")
+}

@@ -1,0 +1,360 @@
+//! The Streamable HTTP front door over real HTTP on a loopback port: authentication, request
+//! checks, probes, metrics, an MCP client library end to end, and graceful shutdown.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use serde_json::{Value, json};
+
+const ALICE: &str = "alice-token-0123456789abcdef0123456789";
+const BOB: &str = "bob-token-fedcba9876543210fedcba9876543";
+
+fn env(sb: &Sandbox, extra: &[(&str, &str)]) -> std::collections::BTreeMap<String, String> {
+    let tokens = format!("alice:{ALICE},bob:{BOB}");
+    let mut e = sb.env(&terraform(), &[("TERRARIUM_AUTH_TOKENS", tokens.as_str())]);
+    for (k, v) in extra {
+        e.insert(k.to_string(), v.to_string());
+    }
+    e
+}
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
+}
+
+fn initialize() -> Value {
+    json!({"jsonrpc": "2.0", "id": 1, "method": "initialize",
+           "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}})
+}
+
+async fn post(url: &str, token: Option<&str>, body: &str, content_type: &str) -> reqwest::Response {
+    let mut req = client()
+        .post(url)
+        .header("content-type", content_type)
+        .header("accept", "application/json, text/event-stream")
+        .body(body.to_string());
+    if let Some(t) = token {
+        req = req.header("authorization", format!("Bearer {t}"));
+    }
+    req.send().await.unwrap()
+}
+
+#[tokio::test]
+async fn tokens_are_required_and_failures_are_counted_and_audited() {
+    let sb = Sandbox::new(&["basic"]);
+    let server = HttpServer::start(&env(&sb, &[]), &[]);
+    let mcp = server.url("/mcp");
+    let body = initialize().to_string();
+
+    let r = post(&mcp, None, &body, "application/json").await;
+    assert_eq!(r.status(), 401);
+    assert_eq!(
+        r.headers()["www-authenticate"],
+        r#"Bearer realm="terrarium""#
+    );
+    let r = post(
+        &mcp,
+        Some("wrong-token-0123456789abcdef0123456789"),
+        &body,
+        "application/json",
+    )
+    .await;
+    assert_eq!(r.status(), 401);
+    assert!(
+        r.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .contains("invalid_token")
+    );
+    let r = post(
+        &mcp,
+        Some(&ALICE[..ALICE.len() - 1]),
+        &body,
+        "application/json",
+    )
+    .await;
+    assert_eq!(r.status(), 401, "a prefix of a valid token is not valid");
+    let r = client().get(server.url("/anything")).send().await.unwrap();
+    assert_eq!(r.status(), 401, "everything but the probes needs a token");
+
+    let r = post(&mcp, Some(ALICE), &body, "application/json").await;
+    assert_eq!(r.status(), 200);
+    let r = post(&mcp, Some(BOB), &body, "application/json").await;
+    assert_eq!(r.status(), 200, "several tokens are valid at once");
+
+    let metrics = client()
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("terrarium_auth_failures_total 4"),
+        "{metrics}"
+    );
+    let failures: Vec<Value> = sb
+        .all_audit_events()
+        .into_iter()
+        .filter(|e| e["event"] == "auth_failure")
+        .collect();
+    assert_eq!(failures.len(), 4);
+    assert_eq!(failures[0]["source_ip"], "127.0.0.1");
+    assert_eq!(failures[1]["reason"], "invalid_token");
+    assert!(
+        !sb.audit_text().contains("wrong-token"),
+        "presented tokens are never recorded"
+    );
+}
+
+#[tokio::test]
+async fn requests_are_checked_before_they_reach_the_executor() {
+    let sb = Sandbox::new(&["basic"]);
+    let server = HttpServer::start(&env(&sb, &[("TERRARIUM_HTTP_MAX_BODY_BYTES", "4096")]), &[]);
+    let mcp = server.url("/mcp");
+
+    let r = post(&mcp, Some(ALICE), &initialize().to_string(), "text/plain").await;
+    assert_eq!(r.status(), 415);
+    let big = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"pad": "x".repeat(10_000)}});
+    let r = post(&mcp, Some(ALICE), &big.to_string(), "application/json").await;
+    assert_eq!(r.status(), 413);
+    let r = post(&mcp, Some(ALICE), "{not json", "application/json").await;
+    let status = r.status();
+    let text = r.text().await.unwrap();
+    assert!(
+        status.is_client_error() && text.contains("-32700"),
+        "{status} {text}"
+    );
+
+    let bad_host = client()
+        .post(&mcp)
+        .header("host", "evil.example.com")
+        .header("authorization", format!("Bearer {ALICE}"))
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .body(initialize().to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        bad_host.status(),
+        403,
+        "DNS rebinding: an unknown Host is refused"
+    );
+    let bad_origin = client()
+        .post(&mcp)
+        .header("origin", "https://evil.example.com")
+        .header("authorization", format!("Bearer {ALICE}"))
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .body(initialize().to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        bad_origin.status(),
+        403,
+        "a browser Origin that is not allowed is refused"
+    );
+
+    for path in ["/healthz", "/readyz", "/metrics", "/mcp"] {
+        let r = client().get(server.url(path)).send().await.unwrap();
+        let h = r.headers();
+        assert_eq!(h["x-content-type-options"], "nosniff", "{path}");
+        assert_eq!(h["x-frame-options"], "DENY", "{path}");
+        assert_eq!(h["cache-control"], "no-store", "{path}");
+    }
+    assert!(
+        sb.audit_events().is_empty(),
+        "no request reached the executor"
+    );
+}
+
+#[tokio::test]
+async fn probes_report_readiness_and_metrics_move() {
+    let sb = Sandbox::new(&["basic"]);
+    let server = HttpServer::start(&env(&sb, &[]), &[]);
+    let r = client().get(server.url("/healthz")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let r = client().get(server.url("/readyz")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let ready: Value = r.json().await.unwrap();
+    assert_eq!(ready["status"], "ready");
+    for layer in ["landlock", "seccomp", "namespaces"] {
+        assert_eq!(ready["checks"]["sandbox"]["layers"][layer], "enforced");
+    }
+
+    let session = connect_http(&server.url("/mcp"), ALICE).await;
+    call_ok(&session, "terraform_validate", json!({"path": "basic"})).await;
+    let _ = call(&session, "terraform_plan", json!({"path": "../x"})).await;
+    let metrics = client()
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(r#"terrarium_tool_calls_total{tool="terraform_validate",outcome="ok"} 1"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(
+            r#"terrarium_tool_calls_total{tool="terraform_plan",outcome="confinement"} 1"#
+        ),
+        "{metrics}"
+    );
+    assert!(
+        metrics
+            .contains("terrarium_tool_call_duration_seconds_count{tool=\"terraform_validate\"} 1"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("terrarium_sessions 1"), "{metrics}");
+    session.cancel().await.unwrap();
+
+    // Not ready when the audit trail cannot be written.
+    let sb2 = Sandbox::new(&["basic"]);
+    std::fs::create_dir_all(&sb2.audit).unwrap();
+    let today = terrarium::audit::time::date(std::time::SystemTime::now());
+    std::os::unix::fs::symlink("/dev/full", sb2.audit.join(format!("audit-{today}.jsonl")))
+        .unwrap();
+    let server2 = HttpServer::start(&env(&sb2, &[]), &[]);
+    let r = client().get(server2.url("/readyz")).send().await.unwrap();
+    assert_eq!(r.status(), 503);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["failing"], json!(["audit"]));
+}
+
+#[tokio::test]
+async fn an_mcp_client_library_works_end_to_end_and_calls_are_attributed() {
+    let sb = Sandbox::new(&["basic"]);
+    let server = HttpServer::start(&env(&sb, &[("TERRARIUM_ENABLE_APPLY", "true")]), &[]);
+    let session = connect_http(&server.url("/mcp"), BOB).await;
+    let tools = session.list_all_tools().await.unwrap();
+    assert_eq!(tools.len(), 11);
+    call_ok(&session, "terraform_init", json!({"path": "basic"})).await;
+    let plan = call_ok(&session, "terraform_plan", json!({"path": "basic"})).await;
+    let r = call_ok(
+        &session,
+        "terraform_apply",
+        json!({"path": "basic", "plan_id": plan["plan_id"]}),
+    )
+    .await;
+    assert_eq!(r["resources_affected"]["add"], 1);
+    session.cancel().await.unwrap();
+    let events = sb.audit_events();
+    assert_eq!(events.len(), 3);
+    for e in &events {
+        assert_eq!(e["principal"], "bob");
+        assert_eq!(e["transport"], "http");
+        assert_eq!(e["source_ip"], "127.0.0.1");
+    }
+}
+
+#[tokio::test]
+async fn development_mode_and_refusals_at_startup() {
+    let sb = Sandbox::new(&["basic"]);
+    // No token on loopback: one is generated and printed once, with a client command.
+    let server = HttpServer::start(&sb.env(&terraform(), &[]), &[]);
+    let stderr = server.stderr.lock().unwrap().clone();
+    let token = stderr
+        .lines()
+        .skip_while(|l| !l.contains("development token"))
+        .nth(1)
+        .expect("the token is printed")
+        .trim()
+        .to_string();
+    assert_eq!(token.len(), 64);
+    assert!(
+        stderr.contains("--header \"Authorization: Bearer"),
+        "{stderr}"
+    );
+    let r = post(
+        &server.url("/mcp"),
+        Some(&token),
+        &initialize().to_string(),
+        "application/json",
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    drop(server);
+
+    let run = |args: &[&str], env: &std::collections::BTreeMap<String, String>| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_terrarium"))
+            .args(["serve", "--http"])
+            .args(args)
+            .env_clear()
+            .envs(env)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, err) = run(&["--listen", "0.0.0.0:0"], &env(&sb, &[]));
+    assert!(
+        !ok && err.contains("without TLS") && err.contains("TERRARIUM_HTTP_BEHIND_PROXY"),
+        "{err}"
+    );
+    let (ok, err) = run(
+        &["--listen", "0.0.0.0:0", "--behind-proxy"],
+        &sb.env(&terraform(), &[]),
+    );
+    assert!(!ok && err.contains("without authentication"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_during_a_slow_run_interrupts_it_audits_it_and_exits_zero() {
+    let sb = Sandbox::new(&["basic"]);
+    let mut e = env(
+        &sb,
+        &[
+            ("TERRARIUM_SHUTDOWN_GRACE_SECS", "1"),
+            ("TERRARIUM_KILL_GRACE_SECS", "1"),
+        ],
+    );
+    e.insert(
+        "TERRARIUM_TERRAFORM_BIN".into(),
+        standin("stubborn.sh").display().to_string(),
+    );
+    let mut server = HttpServer::start(&e, &[]);
+    let session = connect_http(&server.url("/mcp"), ALICE).await;
+    let peer = session.peer().clone();
+    let slow = tokio::spawn(async move {
+        let args = json!({"path": "basic"}).as_object().unwrap().clone();
+        peer.call_tool(
+            rmcp::model::CallToolRequestParams::new("terraform_validate").with_arguments(args),
+        )
+        .await
+    });
+    let parent = read_pid(&sb.root.join("basic/parent.pid"));
+    server.signal(libc::SIGTERM);
+    let result = tokio::time::timeout(Duration::from_secs(20), slow)
+        .await
+        .expect("the call got an answer");
+    let result = result
+        .unwrap()
+        .expect("the interrupted call is answered, not dropped");
+    assert_eq!(result.structured_content.unwrap()["cancelled"], true);
+    assert!(gone_within(parent, 5));
+    let code = tokio::task::spawn_blocking(move || server.wait(20))
+        .await
+        .unwrap();
+    assert_eq!(code, Some(0));
+    let events = sb.all_audit_events();
+    assert!(
+        events
+            .iter()
+            .any(|e| e["tool"] == "terraform_validate" && e["cancelled"] == true)
+    );
+    assert_eq!(events.last().unwrap()["event"], "shutdown");
+    assert_eq!(events.last().unwrap()["reason"], "SIGTERM");
+}
