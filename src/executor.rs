@@ -231,6 +231,19 @@ impl Executor {
         json!({"mode": self.sandbox.mode().as_str(), "layers": layers, "warnings": self.sandbox.warnings()})
     }
 
+    /// The tools a caller may use, in order, with their schema documents.
+    pub fn listed_tools_for(
+        &self,
+        transport: &str,
+        principal: &str,
+    ) -> Vec<(ToolKind, Arc<Map<String, Value>>)> {
+        let policy = self.policy();
+        self.listed_tools()
+            .into_iter()
+            .filter(|(k, _)| policy::check_access(&policy, transport, principal, *k, None).is_ok())
+            .collect()
+    }
+
     /// The tools this server offers, in order, with their schema documents.
     pub fn listed_tools(&self) -> Vec<(ToolKind, Arc<Map<String, Value>>)> {
         ToolKind::ALL
@@ -305,7 +318,9 @@ impl Executor {
         self.schemas
             .validate(tool, &arguments)
             .map_err(ToolError::Validation)?;
+        let policy = self.policy();
         if !kind.needs_workspace() {
+            policy::check_access(&policy, ctx.call.transport, &ctx.call.principal, kind, None)?;
             return tools::run(kind, ctx, None, arguments).await;
         }
         let path = arguments
@@ -318,6 +333,13 @@ impl Executor {
         }
         let ws = self.root.workspace("path", path)?;
         *workspace = Some(ws.clone());
+        policy::check_access(
+            &policy,
+            ctx.call.transport,
+            &ctx.call.principal,
+            kind,
+            Some(&ws.relative),
+        )?;
         let _guard = self.lock_workspace(&ws, &ctx.call.cancel).await?;
         tools::run(kind, ctx, Some(&ws), arguments).await
     }
@@ -647,6 +669,11 @@ impl RunCtx<'_> {
 
     pub fn plans(&self) -> &PlanStore {
         &self.exec.plans
+    }
+
+    /// Who is calling, and over which transport.
+    pub fn caller(&self) -> (&str, &str) {
+        (&self.call.principal, self.call.transport)
     }
 
     /// The policy in force for this call.

@@ -55,6 +55,19 @@ impl TerrariumServer {
         self
     }
 
+    /// The caller: over HTTP, the principal and address the authentication middleware put on
+    /// the request; otherwise this server's fixed principal.
+    fn caller(&self, context: &RequestContext<RoleServer>) -> (String, Option<String>) {
+        let parts = context.extensions.get::<http::request::Parts>();
+        let principal = parts
+            .and_then(|p| p.extensions.get::<Principal>())
+            .map_or_else(|| self.principal.clone(), |p| p.0.clone());
+        let ip = parts
+            .and_then(|p| p.extensions.get::<ClientIp>())
+            .map(|ip| ip.0.clone());
+        (principal, ip)
+    }
+
     fn tool(&self, kind: ToolKind, schema: Arc<serde_json::Map<String, Value>>) -> Tool {
         let description = schema
             .get("description")
@@ -102,11 +115,12 @@ impl ServerHandler for TerrariumServer {
     async fn list_tools(
         &self,
         _request: Option<PaginatedRequestParams>,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, McpError> {
+        let principal = self.caller(&context).0;
         let tools = self
             .exec
-            .listed_tools()
+            .listed_tools_for(self.transport, &principal)
             .into_iter()
             .map(|(kind, schema)| self.tool(kind, schema))
             .collect();
@@ -126,16 +140,9 @@ impl ServerHandler for TerrariumServer {
         request: CallToolRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, McpError> {
-        let mut call = CallContext::new(self.principal.clone(), self.transport);
-        // Over HTTP, the authentication middleware put the caller on the request.
-        if let Some(parts) = context.extensions.get::<http::request::Parts>() {
-            if let Some(p) = parts.extensions.get::<Principal>() {
-                call.principal = p.0.clone();
-            }
-            if let Some(ip) = parts.extensions.get::<ClientIp>() {
-                call.source_ip = Some(ip.0.clone());
-            }
-        }
+        let (principal, source_ip) = self.caller(&context);
+        let mut call = CallContext::new(principal, self.transport);
+        call.source_ip = source_ip;
         call.cancel = context.ct.child_token();
         let token = context
             .meta

@@ -20,6 +20,59 @@ pub struct Policy {
     pub tools: ToolRules,
     #[serde(default)]
     pub apply: ApplyRules,
+    /// What each authenticated HTTP principal may do (by token name; `"*"` for everyone not
+    /// named). Local front doors (stdio, CLI) act as the server's own user and are not limited
+    /// by this table. A principal with no entry and no `"*"` entry may do nothing.
+    #[serde(default)]
+    pub principals: std::collections::BTreeMap<String, Grant>,
+}
+
+/// A principal's scopes and the workspaces it may touch.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Grant {
+    pub scopes: Vec<Scope>,
+    /// Globs over workspace paths relative to the root (`*` matches any run of characters).
+    #[serde(default = "everything")]
+    pub workspaces: Vec<String>,
+}
+
+fn everything() -> Vec<String> {
+    vec!["*".into()]
+}
+
+/// What a scope allows: `read` the read-only tools, `plan` also init, fmt and plan, `apply`
+/// also apply. Scopes do not imply each other: grant each one that is meant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scope {
+    Read,
+    Plan,
+    Apply,
+}
+
+impl Scope {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::Read => "read",
+            Scope::Plan => "plan",
+            Scope::Apply => "apply",
+        }
+    }
+
+    /// The scope a tool needs.
+    pub fn of(tool: ToolKind) -> Scope {
+        match tool {
+            ToolKind::Apply => Scope::Apply,
+            ToolKind::Init | ToolKind::Fmt | ToolKind::Plan => Scope::Plan,
+            _ => Scope::Read,
+        }
+    }
+}
+
+/// Transports whose principals the table applies to.
+pub fn is_remote(transport: &str) -> bool {
+    transport == "http"
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -140,6 +193,21 @@ pub enum PolicyError {
     DestroyDisabled { what: String },
     #[error("this plan has nothing to apply")]
     NothingToApply,
+    #[error(
+        "{principal} may not call {tool}: it needs the {scope} scope, which this server's policy does not grant them"
+    )]
+    MissingScope {
+        principal: String,
+        tool: String,
+        scope: &'static str,
+    },
+    #[error(
+        "{principal} may not use workspace {workspace} (policy principals.{principal}.workspaces)"
+    )]
+    WorkspaceNotGranted {
+        principal: String,
+        workspace: String,
+    },
 }
 
 /// Is this tool callable at all on this server?
@@ -159,6 +227,57 @@ pub fn check_tool(config: &Config, policy: &Policy, tool: &str) -> Result<(), Po
 /// Is this tool listed in `tools/list`? (A disabled apply is not advertised.)
 pub fn is_listed(config: &Config, policy: &Policy, tool: &str) -> bool {
     check_tool(config, policy, tool).is_ok()
+}
+
+/// The grant that applies to a principal, if any.
+pub fn grant_for<'a>(policy: &'a Policy, principal: &str) -> Option<&'a Grant> {
+    policy
+        .principals
+        .get(principal)
+        .or_else(|| policy.principals.get("*"))
+}
+
+/// May this principal call this tool (on this workspace)? Local transports always may.
+pub fn check_access(
+    policy: &Policy,
+    transport: &str,
+    principal: &str,
+    tool: ToolKind,
+    workspace: Option<&str>,
+) -> Result<(), PolicyError> {
+    if !is_remote(transport) {
+        return Ok(());
+    }
+    let scope = Scope::of(tool);
+    let grant = grant_for(policy, principal);
+    if !grant.is_some_and(|g| g.scopes.contains(&scope)) {
+        return Err(PolicyError::MissingScope {
+            principal: principal.to_string(),
+            tool: tool.name().to_string(),
+            scope: scope.as_str(),
+        });
+    }
+    if let (Some(ws), Some(g)) = (workspace, grant)
+        && !g.workspaces.iter().any(|glob| glob_match(glob, ws))
+    {
+        return Err(PolicyError::WorkspaceNotGranted {
+            principal: principal.to_string(),
+            workspace: ws.to_string(),
+        });
+    }
+    Ok(())
+}
+
+/// Whether a principal may see a workspace at all (for `workspace_list`).
+pub fn workspace_visible(
+    policy: &Policy,
+    transport: &str,
+    principal: &str,
+    workspace: &str,
+) -> bool {
+    !is_remote(transport)
+        || grant_for(policy, principal)
+            .is_some_and(|g| g.workspaces.iter().any(|glob| glob_match(glob, workspace)))
 }
 
 /// May this saved plan be applied?
@@ -267,6 +386,50 @@ mod tests {
         assert!(Policy::parse("[tools]\nallow = []\nextra = 1\n", "t").is_err());
         let p = Policy::parse("[tools]\nallow = [\"terraform_plan\"]\n", "t").unwrap();
         assert_eq!(p.apply.max_destroy, 100);
+    }
+
+    #[test]
+    fn scopes_and_workspaces_bind_remote_principals_only() {
+        let p = Policy::parse(
+            r#"
+[tools]
+allow = ["terraform_plan", "terraform_apply", "terraform_show"]
+[principals.ci]
+scopes = ["read", "plan"]
+workspaces = ["team-a/*"]
+[principals.ops]
+scopes = ["read", "plan", "apply"]
+"#,
+            "t",
+        )
+        .unwrap();
+        let plan = ToolKind::Plan;
+        assert!(check_access(&p, "http", "ci", plan, Some("team-a/net")).is_ok());
+        assert!(matches!(
+            check_access(&p, "http", "ci", plan, Some("team-b/net")),
+            Err(PolicyError::WorkspaceNotGranted { .. })
+        ));
+        assert!(matches!(
+            check_access(&p, "http", "ci", ToolKind::Apply, Some("team-a/net")),
+            Err(PolicyError::MissingScope { scope: "apply", .. })
+        ));
+        assert!(check_access(&p, "http", "ops", ToolKind::Apply, Some("anything")).is_ok());
+        assert!(
+            check_access(&p, "http", "stranger", ToolKind::Show, None).is_err(),
+            "no entry, no \"*\": nothing"
+        );
+        assert!(check_access(&p, "stdio", "stdio", ToolKind::Apply, Some("x")).is_ok());
+        assert!(
+            workspace_visible(&p, "http", "ci", "team-a/x")
+                && !workspace_visible(&p, "http", "ci", "b")
+        );
+    }
+
+    #[test]
+    fn the_default_policy_lets_principals_read_and_plan_but_not_apply() {
+        let p = default_policy();
+        assert!(check_access(&p, "http", "anyone", ToolKind::Plan, Some("x")).is_ok());
+        assert!(check_access(&p, "http", "anyone", ToolKind::Apply, Some("x")).is_err());
     }
 
     #[test]

@@ -232,10 +232,94 @@ async fn probes_report_readiness_and_metrics_move() {
     assert_eq!(body["failing"], json!(["audit"]));
 }
 
+/// A policy granting bob apply everywhere, alice read and plan on `basic` only.
+fn access_policy(sb: &Sandbox) -> String {
+    let path = sb.dir.path().join("access.toml");
+    let mut text = terrarium::policy::DEFAULT_POLICY.replace(
+        "[principals.\"*\"]\nscopes = [\"read\", \"plan\"]\nworkspaces = [\"*\"]",
+        "",
+    );
+    text.push_str(
+        "\n[principals.bob]\nscopes = [\"read\", \"plan\", \"apply\"]\n\n[principals.alice]\nscopes = [\"read\", \"plan\"]\nworkspaces = [\"basic\"]\n",
+    );
+    std::fs::write(&path, text).unwrap();
+    path.display().to_string()
+}
+
+#[tokio::test]
+async fn scopes_and_workspace_globs_decide_who_may_call_what() {
+    let sb = Sandbox::new(&["basic", "replace"]);
+    let policy = access_policy(&sb);
+    let server = HttpServer::start(
+        &env(
+            &sb,
+            &[
+                ("TERRARIUM_ENABLE_APPLY", "true"),
+                ("TERRARIUM_POLICY_FILE", &policy),
+            ],
+        ),
+        &[],
+    );
+    let alice = connect_http(&server.url("/mcp"), ALICE).await;
+    let names: Vec<String> = alice
+        .list_all_tools()
+        .await
+        .unwrap()
+        .iter()
+        .map(|t| t.name.to_string())
+        .collect();
+    assert!(
+        !names.contains(&"terraform_apply".to_string()),
+        "alice is not offered apply: {names:?}"
+    );
+    let listed = call_ok(&alice, "workspace_list", json!({})).await;
+    assert_eq!(
+        listed["workspaces"],
+        json!(["basic"]),
+        "alice sees only her workspaces"
+    );
+    call_ok(&alice, "terraform_init", json!({"path": "basic"})).await;
+    let plan = call_ok(&alice, "terraform_plan", json!({"path": "basic"})).await;
+    let r = call(
+        &alice,
+        "terraform_apply",
+        json!({"path": "basic", "plan_id": plan["plan_id"]}),
+    )
+    .await;
+    assert!(is_error(&r));
+    assert!(text(&r).contains("needs the apply scope"), "{}", text(&r));
+    let r = call(&alice, "terraform_validate", json!({"path": "replace"})).await;
+    assert!(is_error(&r));
+    assert!(
+        text(&r).contains("may not use workspace replace"),
+        "{}",
+        text(&r)
+    );
+    alice.cancel().await.unwrap();
+    let denied: Vec<Value> = sb
+        .audit_events()
+        .into_iter()
+        .filter(|e| e["event"] == "authorization_denied")
+        .collect();
+    assert_eq!(denied.len(), 2);
+    assert_eq!(denied[0]["principal"], "alice");
+    assert!(!sb.root.join("basic/terraform.tfstate").exists());
+}
+
 #[tokio::test]
 async fn an_mcp_client_library_works_end_to_end_and_calls_are_attributed() {
     let sb = Sandbox::new(&["basic"]);
-    let server = HttpServer::start(&env(&sb, &[("TERRARIUM_ENABLE_APPLY", "true")]), &[]);
+    let policy = access_policy(&sb);
+    let server = HttpServer::start(
+        &env(
+            &sb,
+            &[
+                ("TERRARIUM_ENABLE_APPLY", "true"),
+                ("TERRARIUM_POLICY_FILE", &policy),
+            ],
+        ),
+        &[],
+    );
     let session = connect_http(&server.url("/mcp"), BOB).await;
     let tools = session.list_all_tools().await.unwrap();
     assert_eq!(tools.len(), 11);

@@ -10,7 +10,14 @@ const MAX_DEPTH: usize = 8;
 const MAX_ENTRIES: usize = 1000;
 
 pub fn run(ctx: &RunCtx<'_>) -> Result<ToolOutput, ToolError> {
-    let workspaces = ctx.root().list(MAX_DEPTH, MAX_ENTRIES);
+    let policy = ctx.policy();
+    let (principal, transport) = ctx.caller();
+    let workspaces: Vec<String> = ctx
+        .root()
+        .list(MAX_DEPTH, MAX_ENTRIES)
+        .into_iter()
+        .filter(|w| crate::policy::workspace_visible(&policy, transport, principal, w))
+        .collect();
     let text = if workspaces.is_empty() {
         "No Terraform workspaces under the workspace root.".to_string()
     } else {
