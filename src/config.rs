@@ -198,6 +198,11 @@ pub struct HttpConfig {
     /// `name:token` or `name:sha256:HEX` entries; where the tokens came from (for messages).
     pub tokens: Secret,
     pub tokens_file: Option<PathBuf>,
+    /// Token bucket per client IP and per principal: sustained rate and burst.
+    pub rate_per_sec: u32,
+    pub rate_burst: u32,
+    /// Proxies whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<std::net::IpAddr>,
 }
 
 /// What a `terrarium.toml` may contain: the same settings as the environment, lower-cased and
@@ -244,6 +249,9 @@ struct FileConfig {
     http_max_body_bytes: Option<usize>,
     http_session_idle_secs: Option<u64>,
     http_max_sessions: Option<usize>,
+    rate_limit_per_sec: Option<u32>,
+    rate_limit_burst: Option<u32>,
+    http_trusted_proxies: Option<Vec<String>>,
 }
 
 /// Reads settings from an environment snapshot, honouring `NAME_FILE`.
@@ -665,7 +673,37 @@ impl Config {
                 .unwrap_or(256),
             tokens,
             tokens_file,
+            rate_per_sec: reader
+                .parse::<u32>(
+                    "RATE_LIMIT_PER_SEC",
+                    "a whole number of requests per second",
+                )?
+                .or(file.rate_limit_per_sec)
+                .unwrap_or(20),
+            rate_burst: reader
+                .parse::<u32>("RATE_LIMIT_BURST", "a whole number of requests")?
+                .or(file.rate_limit_burst)
+                .unwrap_or(100),
+            trusted_proxies: reader
+                .list("HTTP_TRUSTED_PROXIES")?
+                .or(file.http_trusted_proxies)
+                .unwrap_or_default()
+                .iter()
+                .map(|s| s.parse::<std::net::IpAddr>())
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|_| {
+                    invalid(
+                        "TERRARIUM_HTTP_TRUSTED_PROXIES",
+                        "expected IP addresses, comma-separated",
+                    )
+                })?,
         };
+        if http.rate_per_sec == 0 || http.rate_burst == 0 {
+            return Err(invalid(
+                "TERRARIUM_RATE_LIMIT_PER_SEC",
+                "rate and burst must be at least 1",
+            ));
+        }
         if http.max_body_bytes < 1024 {
             return Err(invalid(
                 "TERRARIUM_HTTP_MAX_BODY_BYTES",

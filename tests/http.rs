@@ -442,3 +442,120 @@ async fn sigterm_during_a_slow_run_interrupts_it_audits_it_and_exits_zero() {
     assert_eq!(events.last().unwrap()["event"], "shutdown");
     assert_eq!(events.last().unwrap()["reason"], "SIGTERM");
 }
+
+#[tokio::test]
+async fn rate_limits_answer_429_with_headers_and_count_failed_logins() {
+    let sb = Sandbox::new(&["basic"]);
+    let server = HttpServer::start(
+        &env(
+            &sb,
+            &[
+                ("TERRARIUM_RATE_LIMIT_PER_SEC", "1"),
+                ("TERRARIUM_RATE_LIMIT_BURST", "5"),
+            ],
+        ),
+        &[],
+    );
+    let mcp = server.url("/mcp");
+    let body = initialize().to_string();
+    // Guessing tokens: the failures use up the address's budget.
+    let mut statuses = Vec::new();
+    for _ in 0..8 {
+        statuses.push(
+            post(
+                &mcp,
+                Some("guess-0123456789abcdef0123456789abcd"),
+                &body,
+                "application/json",
+            )
+            .await
+            .status()
+            .as_u16(),
+        );
+    }
+    assert_eq!(&statuses[..5], &[401; 5]);
+    assert_eq!(statuses[7], 429, "{statuses:?}");
+    let r = post(&mcp, Some(ALICE), &body, "application/json").await;
+    assert_eq!(
+        r.status(),
+        429,
+        "the right token does not help an address that is over its limit"
+    );
+    let h = r.headers();
+    assert_eq!(h["ratelimit-limit"], "5");
+    assert_eq!(h["ratelimit-remaining"], "0");
+    let retry: u64 = h["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=2).contains(&retry), "{retry}");
+    assert_eq!(h["ratelimit-reset"], h["retry-after"]);
+    // Probes are not limited.
+    assert_eq!(
+        client()
+            .get(server.url("/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let metrics = client()
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("terrarium_rate_limited_total 4"),
+        "{metrics}"
+    );
+    assert!(
+        sb.all_audit_events()
+            .iter()
+            .any(|e| e["event"] == "rate_limited")
+    );
+}
+
+#[tokio::test]
+async fn forwarded_for_is_believed_only_from_trusted_proxies() {
+    let sb = Sandbox::new(&["basic"]);
+    let server = HttpServer::start(
+        &env(&sb, &[("TERRARIUM_HTTP_TRUSTED_PROXIES", "127.0.0.1")]),
+        &[],
+    );
+    let r = client()
+        .post(server.url("/mcp"))
+        .header("x-forwarded-for", "198.51.100.7")
+        .header("content-type", "application/json")
+        .body(initialize().to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let failure = sb
+        .all_audit_events()
+        .into_iter()
+        .find(|e| e["event"] == "auth_failure")
+        .unwrap();
+    assert_eq!(failure["source_ip"], "198.51.100.7");
+
+    let sb = Sandbox::new(&["basic"]);
+    let server = HttpServer::start(&env(&sb, &[]), &[]);
+    let r = client()
+        .post(server.url("/mcp"))
+        .header("x-forwarded-for", "198.51.100.7")
+        .body(initialize().to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let failure = sb
+        .all_audit_events()
+        .into_iter()
+        .find(|e| e["event"] == "auth_failure")
+        .unwrap();
+    assert_eq!(
+        failure["source_ip"], "127.0.0.1",
+        "a spoofed header from an untrusted peer is ignored"
+    );
+}

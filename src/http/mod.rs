@@ -7,6 +7,7 @@
 //! and `Origin` (DNS rebinding), enforces the body size limit and parses JSON-RPC.
 
 pub mod auth;
+pub mod limits;
 pub mod metrics;
 mod probes;
 
@@ -66,6 +67,7 @@ pub struct HttpState {
     sessions: Arc<LocalSessionManager>,
     max_sessions: usize,
     started: Instant,
+    limiters: limits::Limiters,
 }
 
 impl HttpState {
@@ -184,13 +186,31 @@ pub async fn start(exec: Arc<Executor>) -> Result<Running, HttpError> {
         sessions,
         max_sessions: cfg.max_sessions,
         started: Instant::now(),
+        limiters: limits::Limiters::new(
+            cfg.rate_per_sec,
+            cfg.rate_burst,
+            cfg.trusted_proxies.clone(),
+        ),
+    });
+    let prune_state = state.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(60));
+        loop {
+            tick.tick().await;
+            prune_state.limiters.prune();
+        }
     });
 
     let protected = Router::new()
         .nest_service("/mcp", mcp)
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), mcp_checks))
-        .layer(middleware::from_fn_with_state(state.clone(), authenticate));
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            limit_principal,
+        ))
+        .layer(middleware::from_fn_with_state(state.clone(), authenticate))
+        .layer(middleware::from_fn_with_state(state.clone(), limit_ip));
     let app = Router::new()
         .route("/healthz", get(probes::healthz))
         .route("/readyz", get(probes::readyz))
@@ -238,9 +258,89 @@ async fn not_found() -> Response {
 
 fn client_ip(req: &Request) -> String {
     req.extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip().to_string())
+        .get::<ClientIp>()
+        .map(|c| c.0.clone())
         .unwrap_or_else(|| "unknown".into())
+}
+
+/// A 429 with the `RateLimit-*` and `Retry-After` headers, a metric and an audit event.
+fn too_many(
+    state: &HttpState,
+    decision: limits::Decision,
+    ip: &str,
+    principal: Option<&str>,
+) -> Response {
+    let limits::Decision::Deny {
+        limit,
+        retry_after_secs,
+    } = decision
+    else {
+        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    };
+    state.metrics.rate_limited.inc();
+    let _ = state.exec.auditor().record(audit::event(
+        "rate_limited",
+        "warn",
+        json!({"transport": "http", "source_ip": ip, "principal": principal, "retry_after": retry_after_secs}),
+    ));
+    let mut r = json_error(
+        StatusCode::TOO_MANY_REQUESTS,
+        "rate_limited",
+        &format!("too many requests; retry in {retry_after_secs}s"),
+    );
+    let h = r.headers_mut();
+    let n = |v: u64| HeaderValue::from_str(&v.to_string()).unwrap_or(HeaderValue::from_static("0"));
+    h.insert("ratelimit-limit", n(u64::from(limit)));
+    h.insert("ratelimit-remaining", HeaderValue::from_static("0"));
+    h.insert("ratelimit-reset", n(retry_after_secs));
+    h.insert(header::RETRY_AFTER, n(retry_after_secs));
+    r
+}
+
+/// Works out the client's address and applies its rate limit, before authentication.
+async fn limit_ip(State(state): State<Arc<HttpState>>, mut req: Request, next: Next) -> Response {
+    let peer = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0)
+        .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
+    let forwarded = req
+        .headers()
+        .get("x-forwarded-for")
+        .and_then(|v| v.to_str().ok());
+    let ip = state.limiters.client_ip(peer, forwarded).to_string();
+    let decision = state.limiters.check_ip(&ip);
+    if matches!(decision, limits::Decision::Deny { .. }) {
+        return too_many(&state, decision, &ip, None);
+    }
+    req.extensions_mut().insert(ClientIp(ip));
+    next.run(req).await
+}
+
+/// The per-principal limit, after authentication; allowed responses carry the remaining budget.
+async fn limit_principal(
+    State(state): State<Arc<HttpState>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let principal = req
+        .extensions()
+        .get::<auth::Principal>()
+        .map(|p| p.0.clone())
+        .unwrap_or_default();
+    let decision = state.limiters.check_principal(&principal);
+    match decision {
+        limits::Decision::Deny { .. } => {
+            too_many(&state, decision, &client_ip(&req), Some(&principal))
+        }
+        limits::Decision::Allow { limit, remaining } => {
+            let mut r = next.run(req).await;
+            let h = r.headers_mut();
+            h.insert("ratelimit-limit", HeaderValue::from(limit));
+            h.insert("ratelimit-remaining", HeaderValue::from(remaining));
+            r
+        }
+    }
 }
 
 /// Counts every request by route and status, with its duration.
@@ -308,7 +408,6 @@ async fn authenticate(
         return r;
     };
     req.extensions_mut().insert(principal);
-    req.extensions_mut().insert(ClientIp(ip));
     next.run(req).await
 }
 
