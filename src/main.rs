@@ -54,6 +54,13 @@ enum Command {
     },
     /// Print the effective configuration (secrets masked) and check that it works.
     CheckConfig,
+    /// Exit 0 if the HTTP server at ADDR answers /healthz (for container HEALTHCHECKs, which
+    /// then need no curl in the image).
+    Healthcheck {
+        /// host:port of the server; default TERRARIUM_HTTP_LISTEN or 127.0.0.1:8080.
+        #[arg(long)]
+        addr: Option<String>,
+    },
     /// Work with the audit trail.
     Audit {
         #[command(subcommand)]
@@ -89,12 +96,43 @@ fn main() -> ExitCode {
         // Needs no configuration: it can run anywhere the files are.
         return audit_verify(files, *json);
     }
+    if let Command::Healthcheck { addr } = &cli.command {
+        return healthcheck(addr.clone());
+    }
     // `.env` fills in variables that are not already set; the environment wins.
     let _ = dotenvy::dotenv();
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("terrarium: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn healthcheck(addr: Option<String>) -> ExitCode {
+    use std::io::{Read, Write};
+    let addr = addr
+        .or_else(|| std::env::var("TERRARIUM_HTTP_LISTEN").ok())
+        .unwrap_or_else(|| "127.0.0.1:8080".into())
+        .replace("0.0.0.0", "127.0.0.1");
+    let check = || -> std::io::Result<bool> {
+        let target: std::net::SocketAddr = addr.parse().map_err(std::io::Error::other)?;
+        let mut s = std::net::TcpStream::connect_timeout(&target, Duration::from_secs(3))?;
+        s.set_read_timeout(Some(Duration::from_secs(3)))?;
+        write!(
+            s,
+            "GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+        )?;
+        let mut head = [0u8; 12];
+        s.read_exact(&mut head)?;
+        Ok(head.starts_with(b"HTTP/1.1 200") || head.starts_with(b"HTTP/1.0 200"))
+    };
+    match check() {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("terrarium: healthcheck {addr}: {e}");
             ExitCode::FAILURE
         }
     }
@@ -148,7 +186,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Command::Serve { .. } => serve(config).await,
             Command::CheckConfig => check_config(config).await,
-            Command::Audit { .. } => Ok(ExitCode::SUCCESS),
+            Command::Audit { .. } | Command::Healthcheck { .. } => Ok(ExitCode::SUCCESS),
         }
     });
     // The stdio transport's blocking stdin read never ends while the client keeps the pipe

@@ -559,3 +559,20 @@ async fn forwarded_for_is_believed_only_from_trusted_proxies() {
         "a spoofed header from an untrusted peer is ignored"
     );
 }
+
+#[test]
+fn the_healthcheck_command_probes_the_server() {
+    let sb = Sandbox::new(&["basic"]);
+    let server = HttpServer::start(&env(&sb, &[]), &[]);
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_terrarium"))
+        .args(["healthcheck", "--addr", &server.addr.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    drop(server);
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_terrarium"))
+        .args(["healthcheck", "--addr", "127.0.0.1:9"])
+        .status()
+        .unwrap();
+    assert!(!status.success());
+}
