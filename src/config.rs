@@ -203,6 +203,15 @@ pub struct HttpConfig {
     pub rate_burst: u32,
     /// Proxies whose `X-Forwarded-For` is believed.
     pub trusted_proxies: Vec<std::net::IpAddr>,
+    /// OAuth resource-server mode: accept JWTs from this issuer for this audience.
+    pub jwt_issuer: Option<String>,
+    pub jwt_audience: Option<String>,
+    pub jwt_jwks_file: Option<PathBuf>,
+    pub jwt_public_key_file: Option<PathBuf>,
+    /// The resource identifier advertised in RFC 9728 metadata (default `http://LISTEN/mcp`).
+    pub resource_url: Option<String>,
+    /// Authorization servers advertised in the metadata (default: the JWT issuer).
+    pub authorization_servers: Vec<String>,
 }
 
 /// What a `terrarium.toml` may contain: the same settings as the environment, lower-cased and
@@ -684,6 +693,12 @@ impl Config {
                 .parse::<u32>("RATE_LIMIT_BURST", "a whole number of requests")?
                 .or(file.rate_limit_burst)
                 .unwrap_or(100),
+            jwt_issuer: None,
+            jwt_audience: None,
+            jwt_jwks_file: None,
+            jwt_public_key_file: None,
+            resource_url: None,
+            authorization_servers: Vec::new(),
             trusted_proxies: reader
                 .list("HTTP_TRUSTED_PROXIES")?
                 .or(file.http_trusted_proxies)
@@ -698,6 +713,34 @@ impl Config {
                     )
                 })?,
         };
+        let mut http = http;
+        http.jwt_issuer = reader.get("JWT_ISSUER")?.filter(|s| !s.is_empty());
+        http.jwt_audience = reader.get("JWT_AUDIENCE")?.filter(|s| !s.is_empty());
+        http.jwt_jwks_file = reader
+            .get("JWT_JWKS_FILE")?
+            .map(|p| absolutize(Path::new(&p), cwd));
+        http.jwt_public_key_file = reader
+            .get("JWT_PUBLIC_KEY_FILE")?
+            .map(|p| absolutize(Path::new(&p), cwd));
+        http.resource_url = reader.get("RESOURCE_URL")?.filter(|s| !s.is_empty());
+        http.authorization_servers = reader
+            .list("OAUTH_AUTHORIZATION_SERVERS")?
+            .unwrap_or_else(|| http.jwt_issuer.iter().cloned().collect());
+        if let Some(issuer) = &http.jwt_issuer {
+            let audience = http.jwt_audience.as_deref().ok_or_else(|| {
+                invalid(
+                    "TERRARIUM_JWT_AUDIENCE",
+                    "required with TERRARIUM_JWT_ISSUER (the resource's identifier)",
+                )
+            })?;
+            crate::http::jwt::JwtVerifier::new(
+                issuer,
+                audience,
+                http.jwt_jwks_file.as_deref(),
+                http.jwt_public_key_file.as_deref(),
+            )
+            .map_err(|m| invalid("TERRARIUM_JWT_ISSUER", m))?;
+        }
         if http.rate_per_sec == 0 || http.rate_burst == 0 {
             return Err(invalid(
                 "TERRARIUM_RATE_LIMIT_PER_SEC",

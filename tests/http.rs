@@ -576,3 +576,155 @@ fn the_healthcheck_command_probes_the_server() {
         .unwrap();
     assert!(!status.success());
 }
+
+fn jwt(key_file: &str, claims: Value) -> String {
+    let pem = std::fs::read(manifest_dir().join("tests/fixtures/jwt").join(key_file)).unwrap();
+    let key = jsonwebtoken::EncodingKey::from_ec_pem(&pem).unwrap();
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256),
+        &claims,
+        &key,
+    )
+    .unwrap()
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+#[tokio::test]
+async fn jwts_are_checked_for_signature_issuer_audience_and_expiry() {
+    let sb = Sandbox::new(&["basic"]);
+    let public = manifest_dir().join("tests/fixtures/jwt/test-ec-public.pem");
+    let mut e = sb.env(
+        &terraform(),
+        &[
+            ("TERRARIUM_JWT_ISSUER", "https://auth.example.com"),
+            (
+                "TERRARIUM_JWT_AUDIENCE",
+                "https://terrarium.example.com/mcp",
+            ),
+            (
+                "TERRARIUM_RESOURCE_URL",
+                "https://terrarium.example.com/mcp",
+            ),
+        ],
+    );
+    e.insert(
+        "TERRARIUM_JWT_PUBLIC_KEY_FILE".into(),
+        public.display().to_string(),
+    );
+    let server = HttpServer::start(&e, &[]);
+    assert!(
+        !server.stderr.lock().unwrap().contains("development token"),
+        "no dev token in JWT mode"
+    );
+    let mcp = server.url("/mcp");
+    let body = initialize().to_string();
+    let good = json!({"iss": "https://auth.example.com", "aud": "https://terrarium.example.com/mcp",
+                      "sub": "carol", "exp": now() + 300, "iat": now()});
+
+    let token = jwt("test-ec-private.pk8.pem", good.clone());
+    let r = post(&mcp, Some(&token), &body, "application/json").await;
+    assert_eq!(r.status(), 200);
+
+    let mut cases = Vec::new();
+    let mut expired = good.clone();
+    expired["exp"] = json!(now() - 3600);
+    cases.push((
+        "expired",
+        jwt("test-ec-private.pk8.pem", expired),
+        "expired",
+    ));
+    let mut wrong_aud = good.clone();
+    wrong_aud["aud"] = json!("https://other.example.com");
+    cases.push((
+        "wrong audience",
+        jwt("test-ec-private.pk8.pem", wrong_aud),
+        "not issued for this resource",
+    ));
+    let mut wrong_iss = good.clone();
+    wrong_iss["iss"] = json!("https://evil.example.com");
+    cases.push((
+        "wrong issuer",
+        jwt("test-ec-private.pk8.pem", wrong_iss),
+        "not issued for this resource",
+    ));
+    cases.push((
+        "other key",
+        jwt("other-ec-private.pk8.pem", good.clone()),
+        "signature",
+    ));
+    // alg=none: header and claims without a signature.
+    use base64_like::encode;
+    let none = format!(
+        "{}.{}.",
+        encode(br#"{"alg":"none","typ":"JWT"}"#),
+        encode(good.to_string().as_bytes())
+    );
+    cases.push(("alg none", none, "invalid_token"));
+    for (name, token, expect) in cases {
+        let r = post(&mcp, Some(&token), &body, "application/json").await;
+        assert_eq!(r.status(), 401, "{name}");
+        let challenge = r.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .to_string();
+        assert!(
+            challenge.contains(r#"resource_metadata="https://terrarium.example.com/.well-known/oauth-protected-resource""#),
+            "{name}: {challenge}"
+        );
+        assert!(challenge.contains(expect), "{name}: {challenge}");
+    }
+
+    let meta: Value = client()
+        .get(server.url("/.well-known/oauth-protected-resource"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(meta["resource"], "https://terrarium.example.com/mcp");
+    assert_eq!(
+        meta["authorization_servers"],
+        json!(["https://auth.example.com"])
+    );
+
+    // The subject is the principal.
+    let session = connect_http(&mcp, &token_for(&good)).await;
+    call_ok(&session, "terraform_validate", json!({"path": "basic"})).await;
+    session.cancel().await.unwrap();
+    assert_eq!(sb.audit_events().last().unwrap()["principal"], "carol");
+    assert!(
+        !sb.audit_text().contains(&token),
+        "tokens are never recorded"
+    );
+}
+
+fn token_for(claims: &Value) -> String {
+    jwt("test-ec-private.pk8.pem", claims.clone())
+}
+
+/// Unpadded base64url, enough to forge an unsigned token.
+mod base64_like {
+    pub fn encode(bytes: &[u8]) -> String {
+        const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+        let mut out = String::new();
+        for chunk in bytes.chunks(3) {
+            let b = [
+                chunk[0],
+                *chunk.get(1).unwrap_or(&0),
+                *chunk.get(2).unwrap_or(&0),
+            ];
+            let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+            for i in 0..=chunk.len() {
+                out.push(A[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            }
+        }
+        out
+    }
+}

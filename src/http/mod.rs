@@ -7,6 +7,7 @@
 //! and `Origin` (DNS rebinding), enforces the body size limit and parses JSON-RPC.
 
 pub mod auth;
+pub mod jwt;
 pub mod limits;
 pub mod metrics;
 mod probes;
@@ -68,6 +69,11 @@ pub struct HttpState {
     max_sessions: usize,
     started: Instant,
     limiters: limits::Limiters,
+    jwt: Option<jwt::JwtVerifier>,
+    /// The RFC 9728 metadata document, when JWTs are accepted.
+    resource_metadata: Option<serde_json::Value>,
+    /// Its URL, for `WWW-Authenticate`.
+    resource_metadata_url: Option<String>,
 }
 
 impl HttpState {
@@ -138,7 +144,7 @@ pub async fn start(exec: Arc<Executor>) -> Result<Running, HttpError> {
             source,
         })?;
     let addr = listener.local_addr().map_err(HttpError::Serve)?;
-    if tokens.is_empty() {
+    if tokens.is_empty() && cfg.jwt_issuer.is_none() {
         if !is_loopback(&addr) {
             return Err(HttpError::NoAuthOnPublicAddress(addr));
         }
@@ -151,6 +157,43 @@ pub async fn start(exec: Arc<Executor>) -> Result<Running, HttpError> {
         );
     }
 
+    let jwt = match (&cfg.jwt_issuer, &cfg.jwt_audience) {
+        (Some(issuer), Some(audience)) => Some(
+            jwt::JwtVerifier::new(
+                issuer,
+                audience,
+                cfg.jwt_jwks_file.as_deref(),
+                cfg.jwt_public_key_file.as_deref(),
+            )
+            .map_err(HttpError::Tokens)?,
+        ),
+        _ => None,
+    };
+    let resource = cfg
+        .resource_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{addr}/mcp"));
+    let (resource_metadata, resource_metadata_url) = match &jwt {
+        Some(_) => {
+            let origin = resource
+                .split("/mcp")
+                .next()
+                .unwrap_or(&resource)
+                .trim_end_matches('/')
+                .to_string();
+            (
+                Some(json!({
+                    "resource": resource,
+                    "authorization_servers": cfg.authorization_servers,
+                    "bearer_methods_supported": ["header"],
+                    "scopes_supported": ["read", "plan", "apply"],
+                    "resource_name": "Terrarium",
+                })),
+                Some(format!("{origin}/.well-known/oauth-protected-resource")),
+            )
+        }
+        None => (None, None),
+    };
     let metrics = Arc::new(Metrics::new());
     let mut manager = LocalSessionManager::default();
     manager.session_config.keep_alive = Some(cfg.session_idle);
@@ -191,6 +234,9 @@ pub async fn start(exec: Arc<Executor>) -> Result<Running, HttpError> {
             cfg.rate_burst,
             cfg.trusted_proxies.clone(),
         ),
+        jwt,
+        resource_metadata,
+        resource_metadata_url,
     });
     let prune_state = state.clone();
     tokio::spawn(async move {
@@ -215,6 +261,14 @@ pub async fn start(exec: Arc<Executor>) -> Result<Running, HttpError> {
         .route("/healthz", get(probes::healthz))
         .route("/readyz", get(probes::readyz))
         .route("/metrics", get(probes::metrics))
+        .route(
+            "/.well-known/oauth-protected-resource",
+            get(probes::resource_metadata),
+        )
+        .route(
+            "/.well-known/oauth-protected-resource/mcp",
+            get(probes::resource_metadata),
+        )
         .merge(protected)
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .layer(SetResponseHeaderLayer::overriding(
@@ -377,34 +431,51 @@ async fn authenticate(
         .get(header::AUTHORIZATION)
         .and_then(|h| h.to_str().ok());
     let presented = header.and_then(auth::bearer);
-    let principal =
-        presented.and_then(|t| state.tokens.read().ok().and_then(|set| set.authenticate(t)));
+    let mut refusal: Option<jwt::Refusal> = None;
+    let principal = presented.and_then(|t| {
+        if let Some(p) = state.tokens.read().ok().and_then(|set| set.authenticate(t)) {
+            return Some(p);
+        }
+        let verifier = state.jwt.as_ref()?;
+        match verifier.verify(t) {
+            Ok(p) => Some(p),
+            Err(r) => {
+                refusal = Some(r);
+                None
+            }
+        }
+    });
     let Some(principal) = principal else {
         state.metrics.auth_failures.inc();
-        let reason = if presented.is_some() {
-            "invalid_token"
-        } else {
-            "missing_token"
+        let reason = match (&presented, &refusal) {
+            (None, _) => "missing_token",
+            (Some(_), Some(jwt::Refusal::Expired)) => "expired_token",
+            (Some(_), Some(jwt::Refusal::WrongIssuerOrAudience)) => "wrong_audience",
+            (Some(_), _) => "invalid_token",
         };
         let _ = state.exec.auditor().record(audit::event(
             "auth_failure",
             "warn",
             json!({"transport": "http", "source_ip": ip, "reason": reason, "path": req.uri().path()}),
         ));
-        let challenge = if presented.is_some() {
-            r#"Bearer realm="terrarium", error="invalid_token""#
-        } else {
-            r#"Bearer realm="terrarium""#
-        };
+        let mut challenge = String::from(r#"Bearer realm="terrarium""#);
+        if let Some(url) = &state.resource_metadata_url {
+            challenge.push_str(&format!(r#", resource_metadata="{url}""#));
+        }
+        if presented.is_some() {
+            challenge.push_str(r#", error="invalid_token""#);
+            if let Some(r) = &refusal {
+                challenge.push_str(&format!(r#", error_description="{}""#, r.description()));
+            }
+        }
         let mut r = (
             StatusCode::UNAUTHORIZED,
             axum::Json(json!({"error": reason, "message": "send Authorization: Bearer <token>"})),
         )
             .into_response();
-        r.headers_mut().insert(
-            header::WWW_AUTHENTICATE,
-            HeaderValue::from_static(challenge),
-        );
+        if let Ok(v) = HeaderValue::from_str(&challenge) {
+            r.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+        }
         return r;
     };
     req.extensions_mut().insert(principal);

@@ -95,3 +95,15 @@ pub async fn metrics(State(state): State<Arc<HttpState>>) -> Response {
     )
         .into_response()
 }
+
+/// RFC 9728 protected-resource metadata: where clients get tokens for this server.
+pub async fn resource_metadata(State(state): State<Arc<HttpState>>) -> Response {
+    match &state.resource_metadata {
+        Some(doc) => (StatusCode::OK, axum::Json(doc.clone())).into_response(),
+        None => (
+            StatusCode::NOT_FOUND,
+            "not an OAuth protected resource (no TERRARIUM_JWT_ISSUER)\n",
+        )
+            .into_response(),
+    }
+}
