@@ -212,6 +212,9 @@ pub struct HttpConfig {
     pub resource_url: Option<String>,
     /// Authorization servers advertised in the metadata (default: the JWT issuer).
     pub authorization_servers: Vec<String>,
+    /// Native TLS: certificate chain and private key (PEM).
+    pub tls_cert_file: Option<PathBuf>,
+    pub tls_key_file: Option<PathBuf>,
 }
 
 /// What a `terrarium.toml` may contain: the same settings as the environment, lower-cased and
@@ -699,6 +702,8 @@ impl Config {
             jwt_public_key_file: None,
             resource_url: None,
             authorization_servers: Vec::new(),
+            tls_cert_file: None,
+            tls_key_file: None,
             trusted_proxies: reader
                 .list("HTTP_TRUSTED_PROXIES")?
                 .or(file.http_trusted_proxies)
@@ -723,6 +728,18 @@ impl Config {
             .get("JWT_PUBLIC_KEY_FILE")?
             .map(|p| absolutize(Path::new(&p), cwd));
         http.resource_url = reader.get("RESOURCE_URL")?.filter(|s| !s.is_empty());
+        http.tls_cert_file = reader
+            .get("HTTP_TLS_CERT_FILE")?
+            .map(|p| absolutize(Path::new(&p), cwd));
+        http.tls_key_file = reader
+            .get("HTTP_TLS_KEY_FILE")?
+            .map(|p| absolutize(Path::new(&p), cwd));
+        if http.tls_cert_file.is_some() != http.tls_key_file.is_some() {
+            return Err(invalid(
+                "TERRARIUM_HTTP_TLS_CERT_FILE",
+                "set both TERRARIUM_HTTP_TLS_CERT_FILE and TERRARIUM_HTTP_TLS_KEY_FILE, or neither",
+            ));
+        }
         http.authorization_servers = reader
             .list("OAUTH_AUTHORIZATION_SERVERS")?
             .unwrap_or_else(|| http.jwt_issuer.iter().cloned().collect());

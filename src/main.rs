@@ -314,7 +314,8 @@ async fn serve_http(config: Config) -> anyhow::Result<ExitCode> {
     let mut startup = startup_event(&exec, "http");
     startup["listen"] = json!(running.addr.to_string());
     let _ = exec.auditor().record(startup);
-    eprintln!("terrarium: serving MCP at http://{}/mcp", running.addr);
+    let scheme = if running.tls { "https" } else { "http" };
+    eprintln!("terrarium: serving MCP at {scheme}://{}/mcp", running.addr);
 
     let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;

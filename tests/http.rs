@@ -728,3 +728,170 @@ mod base64_like {
         out
     }
 }
+
+/// Fetches /healthz over TLS with the openssl client, forcing one protocol version.
+fn openssl_get(addr: &str, version_flag: &str) -> (bool, String) {
+    use std::io::Write;
+    let mut child = std::process::Command::new("openssl")
+        .args([
+            "s_client",
+            "-connect",
+            addr,
+            "-servername",
+            "localhost",
+            "-quiet",
+            version_flag,
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("the openssl client");
+    let _ = child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    (
+        text.starts_with("HTTP/1.1 200"),
+        text + &String::from_utf8_lossy(&out.stderr),
+    )
+}
+
+#[test]
+fn native_tls_speaks_tls_1_2_and_1_3_only_and_sends_hsts() {
+    let sb = Sandbox::new(&["basic"]);
+    let dir = manifest_dir().join("tests/fixtures/tls");
+    let mut e = env(&sb, &[]);
+    e.insert(
+        "TERRARIUM_HTTP_TLS_CERT_FILE".into(),
+        dir.join("test-cert.pem").display().to_string(),
+    );
+    e.insert(
+        "TERRARIUM_HTTP_TLS_KEY_FILE".into(),
+        dir.join("test-key.pem").display().to_string(),
+    );
+    let server = HttpServer::start(&e, &[]);
+    assert!(server.stderr.lock().unwrap().contains("https://"));
+    let addr = server.addr.to_string();
+    for flag in ["-tls1_3", "-tls1_2"] {
+        let (ok, text) = openssl_get(&addr, flag);
+        assert!(ok, "{flag}: {text}");
+        assert!(
+            text.to_lowercase()
+                .contains("strict-transport-security: max-age="),
+            "{flag}: {text}"
+        );
+    }
+    let (ok, _) = openssl_get(&addr, "-tls1_1");
+    assert!(!ok, "TLS 1.1 must be refused");
+    drop(server);
+
+    // With TLS, a non-loopback address needs no proxy acknowledgement.
+    let server = HttpServer::start(&e, &["--listen", "0.0.0.0:0"]);
+    assert!(server.stderr.lock().unwrap().contains("https://"));
+}
+
+#[tokio::test]
+async fn cors_answers_only_configured_origins() {
+    let sb = Sandbox::new(&["basic"]);
+    let server = HttpServer::start(
+        &env(
+            &sb,
+            &[("TERRARIUM_HTTP_ALLOWED_ORIGINS", "https://app.example.com")],
+        ),
+        &[],
+    );
+    let preflight = |origin: &'static str| {
+        client()
+            .request(reqwest::Method::OPTIONS, server.url("/mcp"))
+            .header("origin", origin)
+            .header("access-control-request-method", "POST")
+            .header(
+                "access-control-request-headers",
+                "authorization,content-type",
+            )
+            .send()
+    };
+    let r = preflight("https://app.example.com").await.unwrap();
+    assert_eq!(
+        r.headers()["access-control-allow-origin"],
+        "https://app.example.com"
+    );
+    assert!(
+        r.headers()
+            .get("access-control-allow-credentials")
+            .is_none()
+    );
+    let r = preflight("https://evil.example.com").await.unwrap();
+    assert!(
+        r.headers().get("access-control-allow-origin").is_none(),
+        "no CORS for other origins"
+    );
+    // A real request from the allowed origin passes the Origin check too.
+    let r = client()
+        .post(server.url("/mcp"))
+        .header("origin", "https://app.example.com")
+        .header("authorization", format!("Bearer {ALICE}"))
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .body(initialize().to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.headers()["access-control-allow-origin"],
+        "https://app.example.com"
+    );
+}
+
+#[tokio::test]
+async fn tokens_rotate_without_downtime_on_sighup() {
+    let sb = Sandbox::new(&["basic"]);
+    let file = sb.dir.path().join("tokens");
+    std::fs::write(&file, format!("alice:{ALICE}\n")).unwrap();
+    let mut e = sb.env(&terraform(), &[]);
+    e.insert(
+        "TERRARIUM_AUTH_TOKENS_FILE".into(),
+        file.display().to_string(),
+    );
+    let server = HttpServer::start(&e, &[]);
+    let mcp = server.url("/mcp");
+    let body = initialize().to_string();
+    let status = |t: &'static str| {
+        let (mcp, body) = (mcp.clone(), body.clone());
+        async move {
+            post(&mcp, Some(t), &body, "application/json")
+                .await
+                .status()
+                .as_u16()
+        }
+    };
+    assert_eq!(status(ALICE).await, 200);
+    assert_eq!(status(BOB).await, 401);
+    // Step 1: add the new token; both work.
+    std::fs::write(&file, format!("alice:{ALICE}\nbob:{BOB}\n")).unwrap();
+    server.signal(libc::SIGHUP);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(status(ALICE).await, 200);
+    assert_eq!(status(BOB).await, 200);
+    // Step 2: remove the old one.
+    std::fs::write(&file, format!("bob:{BOB}\n")).unwrap();
+    server.signal(libc::SIGHUP);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(status(ALICE).await, 401);
+    assert_eq!(status(BOB).await, 200);
+    let reloads: Vec<Value> = sb
+        .all_audit_events()
+        .into_iter()
+        .filter(|e| e["event"] == "config_reload" && e["what"] == "auth_tokens")
+        .collect();
+    assert_eq!(reloads.len(), 2);
+    assert!(
+        !sb.audit_text().contains(BOB),
+        "tokens never reach the audit trail"
+    );
+}

@@ -11,6 +11,7 @@ pub mod jwt;
 pub mod limits;
 pub mod metrics;
 mod probes;
+mod tls;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
@@ -52,6 +53,8 @@ pub enum HttpError {
     NoAuthOnPublicAddress(SocketAddr),
     #[error("TERRARIUM_AUTH_TOKENS: {0}")]
     Tokens(String),
+    #[error("TLS: {0}")]
+    Tls(String),
     #[error("listening on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -101,6 +104,8 @@ const RESPONSE_DRAIN: Duration = Duration::from_millis(500);
 /// A running HTTP server: its address and how to stop it.
 pub struct Running {
     pub addr: SocketAddr,
+    /// Whether this server speaks TLS itself.
+    pub tls: bool,
     pub state: Arc<HttpState>,
     stop: CancellationToken,
     sessions_stop: CancellationToken,
@@ -133,7 +138,11 @@ fn is_loopback(addr: &SocketAddr) -> bool {
 /// token is generated and printed once to stderr.
 pub async fn start(exec: Arc<Executor>) -> Result<Running, HttpError> {
     let cfg = exec.config().http.clone();
-    if !is_loopback(&cfg.listen) && !cfg.behind_proxy {
+    let tls = match (&cfg.tls_cert_file, &cfg.tls_key_file) {
+        (Some(cert), Some(key)) => Some(tls::server_config(cert, key).map_err(HttpError::Tls)?),
+        _ => None,
+    };
+    if !is_loopback(&cfg.listen) && !cfg.behind_proxy && tls.is_none() {
         return Err(HttpError::PlainTextOnPublicAddress(cfg.listen));
     }
     let mut tokens = TokenSet::parse(cfg.tokens.expose()).map_err(HttpError::Tokens)?;
@@ -283,21 +292,75 @@ pub async fn start(exec: Arc<Executor>) -> Result<Running, HttpError> {
             header::CACHE_CONTROL,
             HeaderValue::from_static("no-store"),
         ))
+        // HSTS only where this server itself speaks TLS (a proxy sets its own).
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::STRICT_TRANSPORT_SECURITY,
+            if tls.is_some() {
+                Some(HeaderValue::from_static(
+                    "max-age=63072000; includeSubDomains",
+                ))
+            } else {
+                None
+            },
+        ))
         .with_state(state.clone());
 
+    // CORS only for the configured origins (never `*`; no credentials: callers send bearer
+    // headers, not cookies). Preflights are answered here, before authentication.
+    let app = if cfg.allowed_origins.is_empty() {
+        app
+    } else {
+        let origins: Vec<HeaderValue> = cfg
+            .allowed_origins
+            .iter()
+            .filter_map(|o| HeaderValue::from_str(o.trim_end_matches(":*")).ok())
+            .collect();
+        app.layer(
+            tower_http::cors::CorsLayer::new()
+                .allow_origin(origins)
+                .allow_methods([Method::GET, Method::POST, Method::DELETE])
+                .allow_headers([
+                    header::AUTHORIZATION,
+                    header::CONTENT_TYPE,
+                    header::ACCEPT,
+                    header::HeaderName::from_static("mcp-session-id"),
+                    header::HeaderName::from_static("mcp-protocol-version"),
+                    header::HeaderName::from_static("last-event-id"),
+                ])
+                .expose_headers([header::HeaderName::from_static("mcp-session-id")])
+                .max_age(Duration::from_secs(600)),
+        )
+    };
+    let is_tls = tls.is_some();
     let stop = CancellationToken::new();
     let stop_signal = stop.clone();
-    let task = tokio::spawn(async move {
-        axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move { stop_signal.cancelled().await })
-        .await
-        .map_err(HttpError::Serve)
-    });
+    let make = app.into_make_service_with_connect_info::<SocketAddr>();
+    let task = match tls {
+        None => tokio::spawn(async move {
+            axum::serve(listener, make)
+                .with_graceful_shutdown(async move { stop_signal.cancelled().await })
+                .await
+                .map_err(HttpError::Serve)
+        }),
+        Some(tls_config) => {
+            let std_listener = listener.into_std().map_err(HttpError::Serve)?;
+            let handle = axum_server::Handle::new();
+            let server = axum_server::tls_rustls::from_tcp_rustls(
+                std_listener,
+                axum_server::tls_rustls::RustlsConfig::from_config(tls_config),
+            )
+            .map_err(HttpError::Serve)?
+            .handle(handle.clone());
+            tokio::spawn(async move {
+                stop_signal.cancelled().await;
+                handle.graceful_shutdown(Some(Duration::from_secs(10)));
+            });
+            tokio::spawn(async move { server.serve(make).await.map_err(HttpError::Serve) })
+        }
+    };
     tracing::info!(%addr, "serving MCP over Streamable HTTP at /mcp");
     Ok(Running {
+        tls: is_tls,
         addr,
         state,
         stop,

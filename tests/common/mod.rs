@@ -359,8 +359,14 @@ pub struct HttpServer {
 impl HttpServer {
     pub fn start(env: &BTreeMap<String, String>, extra_args: &[&str]) -> HttpServer {
         use std::io::BufRead;
+        let listen: &[&str] = if extra_args.contains(&"--listen") {
+            &[]
+        } else {
+            &["--listen", "127.0.0.1:0"]
+        };
         let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_terrarium"))
-            .args(["serve", "--http", "--listen", "127.0.0.1:0"])
+            .args(["serve", "--http"])
+            .args(listen)
             .args(extra_args)
             .env_clear()
             .envs(env)
@@ -376,7 +382,10 @@ impl HttpServer {
         let sink = stderr.clone();
         std::thread::spawn(move || {
             for line in std::io::BufReader::new(pipe).lines().map_while(Result::ok) {
-                if let Some(rest) = line.strip_prefix("terrarium: serving MCP at http://") {
+                let rest = line
+                    .strip_prefix("terrarium: serving MCP at http://")
+                    .or_else(|| line.strip_prefix("terrarium: serving MCP at https://"));
+                if let Some(rest) = rest {
                     let _ = tx.send(rest.trim_end_matches("/mcp").to_string());
                 }
                 sink.lock().unwrap().push_str(&format!("{line}\n"));
