@@ -895,3 +895,42 @@ async fn tokens_rotate_without_downtime_on_sighup() {
         "tokens never reach the audit trail"
     );
 }
+
+#[tokio::test]
+async fn sessions_are_capped_and_expire_when_idle() {
+    let sb = Sandbox::new(&["basic"]);
+    let server = HttpServer::start(
+        &env(
+            &sb,
+            &[
+                ("TERRARIUM_HTTP_MAX_SESSIONS", "1"),
+                ("TERRARIUM_HTTP_SESSION_IDLE_SECS", "1"),
+            ],
+        ),
+        &[],
+    );
+    let mcp = server.url("/mcp");
+    let body = initialize().to_string();
+    let r = post(&mcp, Some(ALICE), &body, "application/json").await;
+    assert_eq!(r.status(), 200);
+    let session = r.headers()["mcp-session-id"].to_str().unwrap().to_string();
+    drop(r);
+    let r = post(&mcp, Some(ALICE), &body, "application/json").await;
+    assert_eq!(r.status(), 503, "the cap is one session");
+    assert!(r.headers().contains_key("retry-after"));
+    // Idle past the TTL: the session is gone, and a new one may be opened.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let r = client()
+        .post(&mcp)
+        .header("authorization", format!("Bearer {ALICE}"))
+        .header("mcp-session-id", &session)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .body(json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404, "an expired session is not found");
+    let r = post(&mcp, Some(ALICE), &body, "application/json").await;
+    assert_eq!(r.status(), 200);
+}
