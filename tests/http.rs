@@ -32,6 +32,15 @@ fn initialize() -> Value {
            "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}})
 }
 
+/// A POST to /mcp with the headers an MCP client sends, and a bearer token.
+fn mcp_post(url: &str, token: &str) -> reqwest::RequestBuilder {
+    client()
+        .post(url)
+        .header("authorization", format!("Bearer {token}"))
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+}
+
 async fn post(url: &str, token: Option<&str>, body: &str, content_type: &str) -> reqwest::Response {
     let mut req = client()
         .post(url)
@@ -132,12 +141,8 @@ async fn requests_are_checked_before_they_reach_the_executor() {
         "{status} {text}"
     );
 
-    let bad_host = client()
-        .post(&mcp)
+    let bad_host = mcp_post(&mcp, ALICE)
         .header("host", "evil.example.com")
-        .header("authorization", format!("Bearer {ALICE}"))
-        .header("content-type", "application/json")
-        .header("accept", "application/json, text/event-stream")
         .body(initialize().to_string())
         .send()
         .await
@@ -147,12 +152,8 @@ async fn requests_are_checked_before_they_reach_the_executor() {
         403,
         "DNS rebinding: an unknown Host is refused"
     );
-    let bad_origin = client()
-        .post(&mcp)
+    let bad_origin = mcp_post(&mcp, ALICE)
         .header("origin", "https://evil.example.com")
-        .header("authorization", format!("Bearer {ALICE}"))
-        .header("content-type", "application/json")
-        .header("accept", "application/json, text/event-stream")
         .body(initialize().to_string())
         .send()
         .await
@@ -920,12 +921,8 @@ async fn sessions_are_capped_and_expire_when_idle() {
     assert!(r.headers().contains_key("retry-after"));
     // Idle past the TTL: the session is gone, and a new one may be opened.
     tokio::time::sleep(Duration::from_millis(2500)).await;
-    let r = client()
-        .post(&mcp)
-        .header("authorization", format!("Bearer {ALICE}"))
+    let r = mcp_post(&mcp, ALICE)
         .header("mcp-session-id", &session)
-        .header("content-type", "application/json")
-        .header("accept", "application/json, text/event-stream")
         .body(json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"}).to_string())
         .send()
         .await

@@ -196,9 +196,6 @@ async fn child_gets_limits_a_scrubbed_environment_and_its_own_group() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_run_per_workspace_and_cancellation_interrupts() {
-    use rmcp::model::{CallToolRequestParams, ClientRequest, Request};
-    use rmcp::service::PeerRequestOptions;
-
     let sb = Sandbox::new(&["basic"]);
     let env = sb.env(
         &standin("stubborn.sh"),
@@ -208,16 +205,7 @@ async fn one_run_per_workspace_and_cancellation_interrupts() {
         ],
     );
     let session = connect(&env).await;
-    let args = json!({"path": "basic"}).as_object().unwrap().clone();
-    let handle = session
-        .send_cancellable_request(
-            ClientRequest::CallToolRequest(Request::new(
-                CallToolRequestParams::new("terraform_validate").with_arguments(args),
-            )),
-            PeerRequestOptions::no_options(),
-        )
-        .await
-        .unwrap();
+    let handle = start_call(&session, "terraform_validate", json!({"path": "basic"})).await;
     let parent = read_pid(&sb.root.join("basic/parent.pid"));
     let child = read_pid(&sb.root.join("basic/child.pid"));
 
@@ -244,9 +232,6 @@ async fn one_run_per_workspace_and_cancellation_interrupts() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_global_run_cap_holds_across_workspaces() {
-    use rmcp::model::{CallToolRequestParams, ClientRequest, Request};
-    use rmcp::service::PeerRequestOptions;
-
     let sb = Sandbox::new(&["basic", "replace"]);
     let env = sb.env(
         &standin("stubborn.sh"),
@@ -257,16 +242,7 @@ async fn the_global_run_cap_holds_across_workspaces() {
         ],
     );
     let session = connect(&env).await;
-    let args = json!({"path": "basic"}).as_object().unwrap().clone();
-    let handle = session
-        .send_cancellable_request(
-            ClientRequest::CallToolRequest(Request::new(
-                CallToolRequestParams::new("terraform_validate").with_arguments(args),
-            )),
-            PeerRequestOptions::no_options(),
-        )
-        .await
-        .unwrap();
+    let handle = start_call(&session, "terraform_validate", json!({"path": "basic"})).await;
     let parent = read_pid(&sb.root.join("basic/parent.pid"));
     let r = call(&session, "terraform_validate", json!({"path": "replace"})).await;
     assert!(is_error(&r));

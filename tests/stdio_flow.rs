@@ -262,22 +262,10 @@ async fn init_validate_plan_show_apply_output_end_to_end() {
 
 #[tokio::test]
 async fn progress_notifications_are_forwarded() {
-    use rmcp::model::{CallToolRequestParams, ClientRequest, Request};
-    use rmcp::service::PeerRequestOptions;
-
     let sb = Sandbox::new(&["basic"]);
     let session = connect(&sb.env(&terraform(), &[])).await;
     call_ok(&session, "terraform_init", json!({"path": "basic"})).await;
-    let args = json!({"path": "basic"}).as_object().unwrap().clone();
-    let handle = session
-        .send_cancellable_request(
-            ClientRequest::CallToolRequest(Request::new(
-                CallToolRequestParams::new("terraform_plan").with_arguments(args),
-            )),
-            PeerRequestOptions::no_options(),
-        )
-        .await
-        .unwrap();
+    let handle = start_call(&session, "terraform_plan", json!({"path": "basic"})).await;
     let _ = handle.await_response().await.unwrap();
     let messages: Vec<String> = session
         .service()

@@ -448,3 +448,22 @@ pub async fn connect_http(url: &str, token: &str) -> RunningService<RoleClient, 
         .await
         .expect("MCP initialize over HTTP")
 }
+
+/// Sends a tool call without waiting for its answer (to cancel it, or to act while it runs).
+pub async fn start_call(
+    session: &Session,
+    tool: &str,
+    args: Value,
+) -> rmcp::service::RequestHandle<RoleClient> {
+    use rmcp::model::{ClientRequest, Request};
+    let args: Map<String, Value> = args.as_object().cloned().unwrap_or_default();
+    session
+        .send_cancellable_request(
+            ClientRequest::CallToolRequest(Request::new(
+                CallToolRequestParams::new(tool.to_string()).with_arguments(args),
+            )),
+            rmcp::service::PeerRequestOptions::no_options(),
+        )
+        .await
+        .expect("send the tool call")
+}
