@@ -7,6 +7,7 @@
 //! event. Saved plans live in [`plans`]; everything configurable is in [`config`].
 
 pub mod audit;
+pub mod ci;
 pub mod config;
 pub mod executor;
 pub mod http;

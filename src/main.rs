@@ -61,10 +61,30 @@ enum Command {
         #[arg(long)]
         addr: Option<String>,
     },
+    /// CI: plan Terraform directories and report (exit 0 no changes, 2 changes, 1 error).
+    Ci {
+        #[command(subcommand)]
+        command: CiCommand,
+    },
     /// Work with the audit trail.
     Audit {
         #[command(subcommand)]
         command: AuditCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum CiCommand {
+    /// Init and plan directories under the workspace root (TERRARIUM_WORKSPACE_ROOT, else
+    /// GITHUB_WORKSPACE, else the current directory) and print a Markdown summary, also to
+    /// GITHUB_STEP_SUMMARY when set.
+    Plan {
+        /// Directories to plan, relative to the root (repeatable).
+        #[arg(long = "dir")]
+        dirs: Vec<String>,
+        /// Plan the root modules with files changed since this git ref (`git diff REF...HEAD`).
+        #[arg(long)]
+        base: Option<String>,
     },
 }
 
@@ -101,6 +121,18 @@ fn main() -> ExitCode {
     }
     // `.env` fills in variables that are not already set; the environment wins.
     let _ = dotenvy::dotenv();
+    if matches!(cli.command, Command::Ci { .. })
+        && std::env::var_os("TERRARIUM_WORKSPACE_ROOT").is_none()
+    {
+        // In CI the code is the checkout: GitHub Actions names it, elsewhere it is here.
+        let root = std::env::var_os("GITHUB_WORKSPACE")
+            .map(PathBuf::from)
+            .or_else(|| std::env::current_dir().ok());
+        if let Some(root) = root {
+            // SAFETY: single-threaded here; no other thread reads the environment yet.
+            unsafe { std::env::set_var("TERRARIUM_WORKSPACE_ROOT", root) };
+        }
+    }
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
@@ -186,6 +218,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Command::Serve { .. } => serve(config).await,
             Command::CheckConfig => check_config(config).await,
+            Command::Ci {
+                command: CiCommand::Plan { dirs, base },
+            } => ci_plan(config, dirs, base).await,
             Command::Audit { .. } | Command::Healthcheck { .. } => Ok(ExitCode::SUCCESS),
         }
     });
@@ -350,6 +385,50 @@ async fn serve_http(config: Config) -> anyhow::Result<ExitCode> {
         json!({"reason": reason, "runs_interrupted": interrupted}),
     ));
     Ok(ExitCode::SUCCESS)
+}
+
+async fn ci_plan(
+    config: Config,
+    dirs: Vec<String>,
+    base: Option<String>,
+) -> anyhow::Result<ExitCode> {
+    let root = config.workspace_root.clone();
+    let exec = Executor::new(config, Arc::new(ProcessRunner::new()), host_env())?;
+    let dirs = if !dirs.is_empty() {
+        dirs
+    } else if let Some(base) = base {
+        let out = std::process::Command::new("git")
+            .args(["diff", "--name-only", &format!("{base}...HEAD"), "--"])
+            .current_dir(&root)
+            .output()
+            .context("running git diff (is git installed and the root a checkout?)")?;
+        if !out.status.success() {
+            anyhow::bail!(
+                "git diff {base}...HEAD failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        let files: Vec<String> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(String::from)
+            .collect();
+        terrarium::ci::dirs_of_changed_files(&exec, &files)
+    } else {
+        terrarium::ci::root_modules(&exec)
+    };
+    let report = terrarium::ci::plan(&exec, &dirs).await;
+    let md = terrarium::ci::markdown(&report);
+    print!("{md}");
+    if let Some(path) = std::env::var_os("GITHUB_STEP_SUMMARY") {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(&path)
+            .context("writing GITHUB_STEP_SUMMARY")?;
+        f.write_all(md.as_bytes())?;
+    }
+    Ok(ExitCode::from(report.exit_code()))
 }
 
 /// SIGHUP: re-read the policy file; the outcome is audited either way.
