@@ -147,7 +147,8 @@ async fn main() -> anyhow::Result<()> {
                 .or(e["event"].as_str())
                 .unwrap_or_default(),
             e["workspace"].as_str().unwrap_or("-"),
-            e["success"],
+            e.get("success")
+                .map_or_else(|| "-".to_string(), |v| v.to_string()),
             e["outcome"].as_str().unwrap_or_default()
         );
     }
