@@ -10,6 +10,7 @@ pub mod audit;
 pub mod ci;
 pub mod config;
 pub mod executor;
+pub mod github;
 pub mod http;
 pub mod mcp;
 pub mod plans;
