@@ -382,13 +382,14 @@ impl HttpServer {
         let sink = stderr.clone();
         std::thread::spawn(move || {
             for line in std::io::BufReader::new(pipe).lines().map_while(Result::ok) {
+                // Recorded first, so that everything up to the address is there when start returns.
+                sink.lock().unwrap().push_str(&format!("{line}\n"));
                 let rest = line
                     .strip_prefix("terrarium: serving MCP at http://")
                     .or_else(|| line.strip_prefix("terrarium: serving MCP at https://"));
                 if let Some(rest) = rest {
                     let _ = tx.send(rest.trim_end_matches("/mcp").to_string());
                 }
-                sink.lock().unwrap().push_str(&format!("{line}\n"));
             }
         });
         let addr = match rx.recv_timeout(Duration::from_secs(20)) {
