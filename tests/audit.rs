@@ -284,14 +284,7 @@ async fn sigterm_during_a_slow_run_interrupts_it_and_loses_no_event() {
         ],
     );
     let (session, pid) = connect_as(&env, None).await;
-    let peer = session.peer().clone();
-    let slow = tokio::spawn(async move {
-        let args = json!({"path": "basic"}).as_object().unwrap().clone();
-        peer.call_tool(
-            rmcp::model::CallToolRequestParams::new("terraform_validate").with_arguments(args),
-        )
-        .await
-    });
+    let slow = spawn_call(&session, "terraform_validate", json!({"path": "basic"}));
     let parent = read_pid(&sb.root.join("basic/parent.pid"));
     unsafe {
         libc::kill(pid as i32, libc::SIGTERM);

@@ -453,3 +453,31 @@ async fn the_server_process_is_not_readable_from_a_run() {
     }
     session.cancel().await.unwrap();
 }
+
+#[tokio::test]
+async fn landlock_scoping_stops_signals_to_processes_outside_the_run() {
+    // The signal attempt above is already stopped by the PID namespace (the target is not
+    // visible). Without namespaces the target is visible, and Landlock's signal scope must say no.
+    let sb = Sandbox::new(&["basic"]);
+    let mut env = sb.env(
+        &escape_standin(),
+        &[
+            ("TERRARIUM_SANDBOX_DISABLE", "namespaces"),
+            (
+                "TERRARIUM_PASSTHROUGH_ENV",
+                "STANDIN_MODE,STANDIN_TARGET_PID",
+            ),
+        ],
+    );
+    env.insert("STANDIN_MODE".into(), "signal".into());
+    env.insert("STANDIN_TARGET_PID".into(), std::process::id().to_string());
+    let (session, _) = connect_as(&env, None).await;
+    let (s, line) = attempt(&session, "terraform_init", "basic").await;
+    assert!(line.contains(":blocked:"), "a signal left the run: {line}");
+    assert!(
+        line.contains("Operation not permitted"),
+        "blocked by Landlock, not by visibility: {line}"
+    );
+    assert_eq!(s["sandbox"]["layers"]["landlock"], "enforced");
+    session.cancel().await.unwrap();
+}

@@ -412,14 +412,7 @@ async fn sigterm_during_a_slow_run_interrupts_it_audits_it_and_exits_zero() {
     );
     let mut server = HttpServer::start(&e, &[]);
     let session = connect_http(&server.url("/mcp"), ALICE).await;
-    let peer = session.peer().clone();
-    let slow = tokio::spawn(async move {
-        let args = json!({"path": "basic"}).as_object().unwrap().clone();
-        peer.call_tool(
-            rmcp::model::CallToolRequestParams::new("terraform_validate").with_arguments(args),
-        )
-        .await
-    });
+    let slow = spawn_call(&session, "terraform_validate", json!({"path": "basic"}));
     let parent = read_pid(&sb.root.join("basic/parent.pid"));
     server.signal(libc::SIGTERM);
     let result = tokio::time::timeout(Duration::from_secs(20), slow)

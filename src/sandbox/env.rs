@@ -20,17 +20,11 @@ pub fn build(
     host: &BTreeMap<String, String>,
     dirs: &RunDirs<'_>,
 ) -> Vec<(String, String)> {
-    let mut env: BTreeMap<String, String> = BTreeMap::new();
-    for (k, v) in host {
-        let passes = config.passthrough_env.iter().any(|n| n == k)
-            || config
-                .passthrough_prefixes
-                .iter()
-                .any(|p| k.starts_with(p.as_str()));
-        if passes && !is_forbidden_env(k) {
-            env.insert(k.clone(), v.clone());
-        }
-    }
+    let mut env: BTreeMap<String, String> = host
+        .iter()
+        .filter(|(k, _)| passes_through(config, k))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
     let fixed = [
         ("PATH", config.child_path.clone()),
         ("HOME", dirs.home.display().to_string()),
@@ -54,16 +48,20 @@ pub fn build(
 /// The values of pass-through variables: credentials, to be redacted from every result.
 pub fn passthrough_values(config: &Config, host: &BTreeMap<String, String>) -> Vec<String> {
     host.iter()
-        .filter(|(k, _)| {
-            !is_forbidden_env(k)
-                && (config.passthrough_env.iter().any(|n| n == *k)
-                    || config
-                        .passthrough_prefixes
-                        .iter()
-                        .any(|p| k.starts_with(p.as_str())))
-        })
+        .filter(|(k, _)| passes_through(config, k))
         .map(|(_, v)| v.clone())
         .collect()
+}
+
+/// The one rule for what reaches terraform from the host: configured by name or prefix, and
+/// never a forbidden name.
+fn passes_through(config: &Config, name: &str) -> bool {
+    !is_forbidden_env(name)
+        && (config.passthrough_env.iter().any(|n| n == name)
+            || config
+                .passthrough_prefixes
+                .iter()
+                .any(|p| name.starts_with(p.as_str())))
 }
 
 /// The CLI configuration file the server writes for each run: the plugin cache and nothing else,

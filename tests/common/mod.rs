@@ -468,3 +468,18 @@ pub async fn start_call(
         .await
         .expect("send the tool call")
 }
+
+/// Starts a tool call on a task of its own and returns its eventual answer (for acting, say
+/// sending a signal, while the call runs).
+pub fn spawn_call(
+    session: &Session,
+    tool: &'static str,
+    args: Value,
+) -> tokio::task::JoinHandle<Result<CallToolResult, rmcp::ServiceError>> {
+    let peer = session.peer().clone();
+    let args: Map<String, Value> = args.as_object().cloned().unwrap_or_default();
+    tokio::spawn(async move {
+        peer.call_tool(CallToolRequestParams::new(tool).with_arguments(args))
+            .await
+    })
+}
