@@ -41,10 +41,11 @@ impl Report {
     }
 }
 
-/// Root modules under the root: directories with `.tf` files that are not inside a `modules`
-/// directory (those are called by root modules, not planned on their own).
-pub fn root_modules(exec: &Executor) -> Vec<String> {
-    let root = crate::workspace::WorkspaceRoot::new(exec.config().workspace_root.clone());
+/// Root modules under `base` (a directory relative to the root, `""` for the root itself):
+/// directories with `.tf` files that are not inside a `modules` directory (those are called by
+/// root modules, not planned on their own). Paths are relative to `base`.
+pub fn root_modules(exec: &Executor, base: &str) -> Vec<String> {
+    let root = crate::workspace::WorkspaceRoot::new(exec.config().workspace_root.join(base));
     root.list(8, 1000)
         .into_iter()
         .filter(|d| {
@@ -55,9 +56,19 @@ pub fn root_modules(exec: &Executor) -> Vec<String> {
         .collect()
 }
 
-/// Directories holding the given changed files (relative paths), limited to root modules.
-pub fn dirs_of_changed_files(exec: &Executor, files: &[String]) -> Vec<String> {
-    let roots = root_modules(exec);
+/// `dir` (relative to `base`) as a path relative to the root.
+pub fn under(base: &str, dir: &str) -> String {
+    match (base, dir) {
+        ("", d) => d.to_string(),
+        (b, ".") => b.to_string(),
+        (b, d) => format!("{b}/{d}"),
+    }
+}
+
+/// Root modules under `base` holding the given changed files (paths relative to `base`, as a
+/// pull request lists them); the result is relative to `base` too.
+pub fn dirs_of_changed_files(exec: &Executor, base: &str, files: &[String]) -> Vec<String> {
+    let roots = root_modules(exec, base);
     let mut dirs: Vec<String> = files
         .iter()
         .filter(|f| {
@@ -84,11 +95,21 @@ pub fn dirs_of_changed_files(exec: &Executor, files: &[String]) -> Vec<String> {
     dirs
 }
 
-/// Inits and plans each directory, one after another.
+/// Inits and plans each directory, one after another, as the local CI caller.
 pub async fn plan(exec: &Executor, dirs: &[String]) -> Report {
+    plan_as(exec, dirs, "ci", "cli").await
+}
+
+/// Inits and plans each directory (relative to the root) with the given caller identity.
+pub async fn plan_as(
+    exec: &Executor,
+    dirs: &[String],
+    principal: &str,
+    transport: &'static str,
+) -> Report {
     let mut report = Report::default();
     for dir in dirs {
-        let ctx = || CallContext::new("ci", "cli");
+        let ctx = || CallContext::new(principal, transport);
         let init = exec
             .call("terraform_init", json!({"path": dir}), ctx())
             .await;

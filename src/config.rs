@@ -16,6 +16,10 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+mod github;
+
+pub use github::GitHubConfig;
+
 use crate::audit::AuditConfig;
 use crate::policy::Policy;
 
@@ -161,6 +165,7 @@ pub struct Config {
     /// Layers the operator turned off on purpose (`landlock`, `seccomp`, `namespaces`).
     pub sandbox_disable: Vec<String>,
     pub http: HttpConfig,
+    pub github: GitHubConfig,
 }
 
 /// A secret string: never printed, never in `Debug` output.
@@ -773,8 +778,11 @@ impl Config {
         crate::http::auth::TokenSet::parse(http.tokens.expose())
             .map_err(|m| invalid("TERRARIUM_AUTH_TOKENS", m))?;
 
+        let github = github::load(&reader)?;
+
         Ok(Config {
             http,
+            github,
             sandbox_disable,
             sandbox,
             sandbox_connect_ports,
@@ -806,6 +814,12 @@ impl Config {
     /// The effective settings as `(env name, value)` pairs, for `check-config` and the startup
     /// log. Pass-through variables are listed by name only: their values are credentials.
     pub fn effective(&self) -> Vec<(&'static str, String)> {
+        let mut all = self.effective_core();
+        all.extend(self.github.effective());
+        all
+    }
+
+    fn effective_core(&self) -> Vec<(&'static str, String)> {
         let d = |d: Duration| d.as_secs().to_string();
         vec![
             (

@@ -87,6 +87,8 @@ pub enum ToolError {
     Audit(#[from] AuditError),
     #[error("{0}")]
     Terraform(String),
+    #[error(transparent)]
+    GitHub(#[from] crate::github::GitHubError),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -103,6 +105,7 @@ impl ToolError {
             ToolError::Sandbox(_) => "sandbox",
             ToolError::Audit(_) => "audit",
             ToolError::Terraform(_) => "terraform",
+            ToolError::GitHub(_) => "github",
             ToolError::Internal(_) => "internal",
         }
     }
@@ -134,6 +137,8 @@ pub enum StartError {
     },
     #[error(transparent)]
     Audit(#[from] AuditError),
+    #[error("GitHub client: {0}")]
+    GitHub(#[from] crate::github::GitHubError),
 }
 
 pub struct Executor {
@@ -155,6 +160,8 @@ pub struct Executor {
     shutdown: CancellationToken,
     in_flight: AtomicUsize,
     idle: Notify,
+    /// GitHub access, when credentials are configured.
+    github: Option<Arc<crate::github::GitHub>>,
 }
 
 impl Executor {
@@ -184,7 +191,9 @@ impl Executor {
         plans.sweep();
         let audit = Arc::new(Auditor::new(&config.audit)?);
         let sandbox = KernelSandbox::new(&config);
+        let github = crate::github::GitHub::from_config(&config.github)?.map(Arc::new);
         Ok(Executor {
+            github,
             policy: std::sync::RwLock::new(Arc::new(config.policy.clone())),
             shutdown: CancellationToken::new(),
             in_flight: AtomicUsize::new(0),
@@ -211,6 +220,11 @@ impl Executor {
     /// The audit trail, for front doors' own events (start-up, shutdown, auth failures).
     pub fn auditor(&self) -> &Arc<Auditor> {
         &self.audit
+    }
+
+    /// GitHub access, when credentials are configured.
+    pub fn github(&self) -> Option<&Arc<crate::github::GitHub>> {
+        self.github.as_ref()
     }
 
     /// The kernel sandbox layers and their status on this machine.
@@ -321,7 +335,12 @@ impl Executor {
         let policy = self.policy();
         if !kind.needs_workspace() {
             policy::check_access(&policy, ctx.call.transport, &ctx.call.principal, kind, None)?;
-            return tools::run(kind, ctx, None, arguments).await;
+            let out = tools::run(kind, ctx, None, arguments).await?;
+            // A tool that created a workspace names it in the audit event.
+            if let Some(path) = out.data.get("path").and_then(Value::as_str) {
+                *workspace = self.root.workspace("path", path).ok();
+            }
+            return Ok(out);
         }
         let path = arguments
             .get("path")
@@ -669,6 +688,23 @@ impl RunCtx<'_> {
 
     pub fn plans(&self) -> &PlanStore {
         &self.exec.plans
+    }
+
+    pub fn github(&self) -> Option<&Arc<crate::github::GitHub>> {
+        self.exec.github.as_ref()
+    }
+
+    /// For tools that create a workspace: may this caller use a workspace at `relative`?
+    pub fn check_workspace_grant(&self, relative: &str) -> Result<(), ToolError> {
+        let kind = crate::tools::ToolKind::Plan;
+        policy::check_access(
+            &self.exec.policy(),
+            self.call.transport,
+            &self.call.principal,
+            kind,
+            Some(relative),
+        )?;
+        Ok(())
     }
 
     /// Who is calling, and over which transport.

@@ -85,6 +85,14 @@ enum CiCommand {
         /// Plan the root modules with files changed since this git ref (`git diff REF...HEAD`).
         #[arg(long)]
         base: Option<String>,
+        /// The pull request's repository (owner/name); with GitHub credentials the changed
+        /// directories come from the pull request and the plan is reported on it. Default: the
+        /// event at GITHUB_EVENT_PATH.
+        #[arg(long, requires = "pr")]
+        repo: Option<String>,
+        /// The pull request's number (with --repo).
+        #[arg(long, requires = "repo")]
+        pr: Option<u64>,
     },
 }
 
@@ -219,8 +227,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Command::Serve { .. } => serve(config).await,
             Command::CheckConfig => check_config(config).await,
             Command::Ci {
-                command: CiCommand::Plan { dirs, base },
-            } => ci_plan(config, dirs, base).await,
+                command:
+                    CiCommand::Plan {
+                        dirs,
+                        base,
+                        repo,
+                        pr,
+                    },
+            } => ci_plan(config, dirs, base, repo.zip(pr)).await,
             Command::Audit { .. } | Command::Healthcheck { .. } => Ok(ExitCode::SUCCESS),
         }
     });
@@ -391,12 +405,72 @@ async fn ci_plan(
     config: Config,
     dirs: Vec<String>,
     base: Option<String>,
+    pull: Option<(String, u64)>,
 ) -> anyhow::Result<ExitCode> {
     let root = config.workspace_root.clone();
     let exec = Executor::new(config, Arc::new(ProcessRunner::new()), host_env())?;
-    let dirs = if !dirs.is_empty() {
+    let event_path = std::env::var_os("GITHUB_EVENT_PATH").map(PathBuf::from);
+    let target = terrarium::github::pull::ci_target(
+        pull.as_ref().map(|p| p.0.as_str()),
+        pull.as_ref().map(|p| p.1),
+        event_path.as_deref(),
+    )?;
+    let report = match (exec.github(), target) {
+        (Some(gh), Some((repo, number))) => {
+            // Report back on the pull request; its files decide the directories.
+            let client = gh.repo(&repo, None).await?;
+            let pr = client.pull(number).await?;
+            let run =
+                terrarium::github::pull::PullRun::start(&client, pr, &gh.config().check_name).await;
+            let dirs = if dirs.is_empty() {
+                match run.changed_dirs(&exec, "").await {
+                    Ok(d) => d,
+                    Err(e) => {
+                        run.fail(&e.to_string()).await;
+                        return Err(e.into());
+                    }
+                }
+            } else {
+                dirs
+            };
+            let report = run.plan(&exec, "", &dirs, "ci", "cli").await;
+            run.finish(&report).await?;
+            report
+        }
+        (None, Some((repo, number))) => {
+            tracing::warn!(%repo, number, "no GitHub credentials: planning without reporting on the pull request");
+            terrarium::ci::plan(&exec, &ci_dirs(&exec, &root, dirs, base)?).await
+        }
+        (_, None) => terrarium::ci::plan(&exec, &ci_dirs(&exec, &root, dirs, base)?).await,
+    };
+    let md = terrarium::ci::markdown(&report);
+    print!("{md}");
+    if let Some(path) = std::env::var_os("GITHUB_STEP_SUMMARY") {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(&path)
+            .context("writing GITHUB_STEP_SUMMARY")?;
+        f.write_all(md.as_bytes())?;
+    }
+    Ok(ExitCode::from(report.exit_code()))
+}
+
+/// Directories for a plain CI run: given, changed since `--base`, or every root module.
+fn ci_dirs(
+    exec: &Executor,
+    root: &std::path::Path,
+    dirs: Vec<String>,
+    base: Option<String>,
+) -> anyhow::Result<Vec<String>> {
+    Ok(if !dirs.is_empty() {
         dirs
     } else if let Some(base) = base {
+        // A ref that looks like an option would be read by git as one.
+        if base.starts_with('-') || base.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            anyhow::bail!("--base {base:?} is not a git ref");
+        }
         let out = std::process::Command::new("git")
             .args(["diff", "--name-only", &format!("{base}...HEAD"), "--"])
             .current_dir(&root)
@@ -412,23 +486,10 @@ async fn ci_plan(
             .lines()
             .map(String::from)
             .collect();
-        terrarium::ci::dirs_of_changed_files(&exec, &files)
+        terrarium::ci::dirs_of_changed_files(exec, "", &files)
     } else {
-        terrarium::ci::root_modules(&exec)
-    };
-    let report = terrarium::ci::plan(&exec, &dirs).await;
-    let md = terrarium::ci::markdown(&report);
-    print!("{md}");
-    if let Some(path) = std::env::var_os("GITHUB_STEP_SUMMARY") {
-        use std::io::Write;
-        let mut f = std::fs::OpenOptions::new()
-            .append(true)
-            .create(true)
-            .open(&path)
-            .context("writing GITHUB_STEP_SUMMARY")?;
-        f.write_all(md.as_bytes())?;
-    }
-    Ok(ExitCode::from(report.exit_code()))
+        terrarium::ci::root_modules(exec, "")
+    })
 }
 
 /// SIGHUP: re-read the policy file; the outcome is audited either way.

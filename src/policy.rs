@@ -64,7 +64,9 @@ impl Scope {
     pub fn of(tool: ToolKind) -> Scope {
         match tool {
             ToolKind::Apply => Scope::Apply,
-            ToolKind::Init | ToolKind::Fmt | ToolKind::Plan => Scope::Plan,
+            ToolKind::Init | ToolKind::Fmt | ToolKind::Plan | ToolKind::GitHubPrepare => {
+                Scope::Plan
+            }
             _ => Scope::Read,
         }
     }
@@ -188,6 +190,10 @@ pub enum PolicyError {
     )]
     ApplyDisabled,
     #[error(
+        "github_prepare_workspace needs GitHub access; set TERRARIUM_GITHUB_APP_ID and TERRARIUM_GITHUB_PRIVATE_KEY (or TERRARIUM_GITHUB_TOKEN) and TERRARIUM_GITHUB_REPOS"
+    )]
+    GitHubNotConfigured,
+    #[error(
         "this plan deletes resources ({what}); deleting is disabled on this server. Set TERRARIUM_ENABLE_DESTROY=true to allow it"
     )]
     DestroyDisabled { what: String },
@@ -220,6 +226,9 @@ pub fn check_tool(config: &Config, policy: &Policy, tool: &str) -> Result<(), Po
     }
     if tool == "terraform_apply" && !config.enable_apply {
         return Err(PolicyError::ApplyDisabled);
+    }
+    if tool == "github_prepare_workspace" && !config.github.has_credentials() {
+        return Err(PolicyError::GitHubNotConfigured);
     }
     Ok(())
 }

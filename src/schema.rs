@@ -55,6 +55,10 @@ const SCHEMAS: &[(&str, &str)] = &[
         "terraform_apply",
         include_str!("../schemas/terraform_apply.json"),
     ),
+    (
+        "github_prepare_workspace",
+        include_str!("../schemas/github_prepare_workspace.json"),
+    ),
 ];
 
 /// Largest serialized `arguments` object accepted, checked before schema validation so that an

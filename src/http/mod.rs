@@ -12,6 +12,7 @@ pub mod limits;
 pub mod metrics;
 mod probes;
 mod tls;
+mod webhook;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
@@ -77,6 +78,8 @@ pub struct HttpState {
     resource_metadata: Option<serde_json::Value>,
     /// Its URL, for `WWW-Authenticate`.
     resource_metadata_url: Option<String>,
+    /// The GitHub webhook, when configured.
+    webhook: Option<Arc<crate::github::webhook::Receiver>>,
 }
 
 impl HttpState {
@@ -246,6 +249,7 @@ pub async fn start(exec: Arc<Executor>) -> Result<Running, HttpError> {
         jwt,
         resource_metadata,
         resource_metadata_url,
+        webhook: crate::github::webhook::Receiver::start(exec.clone()),
     });
     let prune_state = state.clone();
     tokio::spawn(async move {
@@ -266,6 +270,13 @@ pub async fn start(exec: Arc<Executor>) -> Result<Running, HttpError> {
         ))
         .layer(middleware::from_fn_with_state(state.clone(), authenticate))
         .layer(middleware::from_fn_with_state(state.clone(), limit_ip));
+    // GitHub signs its deliveries instead of sending a bearer token: rate-limited per IP,
+    // capped in size, and authenticated by the signature in the handler.
+    let github_body_limit = exec.config().github.webhook_max_bytes;
+    let github = Router::new()
+        .route("/github/webhook", axum::routing::post(webhook::receive))
+        .layer(axum::extract::DefaultBodyLimit::max(github_body_limit))
+        .layer(middleware::from_fn_with_state(state.clone(), limit_ip));
     let app = Router::new()
         .route("/healthz", get(probes::healthz))
         .route("/readyz", get(probes::readyz))
@@ -278,6 +289,7 @@ pub async fn start(exec: Arc<Executor>) -> Result<Running, HttpError> {
             "/.well-known/oauth-protected-resource/mcp",
             get(probes::resource_metadata),
         )
+        .merge(github)
         .merge(protected)
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .layer(SetResponseHeaderLayer::overriding(
@@ -463,7 +475,7 @@ async fn limit_principal(
 /// Counts every request by route and status, with its duration.
 async fn observe(State(state): State<Arc<HttpState>>, req: Request, next: Next) -> Response {
     let route = match req.uri().path() {
-        p @ ("/healthz" | "/readyz" | "/metrics" | "/mcp") => p.to_string(),
+        p @ ("/healthz" | "/readyz" | "/metrics" | "/mcp" | "/github/webhook") => p.to_string(),
         _ => "other".to_string(),
     };
     let started = Instant::now();

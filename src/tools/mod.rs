@@ -4,6 +4,7 @@
 
 mod apply;
 mod fmt;
+mod github_prepare;
 mod graph;
 mod init;
 mod output;
@@ -37,6 +38,7 @@ pub enum ToolKind {
     Graph,
     Providers,
     Apply,
+    GitHubPrepare,
 }
 
 /// MCP tool annotations. They must tell the truth: clients decide on confirmation prompts
@@ -62,6 +64,7 @@ impl ToolKind {
         ToolKind::Graph,
         ToolKind::Providers,
         ToolKind::Apply,
+        ToolKind::GitHubPrepare,
     ];
 
     pub fn name(self) -> &'static str {
@@ -77,6 +80,7 @@ impl ToolKind {
             ToolKind::Graph => "terraform_graph",
             ToolKind::Providers => "terraform_providers",
             ToolKind::Apply => "terraform_apply",
+            ToolKind::GitHubPrepare => "github_prepare_workspace",
         }
     }
 
@@ -97,12 +101,16 @@ impl ToolKind {
             ToolKind::Graph => "terraform graph",
             ToolKind::Providers => "terraform providers",
             ToolKind::Apply => "terraform apply (saved plan)",
+            ToolKind::GitHubPrepare => "Prepare a workspace from GitHub",
         }
     }
 
     /// Whether the tool takes a `path` and runs inside a workspace (and so holds its lock).
     pub fn needs_workspace(self) -> bool {
-        !matches!(self, ToolKind::WorkspaceList | ToolKind::Version)
+        !matches!(
+            self,
+            ToolKind::WorkspaceList | ToolKind::Version | ToolKind::GitHubPrepare
+        )
     }
 
     pub fn hints(self) -> Hints {
@@ -148,6 +156,14 @@ impl ToolKind {
                 idempotent: false,
                 open_world: true,
             },
+            // Creates a new directory under the root from a repository on GitHub; touches
+            // nothing that exists.
+            ToolKind::GitHubPrepare => Hints {
+                read_only: false,
+                destructive: false,
+                idempotent: false,
+                open_world: true,
+            },
         }
     }
 }
@@ -188,6 +204,7 @@ pub async fn run(
         ToolKind::Graph => graph::run(ctx, need_ws()?, parse(arguments)?).await,
         ToolKind::Providers => providers::run(ctx, need_ws()?).await,
         ToolKind::Apply => apply::run(ctx, need_ws()?, parse(arguments)?).await,
+        ToolKind::GitHubPrepare => github_prepare::run(ctx, parse(arguments)?).await,
     }
 }
 

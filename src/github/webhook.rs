@@ -1,0 +1,361 @@
+//! The GitHub webhook: authenticate a delivery by its HMAC signature before reading anything in
+//! it, decide whether it asks for a plan, and queue that plan for a background worker.
+//!
+//! The answer is quick (GitHub gives a delivery 10 seconds); the plan runs later, with a
+//! bounded queue so that a burst of pushes cannot pile up unbounded work. Deliveries are
+//! de-duplicated by their `X-GitHub-Delivery` id, so a replayed (even correctly signed)
+//! delivery plans nothing twice.
+
+use std::collections::{HashSet, VecDeque};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use hmac::{Hmac, Mac};
+use serde_json::{Value, json};
+use sha2::Sha256;
+use tokio::sync::mpsc;
+
+use super::client::PullInfo;
+use super::pull::PullRun;
+use super::{GitHub, RepoName, fetch};
+use crate::audit;
+use crate::config::Secret;
+use crate::executor::Executor;
+
+/// Fetched pull requests are extracted here (relative to the root), and removed after the plan.
+pub const PULLS_DIR: &str = ".terrarium-pulls";
+
+/// Delivery ids remembered for de-duplication.
+const REMEMBERED_DELIVERIES: usize = 10_000;
+
+/// `X-Hub-Signature-256: sha256=<hex>` over the raw body, compared in constant time.
+pub fn verify_signature(secret: &[u8], body: &[u8], header: Option<&str>) -> bool {
+    let Some(hex_sig) = header.and_then(|h| h.trim().strip_prefix("sha256=")) else {
+        return false;
+    };
+    let Ok(expected) = hex::decode(hex_sig) else {
+        return false;
+    };
+    let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(secret) else {
+        return false;
+    };
+    mac.update(body);
+    // `verify_slice` compares in constant time.
+    mac.verify_slice(&expected).is_ok()
+}
+
+/// The signature GitHub would send, for tests and tools.
+pub fn sign(secret: &[u8], body: &[u8]) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes any key length");
+    mac.update(body);
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+/// What became of a delivery that passed the signature check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Accepted {
+    Queued,
+    Pong,
+    Duplicate,
+    Ignored(String),
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum Rejected {
+    #[error("missing or invalid X-Hub-Signature-256")]
+    Signature,
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("the plan queue is full; redeliver later")]
+    Busy,
+}
+
+/// One queued plan.
+#[derive(Debug, Clone)]
+pub struct Job {
+    pub delivery: String,
+    pub repo: RepoName,
+    pub installation: Option<u64>,
+    pub pr: PullInfo,
+}
+
+/// Remembers recent delivery ids, oldest forgotten first.
+#[derive(Default)]
+struct Deliveries {
+    set: HashSet<String>,
+    order: VecDeque<String>,
+}
+
+impl Deliveries {
+    /// `false` if the id was already seen.
+    fn insert(&mut self, id: &str) -> bool {
+        if self.set.contains(id) {
+            return false;
+        }
+        if self.order.len() >= REMEMBERED_DELIVERIES
+            && let Some(old) = self.order.pop_front()
+        {
+            self.set.remove(&old);
+        }
+        self.set.insert(id.to_string());
+        self.order.push_back(id.to_string());
+        true
+    }
+
+    fn forget(&mut self, id: &str) {
+        self.set.remove(id);
+        self.order.retain(|x| x != id);
+    }
+}
+
+pub struct Receiver {
+    exec: Arc<Executor>,
+    gh: Arc<GitHub>,
+    secret: Secret,
+    seen: Mutex<Deliveries>,
+    queue: mpsc::Sender<Job>,
+}
+
+impl Receiver {
+    /// `None` unless GitHub credentials and a webhook secret are configured. Starts the worker.
+    pub fn start(exec: Arc<Executor>) -> Option<Arc<Receiver>> {
+        let gh = exec.github()?.clone();
+        let secret = gh.config().webhook_secret.clone();
+        if secret.expose().is_empty() {
+            return None;
+        }
+        // Pull request trees a crash left behind hold nothing worth keeping.
+        let _ = std::fs::remove_dir_all(exec.config().workspace_root.join(PULLS_DIR));
+        let (tx, rx) = mpsc::channel(gh.config().queue_size);
+        let receiver = Arc::new(Receiver {
+            exec: exec.clone(),
+            gh,
+            secret,
+            seen: Mutex::new(Deliveries::default()),
+            queue: tx,
+        });
+        tokio::spawn(worker(exec, receiver.gh.clone(), rx));
+        Some(receiver)
+    }
+
+    /// Handles one delivery. The signature is checked before the body is parsed at all.
+    pub fn receive(
+        &self,
+        event: Option<&str>,
+        delivery: Option<&str>,
+        signature: Option<&str>,
+        body: &[u8],
+        source_ip: &str,
+    ) -> Result<Accepted, Rejected> {
+        let result = self.decide(event, delivery, signature, body);
+        let (outcome, reason) = match &result {
+            Ok(Accepted::Queued) => ("queued", String::new()),
+            Ok(Accepted::Pong) => ("pong", String::new()),
+            Ok(Accepted::Duplicate) => ("duplicate", String::new()),
+            Ok(Accepted::Ignored(r)) => ("ignored", r.clone()),
+            Err(e) => ("rejected", e.to_string()),
+        };
+        let level = if matches!(result, Err(Rejected::Signature)) {
+            "warn"
+        } else {
+            "info"
+        };
+        let _ = self.exec.auditor().record(audit::event(
+            "github_webhook",
+            level,
+            json!({
+                "transport": "github",
+                "source_ip": source_ip,
+                // Unauthenticated values are not echoed into the trail.
+                "delivery": if matches!(result, Err(Rejected::Signature)) { None } else { delivery },
+                "github_event": if matches!(result, Err(Rejected::Signature)) { None } else { event },
+                "outcome": outcome,
+                "reason": reason,
+            }),
+        ));
+        result
+    }
+
+    fn decide(
+        &self,
+        event: Option<&str>,
+        delivery: Option<&str>,
+        signature: Option<&str>,
+        body: &[u8],
+    ) -> Result<Accepted, Rejected> {
+        if !verify_signature(self.secret.expose().as_bytes(), body, signature) {
+            return Err(Rejected::Signature);
+        }
+        let delivery = delivery
+            .filter(|d| !d.is_empty() && d.len() <= 100)
+            .ok_or_else(|| Rejected::BadRequest("missing X-GitHub-Delivery".into()))?;
+        let event = event.ok_or_else(|| Rejected::BadRequest("missing X-GitHub-Event".into()))?;
+        let payload: Value = serde_json::from_slice(body)
+            .map_err(|e| Rejected::BadRequest(format!("the body is not JSON: {e}")))?;
+        if !self.remember(delivery) {
+            return Ok(Accepted::Duplicate);
+        }
+        let accepted = self.route(event, delivery, &payload);
+        if matches!(accepted, Err(Rejected::Busy)) {
+            // Nothing was done: a redelivery must be able to succeed.
+            self.forget(delivery);
+        }
+        accepted
+    }
+
+    fn route(&self, event: &str, delivery: &str, payload: &Value) -> Result<Accepted, Rejected> {
+        match event {
+            "ping" => return Ok(Accepted::Pong),
+            "pull_request" => {}
+            other => return Ok(Accepted::Ignored(format!("event {other} is not handled"))),
+        }
+        let action = payload["action"].as_str().unwrap_or_default();
+        if !matches!(action, "opened" | "synchronize" | "reopened") {
+            return Ok(Accepted::Ignored(format!(
+                "pull_request action {action} does not need a plan"
+            )));
+        }
+        let full = payload["repository"]["full_name"]
+            .as_str()
+            .ok_or_else(|| Rejected::BadRequest("repository.full_name is missing".into()))?;
+        let repo = RepoName::parse(full).map_err(|e| Rejected::BadRequest(e.to_string()))?;
+        if !self.gh.config().repo_allowed(&repo.full()) {
+            return Ok(Accepted::Ignored(format!(
+                "repository {repo} is not in TERRARIUM_GITHUB_REPOS"
+            )));
+        }
+        let pr = PullInfo::from_json(&payload["pull_request"]).ok_or_else(|| {
+            Rejected::BadRequest("pull_request lacks number, head.sha or base.repo".into())
+        })?;
+        super::check_ref(&pr.head_sha).map_err(|e| Rejected::BadRequest(e.to_string()))?;
+        if pr.from_fork() && !self.gh.config().allow_forks {
+            return Ok(Accepted::Ignored(
+                "pull request from a fork (set TERRARIUM_GITHUB_ALLOW_FORKS=true to plan them)"
+                    .into(),
+            ));
+        }
+        let job = Job {
+            delivery: delivery.to_string(),
+            repo,
+            installation: payload["installation"]["id"].as_u64(),
+            pr,
+        };
+        match self.queue.try_send(job) {
+            Ok(()) => Ok(Accepted::Queued),
+            Err(_) => Err(Rejected::Busy),
+        }
+    }
+
+    fn remember(&self, delivery: &str) -> bool {
+        self.seen
+            .lock()
+            .map(|mut s| s.insert(delivery))
+            .unwrap_or(false)
+    }
+
+    fn forget(&self, delivery: &str) {
+        if let Ok(mut s) = self.seen.lock() {
+            s.forget(delivery);
+        }
+    }
+}
+
+/// Runs queued plans one at a time (each is itself several terraform runs under the executor's
+/// limits).
+async fn worker(exec: Arc<Executor>, gh: Arc<GitHub>, mut rx: mpsc::Receiver<Job>) {
+    while let Some(job) = rx.recv().await {
+        let outcome = plan_job(&exec, &gh, &job).await;
+        let (level, fields) = match &outcome {
+            Ok(code) => ("info", json!({"success": *code != 1, "exit_code": code})),
+            Err(e) => ("error", json!({"success": false, "error": e.to_string()})),
+        };
+        let mut fields = fields;
+        fields["transport"] = json!("github");
+        fields["delivery"] = json!(job.delivery);
+        fields["repository"] = json!(job.repo.full());
+        fields["pull_request"] = json!(job.pr.number);
+        fields["head_sha"] = json!(job.pr.head_sha);
+        let _ = exec
+            .auditor()
+            .record(audit::event("github_pull_request_plan", level, fields));
+    }
+}
+
+/// Removes a directory when dropped: the fetched tree never outlives its plan.
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+async fn plan_job(exec: &Executor, gh: &GitHub, job: &Job) -> Result<u8, super::GitHubError> {
+    let client = gh.repo(&job.repo, job.installation).await?;
+    let run = PullRun::start(&client, job.pr.clone(), &gh.config().check_name).await;
+    let root = exec.config().workspace_root.clone();
+    let fetched = async {
+        let (dest, relative) = fetch::fresh_dir(&root, PULLS_DIR, &job.repo, &job.pr.head_sha)?;
+        let guard = RemoveOnDrop(dest.clone());
+        fetch::fetch_into(&client, &job.pr.head_sha, &dest, gh.config()).await?;
+        let dirs = run.changed_dirs(exec, &relative).await?;
+        Ok::<_, super::GitHubError>((guard, relative, dirs))
+    }
+    .await;
+    let (guard, relative, dirs) = match fetched {
+        Ok(x) => x,
+        Err(e) => {
+            run.fail(&e.to_string()).await;
+            return Err(e);
+        }
+    };
+    let principal = format!("github:{}#{}", job.repo, job.pr.number);
+    let report = run.plan(exec, &relative, &dirs, &principal, "github").await;
+    drop(guard);
+    run.finish(&report).await?;
+    Ok(report.exit_code())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signatures_verify_only_with_the_right_secret_and_body() {
+        let body = br#"{"zen":"hi"}"#;
+        let sig = sign(b"s3cret", body);
+        assert!(verify_signature(b"s3cret", body, Some(&sig)));
+        assert!(!verify_signature(b"other", body, Some(&sig)));
+        assert!(!verify_signature(
+            b"s3cret",
+            b"{\"zen\":\"ho\"}",
+            Some(&sig)
+        ));
+        assert!(!verify_signature(b"s3cret", body, None));
+        assert!(!verify_signature(b"s3cret", body, Some("sha256=zz")));
+        assert!(!verify_signature(
+            b"s3cret",
+            body,
+            Some(&sig.replace("sha256=", "sha1="))
+        ));
+        assert!(!verify_signature(
+            b"s3cret",
+            body,
+            Some(&sig[..sig.len() - 2])
+        ));
+    }
+
+    #[test]
+    fn deliveries_are_remembered_and_bounded() {
+        let mut d = Deliveries::default();
+        assert!(d.insert("a"));
+        assert!(!d.insert("a"));
+        d.forget("a");
+        assert!(d.insert("a"));
+        for i in 0..REMEMBERED_DELIVERIES {
+            d.insert(&i.to_string());
+        }
+        assert_eq!(d.order.len(), REMEMBERED_DELIVERIES);
+        assert!(d.insert("a"), "the oldest id was forgotten");
+    }
+}

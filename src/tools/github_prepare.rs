@@ -1,0 +1,69 @@
+//! `github_prepare_workspace`: a repository on GitHub, at a ref, as a fresh workspace.
+
+use serde::Deserialize;
+use serde_json::json;
+
+use super::ToolOutput;
+use crate::executor::{RunCtx, ToolError};
+use crate::github::{self, GitHubError, RepoName, fetch};
+
+#[derive(Debug, Deserialize)]
+pub struct Args {
+    owner: String,
+    repo: String,
+    #[serde(rename = "ref")]
+    reference: String,
+    #[serde(default)]
+    subdir: Option<String>,
+}
+
+pub async fn run(ctx: &RunCtx<'_>, args: Args) -> Result<ToolOutput, ToolError> {
+    let gh = ctx.github().ok_or(GitHubError::NotConfigured)?;
+    let repo = RepoName::new(&args.owner, &args.repo)?;
+    github::check_ref(&args.reference)?;
+    let client = gh.repo(&repo, None).await?;
+    let (dest, relative) = fetch::fresh_dir(
+        ctx.root().path(),
+        fetch::PREPARED_DIR,
+        &repo,
+        &args.reference,
+    )?;
+    // A caller limited to some workspaces may only create one where they could use it.
+    ctx.check_workspace_grant(&relative)?;
+    let stats = fetch::fetch_into(&client, &args.reference, &dest, gh.config()).await?;
+    let path = match &args.subdir {
+        None => relative.clone(),
+        Some(sub) => {
+            let candidate = format!("{relative}/{}", sub.trim_end_matches('/'));
+            // Confined to the extracted tree, not merely to the root.
+            let top = dest.canonicalize().unwrap_or_else(|_| dest.clone());
+            let inside = ctx
+                .root()
+                .workspace("subdir", &candidate)
+                .ok()
+                .filter(|ws| ws.dir.starts_with(&top));
+            match inside {
+                Some(ws) => ws.relative,
+                None => {
+                    let _ = std::fs::remove_dir_all(&dest);
+                    return Err(GitHubError::NoSubdir(sub.clone()).into());
+                }
+            }
+        }
+    };
+    let mut out = ToolOutput {
+        success: true,
+        text: format!(
+            "Fetched {repo}@{} ({} files, {} bytes) into workspace {path}",
+            args.reference, stats.files, stats.bytes
+        ),
+        action: Some(format!("github archive {repo}@{}", args.reference)),
+        ..ToolOutput::default()
+    };
+    out.data.insert("path".into(), json!(path));
+    out.data.insert("repository".into(), json!(repo.full()));
+    out.data.insert("ref".into(), json!(args.reference));
+    out.data.insert("files".into(), json!(stats.files));
+    out.data.insert("bytes".into(), json!(stats.bytes));
+    Ok(out)
+}
