@@ -812,6 +812,10 @@ impl RunCtx<'_> {
         if let Some(tf_dir) = cfg.terraform_bin.parent() {
             access.read_exec.push(tf_dir.to_path_buf());
         }
+        // In a repository fetched from GitHub, the rest of that repository (its modules).
+        if let Some(tree) = crate::github::fetch::repository_tree(self.exec.root.path(), cwd) {
+            access.read_only.push(tree);
+        }
         if inv.subcommand == "init" {
             access.read_write.push(self.exec.plugin_cache.clone());
         } else {

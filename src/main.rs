@@ -408,6 +408,10 @@ async fn ci_plan(
     pull: Option<(String, u64)>,
 ) -> anyhow::Result<ExitCode> {
     let root = config.workspace_root.clone();
+    // The root is one repository's checkout: a directory may read the rest of it (its
+    // `../../modules`), as in a fetched repository. Writes stay confined to the directory.
+    let mut config = config;
+    config.sandbox_read_paths.push(root.clone());
     let exec = Executor::new(config, Arc::new(ProcessRunner::new()), host_env())?;
     let event_path = std::env::var_os("GITHUB_EVENT_PATH").map(PathBuf::from);
     let target = terrarium::github::pull::ci_target(
@@ -473,7 +477,7 @@ fn ci_dirs(
         }
         let out = std::process::Command::new("git")
             .args(["diff", "--name-only", &format!("{base}...HEAD"), "--"])
-            .current_dir(&root)
+            .current_dir(root)
             .output()
             .context("running git diff (is git installed and the root a checkout?)")?;
         if !out.status.success() {

@@ -1,60 +1,13 @@
 //! Safe extraction of repository archives: hostile tarballs are refused and leave nothing
 //! behind; a good one is extracted with GitHub's top-level directory stripped.
 
-use std::io::Write;
+mod common;
+
 use std::path::Path;
 
+use common::tarball::{Kind, tarball};
+
 use terrarium::github::archive::{ArchiveError, Limits, extract_tar_gz};
-
-enum Kind {
-    File(&'static [u8]),
-    Dir,
-    Symlink(&'static str),
-    Hardlink(&'static str),
-    CharDevice,
-}
-
-/// A gzip tarball with raw entry names (the tar crate's path checks are bypassed on purpose).
-fn tarball(entries: &[(&str, Kind)]) -> Vec<u8> {
-    let mut b = tar::Builder::new(Vec::new());
-    for (name, kind) in entries {
-        let mut h = tar::Header::new_old();
-        let raw = h.as_old_mut();
-        raw.name[..name.len()].copy_from_slice(name.as_bytes());
-        h.set_mode(0o644);
-        h.set_mtime(0);
-        let data: &[u8] = match kind {
-            Kind::File(d) => {
-                h.set_entry_type(tar::EntryType::Regular);
-                d
-            }
-            Kind::Dir => {
-                h.set_entry_type(tar::EntryType::Directory);
-                b""
-            }
-            Kind::Symlink(t) | Kind::Hardlink(t) => {
-                h.set_entry_type(if matches!(kind, Kind::Symlink(_)) {
-                    tar::EntryType::Symlink
-                } else {
-                    tar::EntryType::Link
-                });
-                h.as_old_mut().linkname[..t.len()].copy_from_slice(t.as_bytes());
-                b""
-            }
-            Kind::CharDevice => {
-                h.set_entry_type(tar::EntryType::Char);
-                b""
-            }
-        };
-        h.set_size(data.len() as u64);
-        h.set_cksum();
-        b.append(&h, data).unwrap();
-    }
-    let tar = b.into_inner().unwrap();
-    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-    gz.write_all(&tar).unwrap();
-    gz.finish().unwrap()
-}
 
 fn extract(
     bytes: &[u8],

@@ -11,6 +11,28 @@ use crate::config::GitHubConfig;
 /// Where fetched repositories go, relative to the workspace root.
 pub const PREPARED_DIR: &str = "github";
 
+/// Written at the top of every fetched tree: [`repository_tree`] trusts only trees that have it.
+pub const MARKER: &str = ".terrarium-fetched";
+
+/// The fetched repository a workspace lies in, if any: `<root>/<github|.terrarium-pulls>/<owner>/
+/// <repo>/<dir>` holding [`MARKER`]. A run in a subdirectory of a repository may then read the
+/// rest of it, as `source = "../../modules/x"` needs, and nothing beyond it.
+pub fn repository_tree(root: &Path, workspace: &Path) -> Option<PathBuf> {
+    let rel = workspace.strip_prefix(root).ok()?;
+    let parts: Vec<_> = rel.components().take(4).collect();
+    if parts.len() < 4 {
+        return None;
+    }
+    let first = parts[0].as_os_str();
+    if first != PREPARED_DIR && first != super::webhook::PULLS_DIR {
+        return None;
+    }
+    let tree: PathBuf = parts.iter().fold(root.to_path_buf(), |p, c| p.join(c));
+    // Not a link: the marker must be a plain file the fetch wrote.
+    let marker = std::fs::symlink_metadata(tree.join(MARKER)).ok()?;
+    marker.is_file().then_some(tree)
+}
+
 /// A fresh, not yet existing directory for `repo` at `reference`:
 /// `<root>/<parent>/<owner>/<repo>/<ref>-<random>`. Returns it absolute and relative to the root.
 pub fn fresh_dir(
@@ -58,11 +80,24 @@ pub async fn fetch_into(
             .saturating_add(config.extract_max_files.saturating_mul(1024))
             .saturating_add(1 << 20),
     };
+    let top = dest.to_path_buf();
     let dest = dest.to_path_buf();
+    let marker = format!("{}@{reference}\n", client.repo);
     tokio::task::spawn_blocking(move || {
-        archive::extract_tar_gz(std::io::Cursor::new(bytes), &dest, limits)
+        let stats = archive::extract_tar_gz(std::io::Cursor::new(bytes), &dest, limits)?;
+        let path = dest.join(MARKER);
+        // Replaces whatever the archive put there (a link included).
+        let _ = std::fs::remove_file(&path);
+        std::fs::write(&path, marker).map_err(|source| archive::ArchiveError::Write {
+            path: path.clone(),
+            source,
+        })?;
+        Ok::<_, archive::ArchiveError>(stats)
     })
     .await
     .map_err(|e| GitHubError::Io(format!("extraction task: {e}")))?
-    .map_err(GitHubError::from)
+    .map_err(|e| {
+        let _ = std::fs::remove_dir_all(&top);
+        GitHubError::from(e)
+    })
 }

@@ -2,6 +2,11 @@
 //! stdio driven by rmcp's client, and the real Terraform installed by scripts/install-terraform.
 #![allow(dead_code)]
 
+// A test double answers with whole HTTP responses as its errors.
+#[allow(clippy::result_large_err)]
+pub mod github;
+pub mod tarball;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
