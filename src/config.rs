@@ -1164,6 +1164,57 @@ mod tests {
     }
 
     #[test]
+    fn github_settings_are_checked_and_masked() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/github/app-private.pem"),
+        )
+        .unwrap();
+        let err = load_with(dir.path(), &[("TERRARIUM_GITHUB_APP_ID", "1")]).unwrap_err();
+        assert!(
+            err.to_string().contains("TERRARIUM_GITHUB_PRIVATE_KEY"),
+            "{err}"
+        );
+        let bad = "-----BEGIN RSA PRIVATE KEY-----\nnot-a-key-SECRETBITS\n-----END RSA PRIVATE KEY-----\n";
+        let err = load_with(
+            dir.path(),
+            &[
+                ("TERRARIUM_GITHUB_APP_ID", "1"),
+                ("TERRARIUM_GITHUB_PRIVATE_KEY", bad),
+            ],
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("TERRARIUM_GITHUB_PRIVATE_KEY"));
+        assert!(!err.to_string().contains("SECRETBITS"), "{err}");
+        let err = load_with(dir.path(), &[("TERRARIUM_GITHUB_WEBHOOK_SECRET", "s")]).unwrap_err();
+        assert!(err.to_string().contains("TERRARIUM_GITHUB_WEBHOOK_SECRET"));
+        let err = load_with(dir.path(), &[("TERRARIUM_GITHUB_REPOS", "acme")]).unwrap_err();
+        assert!(err.to_string().contains("TERRARIUM_GITHUB_REPOS"));
+        let cfg = load_with(
+            dir.path(),
+            &[
+                ("TERRARIUM_GITHUB_APP_ID", "1"),
+                ("TERRARIUM_GITHUB_PRIVATE_KEY", &key),
+                ("TERRARIUM_GITHUB_WEBHOOK_SECRET", "hook-secret-value"),
+                ("TERRARIUM_GITHUB_REPOS", "Acme/*"),
+            ],
+        )
+        .unwrap();
+        assert!(cfg.github.repo_allowed("acme/infra"));
+        assert!(!cfg.github.repo_allowed("other/infra"));
+        let shown = cfg.to_string();
+        assert!(
+            shown.contains("TERRARIUM_GITHUB_PRIVATE_KEY=****"),
+            "{shown}"
+        );
+        assert!(shown.contains("TERRARIUM_GITHUB_WEBHOOK_SECRET=****"));
+        assert!(
+            !shown.contains("hook-secret-value") && !shown.contains(key.lines().nth(1).unwrap())
+        );
+        assert!(!format!("{cfg:?}").contains("hook-secret-value"));
+    }
+
+    #[test]
     fn missing_workspace_root_is_reported() {
         let dir = tempfile::tempdir().unwrap();
         let e = env(&[("TERRARIUM_TERRAFORM_BIN", "/bin/sh")]);

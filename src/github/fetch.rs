@@ -101,3 +101,34 @@ pub async fn fetch_into(
         GitHubError::from(e)
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_marked_fetched_trees_widen_reads() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let root = d.path();
+        let tree = root.join("github/acme/infra/main-1234abcd");
+        let ws = tree.join("envs/staging");
+        std::fs::create_dir_all(&ws).expect("mkdir");
+        // Without the marker the shape alone grants nothing.
+        assert_eq!(repository_tree(root, &ws), None);
+        std::fs::write(tree.join(MARKER), "acme/infra@main\n").expect("marker");
+        assert_eq!(repository_tree(root, &ws), Some(tree.clone()));
+        assert_eq!(repository_tree(root, &tree), Some(tree.clone()));
+        // Shallower paths, other top directories and paths outside the root: nothing.
+        assert_eq!(repository_tree(root, &root.join("github/acme/infra")), None);
+        let own = root.join("mine/a/b/c");
+        std::fs::create_dir_all(&own).expect("mkdir");
+        std::fs::write(root.join("mine/a/b").join(MARKER), "").expect("marker");
+        assert_eq!(repository_tree(root, &own), None);
+        assert_eq!(repository_tree(&root.join("github"), &ws), None);
+        // A marker that is a link is not trusted.
+        let linked = root.join(".terrarium-pulls/acme/infra/x");
+        std::fs::create_dir_all(linked.join("d")).expect("mkdir");
+        std::os::unix::fs::symlink(tree.join(MARKER), linked.join(MARKER)).expect("link");
+        assert_eq!(repository_tree(root, &linked.join("d")), None);
+    }
+}
