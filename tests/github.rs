@@ -57,7 +57,12 @@ async fn prepare_workspace_fetches_with_a_scoped_token_and_the_workspace_plans()
     let mock = MockGitHub::start().await;
     mock.serve_dir("acme/infra", "main", &repo_fixture());
     let sb = Sandbox::new(&[]);
-    let env = gh_env(&sb, &mock, &app_private_key(), &[]);
+    let env = gh_env(
+        &sb,
+        &mock,
+        &app_private_key(),
+        &[("TERRARIUM_ENABLE_APPLY", "true")],
+    );
     let session = connect(&env).await;
 
     let tools = session.list_all_tools().await.unwrap();
@@ -112,6 +117,26 @@ async fn prepare_workspace_fetches_with_a_scoped_token_and_the_workspace_plans()
     let plan = call_ok(&session, "terraform_plan", json!({"path": path})).await;
     assert_eq!(plan["changes"], true, "{plan}");
 
+    // Terraform's children never see the server's GitHub credentials.
+    let prepared = call_ok(
+        &session,
+        "github_prepare_workspace",
+        json!({"owner": "acme", "repo": "infra", "ref": "main", "subdir": "envs/probe"}),
+    )
+    .await;
+    let probe = prepared["path"].as_str().unwrap().to_string();
+    call_ok(&session, "terraform_init", json!({"path": probe})).await;
+    let plan = call_ok(&session, "terraform_plan", json!({"path": probe})).await;
+    call_ok(
+        &session,
+        "terraform_apply",
+        json!({"path": probe, "plan_id": plan["plan_id"]}),
+    )
+    .await;
+    let seen = std::fs::read_to_string(sb.root.join(&probe).join("seen-env.txt")).unwrap();
+    assert!(seen.contains("PATH="), "the probe ran: {seen}");
+    assert!(!seen.contains("GITHUB"), "{seen}");
+
     session.cancel().await.unwrap();
     let audit = sb.audit_text();
     let ev = sb
@@ -121,7 +146,7 @@ async fn prepare_workspace_fetches_with_a_scoped_token_and_the_workspace_plans()
         .expect("audited");
     assert_eq!(ev["success"], true);
     assert_eq!(ev["workspace"], json!(path));
-    assert_no_secrets(&mock, &[&text(&r), &s.to_string(), &audit]);
+    assert_no_secrets(&mock, &[&text(&r), &s.to_string(), &audit, &seen]);
 }
 
 #[tokio::test]
@@ -683,4 +708,56 @@ async fn webhook_verifies_signatures_dedupes_and_plans_in_the_background() {
     let stderr = server.stderr.lock().unwrap().clone();
     assert!(!audit.contains(SECRET) && !stderr.contains(SECRET));
     assert_no_secrets(&mock, &[&audit, &stderr]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_queue_answers_503_and_the_delivery_can_be_sent_again() {
+    const SECRET: &str = "queue-secret";
+    let mock = MockGitHub::start().await;
+    mock.add_pull("acme/infra", 5, SHA1, &["envs/big/main.tf"], false);
+    mock.serve_dir("acme/infra", SHA1, &repo_fixture());
+    let sb = Sandbox::new(&[]);
+    let env = gh_env(
+        &sb,
+        &mock,
+        &app_private_key(),
+        &[
+            ("TERRARIUM_GITHUB_WEBHOOK_SECRET", SECRET),
+            ("TERRARIUM_GITHUB_QUEUE_SIZE", "1"),
+            (
+                "TERRARIUM_AUTH_TOKENS",
+                "ops:0123456789abcdef0123456789abcdef",
+            ),
+        ],
+    );
+    let server = HttpServer::start(&env, &[]);
+    let body = pr_event(&mock, "synchronize", "acme/infra", 5);
+    let sig = || Some(terrarium::github::webhook::sign(SECRET.as_bytes(), &body));
+    // One plan running, one waiting: the next deliveries find the queue full.
+    let answers: Vec<u16> = (0..5)
+        .map(|i| webhook_post(&server, "pull_request", &format!("q-{i}"), &body, sig()).0)
+        .collect();
+    let full = answers
+        .iter()
+        .position(|s| *s == 503)
+        .unwrap_or_else(|| panic!("a full queue: {answers:?}"));
+    assert!(
+        answers.iter().filter(|s| **s == 202).count() >= 1,
+        "{answers:?}"
+    );
+    assert!(
+        answers.iter().all(|s| *s == 202 || *s == 503),
+        "{answers:?}"
+    );
+    // Refused deliveries were not remembered: once there is room, the same id is accepted.
+    wait_for("the queue to drain", 120, || {
+        mock.check_runs()
+            .iter()
+            .filter(|r| r["status"] == "completed")
+            .count()
+            >= answers.iter().filter(|s| **s == 202).count()
+    })
+    .await;
+    let (status, _) = webhook_post(&server, "pull_request", &format!("q-{full}"), &body, sig());
+    assert_eq!(status, 202);
 }
