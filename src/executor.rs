@@ -227,6 +227,11 @@ impl Executor {
         self.github.as_ref()
     }
 
+    /// Cancelled when the server shuts down (for work outside `call`, like webhook plans).
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.child_token()
+    }
+
     /// The kernel sandbox layers and their status on this machine.
     pub fn sandbox(&self) -> &KernelSandbox {
         &self.sandbox
@@ -692,6 +697,11 @@ impl RunCtx<'_> {
 
     pub fn github(&self) -> Option<&Arc<crate::github::GitHub>> {
         self.exec.github.as_ref()
+    }
+
+    /// Fires when the caller cancels or the server shuts down.
+    pub fn cancel_token(&self) -> &CancellationToken {
+        &self.call.cancel
     }
 
     /// For tools that create a workspace: may this caller use a workspace at `relative`?

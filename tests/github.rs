@@ -313,6 +313,35 @@ async fn hostile_archives_and_arguments_are_refused_and_leave_nothing() {
 }
 
 #[tokio::test]
+async fn a_download_that_never_finishes_is_cut_at_the_deadline() {
+    let mock = MockGitHub::start().await;
+    mock.serve_bytes("acme/infra", "stall", Vec::new());
+    let sb = Sandbox::new(&[]);
+    let session = connect(&gh_env(
+        &sb,
+        &mock,
+        &app_private_key(),
+        &[("TERRARIUM_TIMEOUT_SECS", "2")],
+    ))
+    .await;
+    let started = std::time::Instant::now();
+    let r = call(
+        &session,
+        "github_prepare_workspace",
+        json!({"owner": "acme", "repo": "infra", "ref": "stall"}),
+    )
+    .await;
+    assert!(is_error(&r));
+    assert!(text(&r).contains("took longer than 2s"), "{}", text(&r));
+    assert!(started.elapsed() < Duration::from_secs(10));
+    let left: Vec<_> = std::fs::read_dir(sb.root.join("github/acme/infra"))
+        .map(|d| d.collect())
+        .unwrap_or_default();
+    assert!(left.is_empty());
+    session.cancel().await.unwrap();
+}
+
+#[tokio::test]
 async fn without_credentials_the_tool_is_not_offered() {
     let sb = Sandbox::new(&[]);
     let session = connect(&sb.env(&terraform(), &[])).await;

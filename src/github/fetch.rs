@@ -64,13 +64,24 @@ pub fn fresh_dir(
 
 /// Downloads `reference` of the repository and extracts it into `dest` (which must not exist).
 /// On any failure nothing is left at `dest`.
+/// The download stops at `deadline` or when `cancel` fires (a slow server cannot hold a call
+/// forever); extraction, bounded by the caps, always runs to its end.
 pub async fn fetch_into(
     client: &RepoClient,
     reference: &str,
     dest: &Path,
     config: &GitHubConfig,
+    deadline: std::time::Duration,
+    cancel: &tokio_util::sync::CancellationToken,
 ) -> Result<Extracted, GitHubError> {
-    let bytes = client.archive(reference, config.archive_max_bytes).await?;
+    let download = tokio::time::timeout(
+        deadline,
+        client.archive(reference, config.archive_max_bytes),
+    );
+    let bytes = tokio::select! {
+        r = download => r.map_err(|_| GitHubError::TimedOut(deadline.as_secs()))??,
+        _ = cancel.cancelled() => return Err(GitHubError::Cancelled),
+    };
     let limits = Limits {
         max_total_bytes: config.extract_max_bytes,
         max_entries: config.extract_max_files,

@@ -120,6 +120,10 @@ pub enum GitHubError {
     ArchiveTooLarge(u64),
     #[error(transparent)]
     Archive(#[from] archive::ArchiveError),
+    #[error("downloading the repository archive took longer than {0}s (TERRARIUM_TIMEOUT_SECS)")]
+    TimedOut(u64),
+    #[error("cancelled")]
+    Cancelled,
     #[error("subdir {0:?} does not exist in the repository archive")]
     NoSubdir(String),
     #[error("{0}")]

@@ -297,7 +297,15 @@ async fn plan_job(exec: &Executor, gh: &GitHub, job: &Job) -> Result<u8, super::
     let fetched = async {
         let (dest, relative) = fetch::fresh_dir(&root, PULLS_DIR, &job.repo, &job.pr.head_sha)?;
         let guard = RemoveOnDrop(dest.clone());
-        fetch::fetch_into(&client, &job.pr.head_sha, &dest, gh.config()).await?;
+        fetch::fetch_into(
+            &client,
+            &job.pr.head_sha,
+            &dest,
+            gh.config(),
+            exec.config().timeout,
+            &exec.shutdown_token(),
+        )
+        .await?;
         let dirs = run.changed_dirs(exec, &relative).await?;
         Ok::<_, super::GitHubError>((guard, relative, dirs))
     }

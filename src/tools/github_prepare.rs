@@ -30,7 +30,15 @@ pub async fn run(ctx: &RunCtx<'_>, args: Args) -> Result<ToolOutput, ToolError> 
     )?;
     // A caller limited to some workspaces may only create one where they could use it.
     ctx.check_workspace_grant(&relative)?;
-    let stats = fetch::fetch_into(&client, &args.reference, &dest, gh.config()).await?;
+    let stats = fetch::fetch_into(
+        &client,
+        &args.reference,
+        &dest,
+        gh.config(),
+        ctx.config().timeout,
+        ctx.cancel_token(),
+    )
+    .await?;
     let path = match &args.subdir {
         None => relative.clone(),
         Some(sub) => {

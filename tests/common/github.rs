@@ -286,6 +286,10 @@ async fn handle(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    // A download that never answers (the ref is named "stall").
+    if uri.path().starts_with("/_codeload/") && uri.path().ends_with("/stall") {
+        tokio::time::sleep(std::time::Duration::from_secs(3600)).await;
+    }
     let mut s = state.lock().unwrap();
     let path = uri.path().to_string();
     s.requests.push(format!("{method} {path}"));
