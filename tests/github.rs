@@ -408,13 +408,11 @@ fn fences_balanced(s: &str) -> bool {
 #[tokio::test(flavor = "multi_thread")]
 async fn ci_plan_reports_on_the_pull_request_with_exit_codes() {
     let mock = MockGitHub::start().await;
-    mock.add_pull(
-        "acme/infra",
-        1,
-        SHA1,
-        &["envs/staging/main.tf", "README.md"],
-        false,
-    );
+    // 150 files: the Terraform one is on the second page of the files API.
+    let docs: Vec<String> = (0..149).map(|i| format!("docs/page-{i}.md")).collect();
+    let mut files: Vec<&str> = docs.iter().map(String::as_str).collect();
+    files.push("envs/staging/main.tf");
+    mock.add_pull("acme/infra", 1, SHA1, &files, false);
     mock.add_pull("acme/infra", 2, SHA1, &["README.md"], false);
     mock.add_pull("acme/infra", 3, SHA1, &["envs/broken/main.tf"], false);
     let sb = checkout();
@@ -427,6 +425,12 @@ async fn ci_plan_reports_on_the_pull_request_with_exit_codes() {
         "{out}"
     );
     assert!(!out.contains("envs/prod"), "{out}");
+    let pages = mock
+        .requests()
+        .iter()
+        .filter(|r| *r == "GET /repos/acme/infra/pulls/1/files")
+        .count();
+    assert_eq!(pages, 2, "both pages of the files were read");
     let comments = mock.comments();
     assert_eq!(comments.len(), 1);
     assert_eq!(comments[0].issue, 1);

@@ -261,6 +261,31 @@ impl RepoClient {
         })
     }
 
+    /// Every page of a list endpoint (100 items a page, at most [`MAX_PAGES`]).
+    async fn all_pages<T: serde::de::DeserializeOwned>(
+        &self,
+        route: String,
+        what: &str,
+    ) -> Result<Vec<T>, GitHubError> {
+        let mut out = Vec::new();
+        for page in 1..=MAX_PAGES {
+            let items: Vec<T> = self
+                .crab
+                .get(
+                    &route,
+                    Some(&[("per_page", "100"), ("page", &page.to_string())]),
+                )
+                .await
+                .map_err(|e| GitHubError::from_octocrab(what, e))?;
+            let n = items.len();
+            out.extend(items);
+            if n < 100 {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
     /// Paths the pull request touches (both sides of a rename).
     pub async fn pull_files(&self, number: u64) -> Result<Vec<String>, GitHubError> {
         #[derive(Deserialize)]
@@ -270,47 +295,19 @@ impl RepoClient {
             previous_filename: Option<String>,
         }
         let what = format!("files of {}#{number}", self.repo);
-        let mut out = Vec::new();
-        for page in 1..=MAX_PAGES {
-            let files: Vec<File> = self
-                .crab
-                .get(
-                    self.route(&format!("pulls/{number}/files")),
-                    Some(&[("per_page", "100"), ("page", &page.to_string())]),
-                )
-                .await
-                .map_err(|e| GitHubError::from_octocrab(&what, e))?;
-            let n = files.len();
-            for f in files {
-                out.push(f.filename);
-                out.extend(f.previous_filename);
-            }
-            if n < 100 {
-                break;
-            }
-        }
-        Ok(out)
+        let files: Vec<File> = self
+            .all_pages(self.route(&format!("pulls/{number}/files")), &what)
+            .await?;
+        Ok(files
+            .into_iter()
+            .flat_map(|f| std::iter::once(f.filename).chain(f.previous_filename))
+            .collect())
     }
 
     pub async fn issue_comments(&self, number: u64) -> Result<Vec<IssueComment>, GitHubError> {
         let what = format!("comments of {}#{number}", self.repo);
-        let mut out = Vec::new();
-        for page in 1..=MAX_PAGES {
-            let comments: Vec<IssueComment> = self
-                .crab
-                .get(
-                    self.route(&format!("issues/{number}/comments")),
-                    Some(&[("per_page", "100"), ("page", &page.to_string())]),
-                )
-                .await
-                .map_err(|e| GitHubError::from_octocrab(&what, e))?;
-            let n = comments.len();
-            out.extend(comments);
-            if n < 100 {
-                break;
-            }
-        }
-        Ok(out)
+        self.all_pages(self.route(&format!("issues/{number}/comments")), &what)
+            .await
     }
 
     pub async fn create_comment(&self, number: u64, body: &str) -> Result<u64, GitHubError> {
