@@ -35,12 +35,8 @@ pub fn repository_tree(root: &Path, workspace: &Path) -> Option<PathBuf> {
 
 /// A fresh, not yet existing directory for `repo` at `reference`:
 /// `<root>/<parent>/<owner>/<repo>/<ref>-<random>`. Returns it absolute and relative to the root.
-pub fn fresh_dir(
-    root: &Path,
-    parent: &str,
-    repo: &RepoName,
-    reference: &str,
-) -> Result<(PathBuf, String), GitHubError> {
+/// Only a name: [`fetch_into`] creates it once there is something to put in it.
+pub fn fresh_dir(root: &Path, parent: &str, repo: &RepoName, reference: &str) -> (PathBuf, String) {
     let slug: String = reference
         .chars()
         .map(|c| {
@@ -56,10 +52,7 @@ pub fn fresh_dir(
     let id = uuid::Uuid::new_v4().simple().to_string();
     let name = format!("{slug}-{}", &id[..8]);
     let relative = format!("{parent}/{}/{}/{name}", repo.owner, repo.name);
-    let parent_dir = root.join(parent).join(&repo.owner).join(&repo.name);
-    std::fs::create_dir_all(&parent_dir)
-        .map_err(|e| GitHubError::Io(format!("creating {}: {e}", parent_dir.display())))?;
-    Ok((parent_dir.join(name), relative))
+    (root.join(&relative), relative)
 }
 
 /// Downloads `reference` of the repository and extracts it into `dest` (which must not exist).
@@ -91,6 +84,10 @@ pub async fn fetch_into(
             .saturating_add(config.extract_max_files.saturating_mul(1024))
             .saturating_add(1 << 20),
     };
+    if let Some(parent) = dest.parent() {
+        std::fs::create_dir_all(parent)
+            .map_err(|e| GitHubError::Io(format!("creating {}: {e}", parent.display())))?;
+    }
     let top = dest.to_path_buf();
     let dest = dest.to_path_buf();
     let marker = format!("{}@{reference}\n", client.repo);

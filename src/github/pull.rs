@@ -67,11 +67,11 @@ impl<'a> PullRun<'a> {
 
     /// Writes the comment and completes the check run.
     pub async fn finish(&self, report: &Report) -> Result<(), GitHubError> {
-        let md = report::comment_markdown(report, &self.pr.head_sha);
+        let summary = ci::markdown(report);
+        let md = report::comment_markdown(&summary, &self.pr.head_sha);
         let comment = report::upsert_comment(self.client, self.pr.number, &md).await;
         if let Some(id) = self.check_run {
             let (conclusion, title) = report::check_outcome(report);
-            let summary = ci::markdown(report);
             self.client
                 .complete_check_run(id, conclusion, &title, &summary, "")
                 .await?;

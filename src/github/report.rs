@@ -135,9 +135,9 @@ fn part_of(c: &IssueComment) -> Option<usize> {
     spec.split('/').next()?.parse().ok()
 }
 
-/// The pull request comment: the CI summary under a marker, with the commit it planned.
-pub fn comment_markdown(report: &Report, head_sha: &str) -> String {
-    let mut md = crate::ci::markdown(report);
+/// The pull request comment: the CI summary (`ci::markdown`), with the commit it planned.
+pub fn comment_markdown(summary: &str, head_sha: &str) -> String {
+    let mut md = summary.to_string();
     md.push_str(&format!(
         "\n---\n_Planned by Terrarium at commit `{}`._\n",
         head_sha.chars().take(12).collect::<String>()

@@ -295,7 +295,7 @@ async fn plan_job(exec: &Executor, gh: &GitHub, job: &Job) -> Result<u8, super::
     let run = PullRun::start(&client, job.pr.clone(), &gh.config().check_name).await;
     let root = exec.config().workspace_root.clone();
     let fetched = async {
-        let (dest, relative) = fetch::fresh_dir(&root, PULLS_DIR, &job.repo, &job.pr.head_sha)?;
+        let (dest, relative) = fetch::fresh_dir(&root, PULLS_DIR, &job.repo, &job.pr.head_sha);
         let guard = RemoveOnDrop(dest.clone());
         fetch::fetch_into(
             &client,

@@ -27,7 +27,7 @@ pub async fn run(ctx: &RunCtx<'_>, args: Args) -> Result<ToolOutput, ToolError> 
         fetch::PREPARED_DIR,
         &repo,
         &args.reference,
-    )?;
+    );
     // A caller limited to some workspaces may only create one where they could use it.
     ctx.check_workspace_grant(&relative)?;
     let stats = fetch::fetch_into(
