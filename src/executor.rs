@@ -151,6 +151,9 @@ pub struct Executor {
     host_env: BTreeMap<String, String>,
     locks: Mutex<HashMap<PathBuf, Arc<tokio::sync::Mutex<()>>>>,
     slots: Arc<Semaphore>,
+    /// Each principal's share of `slots` (`max_runs_per_principal`), taken before a global slot
+    /// so that one caller's queued runs wait behind its own share, not in front of others.
+    principal_slots: Mutex<HashMap<String, Arc<Semaphore>>>,
     runs_dir: PathBuf,
     plugin_cache: PathBuf,
     sandbox: KernelSandbox,
@@ -207,6 +210,7 @@ impl Executor {
             host_env,
             locks: Mutex::new(HashMap::new()),
             slots: Arc::new(Semaphore::new(config.max_concurrent_runs)),
+            principal_slots: Mutex::new(HashMap::new()),
             runs_dir,
             plugin_cache,
             config: Arc::new(config),
@@ -389,11 +393,33 @@ impl Executor {
         }
     }
 
-    async fn run_slot(&self) -> Result<OwnedSemaphorePermit, ToolError> {
-        tokio::time::timeout(self.config.queue_wait, self.slots.clone().acquire_owned())
-            .await
-            .map_err(|_| ToolError::NoSlot)?
-            .map_err(|_| ToolError::NoSlot)
+    /// A run slot: first one of `principal`'s share, then one of the global slots, both within
+    /// `queue_wait`. The two permits are held together for the run.
+    async fn run_slot(
+        &self,
+        principal: &str,
+    ) -> Result<(OwnedSemaphorePermit, OwnedSemaphorePermit), ToolError> {
+        let share = {
+            let mut shares = self
+                .principal_slots
+                .lock()
+                .map_err(|_| ToolError::Internal("run slot table poisoned".into()))?;
+            // Forget principals with nothing running or waiting.
+            let max = self.config.max_runs_per_principal;
+            shares.retain(|_, s| Arc::strong_count(s) > 1 || s.available_permits() < max);
+            shares
+                .entry(principal.to_string())
+                .or_insert_with(|| Arc::new(Semaphore::new(max)))
+                .clone()
+        };
+        tokio::time::timeout(self.config.queue_wait, async {
+            let own = share.acquire_owned().await;
+            let global = self.slots.clone().acquire_owned().await;
+            Ok::<_, tokio::sync::AcquireError>((own?, global?))
+        })
+        .await
+        .map_err(|_| ToolError::NoSlot)?
+        .map_err(|_| ToolError::NoSlot)
     }
 
     fn success_response(
@@ -797,7 +823,7 @@ impl RunCtx<'_> {
         output_limit: usize,
     ) -> Result<RunOutcome, ToolError> {
         let json_stream = progress_stream == Some(true);
-        let _slot = self.exec.run_slot().await?;
+        let _slot = self.exec.run_slot(&self.call.principal).await?;
         let cfg = &self.exec.config;
         let home = dir.path.join("home");
         let tmp = dir.path.join("tmp");

@@ -924,3 +924,178 @@ async fn sessions_are_capped_and_expire_when_idle() {
     let r = post(&mcp, Some(ALICE), &body, "application/json").await;
     assert_eq!(r.status(), 200);
 }
+
+/// What became of a raw connection: when the server closed it (from when it was opened), or
+/// `None` if it was still open when we gave up.
+async fn watch_raw(
+    addr: std::net::SocketAddr,
+    first: &'static [u8],
+    dribble: bool,
+    give_up: Duration,
+) -> Option<Duration> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
+    let opened = std::time::Instant::now();
+    if !first.is_empty() {
+        s.write_all(first).await.ok()?;
+    }
+    let mut buf = [0u8; 4096];
+    let mut tick = tokio::time::interval(Duration::from_millis(200));
+    loop {
+        tokio::select! {
+            r = s.read(&mut buf) => match r {
+                // The server's answer to a complete request: keep the connection and wait.
+                Ok(n) if n > 0 => {}
+                _ => return Some(opened.elapsed()),
+            },
+            _ = tick.tick() => {
+                if opened.elapsed() > give_up {
+                    return None;
+                }
+                // A header line that never ends, one byte at a time.
+                if dribble && s.write_all(b"a").await.is_err() {
+                    return Some(opened.elapsed());
+                }
+            }
+        }
+    }
+}
+
+/// Slowloris: more connections than the cap, each sending nothing or dribbling its headers a
+/// byte at a time. The probes and an authenticated initialize still answer at once; every
+/// dribbler is closed by the header timeout; a kept-alive connection outlives the header
+/// timeout but not the idle timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_and_silent_connections_cannot_lock_out_probes_or_clients() {
+    let sb = Sandbox::new(&["basic"]);
+    let server = HttpServer::start(
+        &env(
+            &sb,
+            &[
+                ("TERRARIUM_HTTP_MAX_CONNECTIONS", "8"),
+                ("TERRARIUM_HTTP_HEADER_TIMEOUT_SECS", "2"),
+                ("TERRARIUM_HTTP_IDLE_TIMEOUT_SECS", "5"),
+            ],
+        ),
+        &[],
+    );
+    let addr = server.addr;
+    let give_up = Duration::from_secs(12);
+    let mut flood = Vec::new();
+    for i in 0..24 {
+        let (first, dribble): (&'static [u8], bool) = if i % 2 == 0 {
+            (b"", false)
+        } else {
+            (
+                b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ",
+                true,
+            )
+        };
+        flood.push(tokio::spawn(watch_raw(addr, first, dribble, give_up)));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let quick = reqwest::Client::builder()
+        .timeout(Duration::from_secs(3))
+        .build()
+        .unwrap();
+    let r = quick
+        .get(server.url("/healthz"))
+        .send()
+        .await
+        .expect("/healthz answers during the flood");
+    assert_eq!(r.status(), 200);
+    let r = quick
+        .post(server.url("/mcp"))
+        .header("authorization", format!("Bearer {ALICE}"))
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .body(initialize().to_string())
+        .send()
+        .await
+        .expect("an authenticated initialize answers during the flood");
+    assert_eq!(r.status(), 200);
+    assert!(r.headers().contains_key("mcp-session-id"));
+    drop(r);
+
+    for (i, c) in flood.into_iter().enumerate() {
+        let closed = c.await.unwrap();
+        assert!(
+            closed.is_some_and(|t| t < Duration::from_millis(4500)),
+            "connection {i} was not closed by the header timeout: {closed:?}"
+        );
+    }
+    // A kept-alive connection that completed a request lives past the header timeout.
+    let kept = watch_raw(
+        addr,
+        b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+        false,
+        give_up,
+    )
+    .await;
+    assert!(
+        kept.is_some_and(|t| t > Duration::from_millis(2500) && t < Duration::from_secs(9)),
+        "a kept-alive connection is closed by the idle timeout, not the header timeout: {kept:?}"
+    );
+    // The server still answers afterwards.
+    assert_eq!(
+        quick
+            .get(server.url("/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+}
+
+/// The TLS listener has the same deadline: a connection that never starts its handshake, or
+/// stops in the middle of it, is closed by the header timeout.
+#[tokio::test]
+async fn tls_connections_that_never_finish_the_handshake_are_closed() {
+    let sb = Sandbox::new(&["basic"]);
+    let dir = manifest_dir().join("tests/fixtures/tls");
+    let e = env(
+        &sb,
+        &[
+            (
+                "TERRARIUM_HTTP_TLS_CERT_FILE",
+                dir.join("test-cert.pem").to_str().unwrap(),
+            ),
+            (
+                "TERRARIUM_HTTP_TLS_KEY_FILE",
+                dir.join("test-key.pem").to_str().unwrap(),
+            ),
+            ("TERRARIUM_HTTP_HEADER_TIMEOUT_SECS", "2"),
+            ("TERRARIUM_HTTP_MAX_CONNECTIONS", "4"),
+        ],
+    );
+    let server = HttpServer::start(&e, &[]);
+    let give_up = Duration::from_secs(10);
+    let mut conns = Vec::new();
+    for i in 0..8 {
+        // Half send nothing; half send the first bytes of a ClientHello and stop.
+        let first: &'static [u8] = if i % 2 == 0 {
+            b""
+        } else {
+            b"\x16\x03\x01\x02\x00\x01"
+        };
+        conns.push(tokio::spawn(watch_raw(server.addr, first, false, give_up)));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let addr = server.addr.to_string();
+    let (ok, text) = tokio::task::spawn_blocking(move || openssl_get(&addr, "-tls1_3"))
+        .await
+        .unwrap();
+    assert!(
+        ok,
+        "/healthz over TLS answers while the cap is full: {text}"
+    );
+    for (i, c) in conns.into_iter().enumerate() {
+        let closed = c.await.unwrap();
+        assert!(
+            closed.is_some_and(|t| t < Duration::from_millis(4500)),
+            "TLS connection {i} was not closed by the header timeout: {closed:?}"
+        );
+    }
+}

@@ -11,6 +11,7 @@ pub mod jwt;
 pub mod limits;
 pub mod metrics;
 mod probes;
+mod serve;
 mod tls;
 mod webhook;
 
@@ -345,31 +346,14 @@ pub async fn start(exec: Arc<Executor>) -> Result<Running, HttpError> {
     };
     let is_tls = tls.is_some();
     let stop = CancellationToken::new();
-    let stop_signal = stop.clone();
-    let make = app.into_make_service_with_connect_info::<SocketAddr>();
-    let task = match tls {
-        None => tokio::spawn(async move {
-            axum::serve(listener, make)
-                .with_graceful_shutdown(async move { stop_signal.cancelled().await })
-                .await
-                .map_err(HttpError::Serve)
-        }),
-        Some(tls_config) => {
-            let std_listener = listener.into_std().map_err(HttpError::Serve)?;
-            let handle = axum_server::Handle::new();
-            let server = axum_server::tls_rustls::from_tcp_rustls(
-                std_listener,
-                axum_server::tls_rustls::RustlsConfig::from_config(tls_config),
-            )
-            .map_err(HttpError::Serve)?
-            .handle(handle.clone());
-            tokio::spawn(async move {
-                stop_signal.cancelled().await;
-                handle.graceful_shutdown(Some(Duration::from_secs(10)));
-            });
-            tokio::spawn(async move { server.serve(make).await.map_err(HttpError::Serve) })
-        }
+    let limits = serve::Limits {
+        header_timeout: cfg.header_timeout,
+        idle_timeout: cfg.idle_timeout,
+        max_connections: cfg.max_connections,
     };
+    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
+    let serving = serve::serve(listener, app, acceptor, limits, stop.clone());
+    let task = tokio::spawn(async move { serving.await.map_err(HttpError::Serve) });
     tracing::info!(%addr, "serving MCP over Streamable HTTP at /mcp");
     Ok(Running {
         tls: is_tls,
