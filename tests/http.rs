@@ -1099,3 +1099,203 @@ async fn tls_connections_that_never_finish_the_handshake_are_closed() {
         );
     }
 }
+
+/// Opens a session as `token` the way a client does (initialize, then `initialized`) and
+/// returns its id.
+async fn open_session(mcp: &str, token: &str) -> String {
+    let r = mcp_post(mcp, token)
+        .body(initialize().to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let id = r.headers()["mcp-session-id"].to_str().unwrap().to_string();
+    drop(r);
+    let r = mcp_post(mcp, token)
+        .header("mcp-session-id", &id)
+        .body(json!({"jsonrpc": "2.0", "method": "notifications/initialized"}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    id
+}
+
+/// tools/list in a session: the status, and the body (an SSE stream that ends after the
+/// answer), read with a deadline.
+async fn list_tools_in(mcp: &str, token: &str, session: &str) -> (u16, String) {
+    let r = mcp_post(mcp, token)
+        .header("mcp-session-id", session)
+        .body(json!({"jsonrpc": "2.0", "id": 7, "method": "tools/list"}).to_string())
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    let body = tokio::time::timeout(Duration::from_secs(10), r.text())
+        .await
+        .map(|t| t.unwrap_or_default())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// A session belongs to the principal that opened it: another principal, with its own valid
+/// token, cannot resume its stream, post into it or delete it — to it the session does not
+/// exist — and the owner's session goes on working.
+#[tokio::test]
+async fn another_principal_cannot_use_or_end_a_session() {
+    let sb = Sandbox::new(&["basic"]);
+    let server = HttpServer::start(&env(&sb, &[]), &[]);
+    let mcp = server.url("/mcp");
+    let alices = open_session(&mcp, ALICE).await;
+
+    // Resume the stream (GET), as a client does to read results.
+    let r = client()
+        .get(&mcp)
+        .header("authorization", format!("Bearer {BOB}"))
+        .header("accept", "text/event-stream")
+        .header("mcp-session-id", &alices)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404, "bob resumed alice's stream");
+    drop(r);
+    // Post into it.
+    let (status, body) = list_tools_in(&mcp, BOB, &alices).await;
+    assert_eq!(status, 404, "bob posted into alice's session: {body}");
+    assert!(!body.contains("terraform_plan"), "{body}");
+    // End it.
+    let r = client()
+        .delete(&mcp)
+        .header("authorization", format!("Bearer {BOB}"))
+        .header("mcp-session-id", &alices)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404, "bob deleted alice's session");
+    // Refused exactly as an unknown session is.
+    let (status, unknown) = list_tools_in(&mcp, BOB, "0123456789abcdef0123456789abcdef").await;
+    assert_eq!(status, 404);
+    let (_, refused) = list_tools_in(&mcp, BOB, &alices).await;
+    assert_eq!(
+        refused, unknown,
+        "the answer does not confirm the id exists"
+    );
+
+    // Alice's session is untouched and still hers.
+    let (status, body) = list_tools_in(&mcp, ALICE, &alices).await;
+    assert_eq!(status, 200);
+    assert!(body.contains("terraform_plan"), "{body}");
+    let refusals = sb
+        .all_audit_events()
+        .into_iter()
+        .filter(|e| e["event"] == "session_refused" && e["principal"] == "bob")
+        .count();
+    assert_eq!(refusals, 5);
+    assert!(
+        !sb.audit_text().contains(&alices),
+        "session ids stay out of the trail"
+    );
+    // Her own DELETE ends it.
+    let r = client()
+        .delete(&mcp)
+        .header("authorization", format!("Bearer {ALICE}"))
+        .header("mcp-session-id", &alices)
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
+    let (status, _) = list_tools_in(&mcp, ALICE, &alices).await;
+    assert_eq!(status, 404);
+}
+
+/// One principal cannot take every session the server allows: it has its own cap in front of
+/// the global one, and another principal can still open sessions.
+#[tokio::test]
+async fn one_principal_cannot_fill_the_session_cap() {
+    let sb = Sandbox::new(&["basic"]);
+    let server = HttpServer::start(
+        &env(
+            &sb,
+            &[
+                ("TERRARIUM_HTTP_MAX_SESSIONS", "4"),
+                ("TERRARIUM_HTTP_MAX_SESSIONS_PER_PRINCIPAL", "2"),
+            ],
+        ),
+        &[],
+    );
+    let mcp = server.url("/mcp");
+    let body = initialize().to_string();
+    let first = open_session(&mcp, ALICE).await;
+    open_session(&mcp, ALICE).await;
+    for _ in 0..3 {
+        let r = post(&mcp, Some(ALICE), &body, "application/json").await;
+        assert_eq!(r.status(), 429, "alice's share is two sessions");
+        assert!(r.headers().contains_key("retry-after"));
+    }
+    let bobs = open_session(&mcp, BOB).await;
+    let (status, _) = list_tools_in(&mcp, BOB, &bobs).await;
+    assert_eq!(status, 200, "bob still gets a session");
+    // Ending one of hers gives alice room again.
+    let r = client()
+        .delete(&mcp)
+        .header("authorization", format!("Bearer {ALICE}"))
+        .header("mcp-session-id", &first)
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+    open_session(&mcp, ALICE).await;
+}
+
+/// One principal's slow runs hold only its share of the run slots: another principal's run
+/// still starts at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_principals_slow_runs_do_not_starve_another() {
+    let sb = Sandbox::new(&["basic", "replace", "noop"]);
+    let mut e = env(
+        &sb,
+        &[
+            // Two slots: by default a principal may hold one of them.
+            ("TERRARIUM_MAX_CONCURRENT_RUNS", "2"),
+            ("TERRARIUM_QUEUE_WAIT_SECS", "3"),
+            ("TERRARIUM_KILL_GRACE_SECS", "1"),
+            ("TERRARIUM_TIMEOUT_SECS", "30"),
+        ],
+    );
+    e.insert(
+        "TERRARIUM_TERRAFORM_BIN".into(),
+        standin("stubborn.sh").display().to_string(),
+    );
+    let server = HttpServer::start(&e, &[]);
+    let alice = connect_http(&server.url("/mcp"), ALICE).await;
+    let bob = connect_http(&server.url("/mcp"), BOB).await;
+    let a1 = start_call(&alice, "terraform_validate", json!({"path": "basic"})).await;
+    let a1_pid = read_pid(&sb.root.join("basic/parent.pid"));
+    let a2 = start_call(&alice, "terraform_validate", json!({"path": "replace"})).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let b = start_call(&bob, "terraform_validate", json!({"path": "noop"})).await;
+    let b_pid = sb.root.join("noop/parent.pid");
+    let started = std::time::Instant::now();
+    while !b_pid.exists() && started.elapsed() < Duration::from_secs(2) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        b_pid.exists(),
+        "bob's run did not start while alice's runs held the slots"
+    );
+    assert!(
+        !sb.root.join("replace/parent.pid").exists(),
+        "alice's second run waits for her own share"
+    );
+    let b_pid = read_pid(&b_pid);
+    // Alice's second call gives up waiting for her share, with the usual answer.
+    let r = tokio::time::timeout(Duration::from_secs(10), a2.await_response())
+        .await
+        .expect("alice's queued call is answered");
+    let text = format!("{r:?}");
+    assert!(text.contains("maximum number of terraform runs"), "{text}");
+    a1.cancel(Some("test".into())).await.unwrap();
+    b.cancel(Some("test".into())).await.unwrap();
+    assert!(gone_within(a1_pid, 10));
+    assert!(gone_within(b_pid, 10));
+}

@@ -12,6 +12,7 @@ pub mod limits;
 pub mod metrics;
 mod probes;
 mod serve;
+mod sessions;
 mod tls;
 mod webhook;
 
@@ -72,6 +73,9 @@ pub struct HttpState {
     pub metrics: Arc<Metrics>,
     sessions: Arc<LocalSessionManager>,
     max_sessions: usize,
+    /// Who opened each session: only that principal may use it.
+    owners: sessions::Owners,
+    max_sessions_per_principal: usize,
     started: Instant,
     limiters: limits::Limiters,
     jwt: Option<jwt::JwtVerifier>,
@@ -241,6 +245,8 @@ pub async fn start(exec: Arc<Executor>) -> Result<Running, HttpError> {
         metrics: metrics.clone(),
         sessions,
         max_sessions: cfg.max_sessions,
+        owners: sessions::Owners::default(),
+        max_sessions_per_principal: cfg.max_sessions_per_principal,
         started: Instant::now(),
         limiters: limits::Limiters::new(
             cfg.rate_per_sec,
@@ -258,6 +264,7 @@ pub async fn start(exec: Arc<Executor>) -> Result<Running, HttpError> {
         loop {
             tick.tick().await;
             prune_state.limiters.prune();
+            live_sessions(&prune_state).await;
         }
     });
 
@@ -549,10 +556,71 @@ fn json_error(status: StatusCode, error: &str, message: &str) -> Response {
         .into_response()
 }
 
-/// Request checks rmcp does not make (or makes differently): the content type of posted
-/// messages, the body size, well-formed JSON (a JSON-RPC parse error otherwise), and the
-/// session cap. Nothing that fails here reaches the executor.
+/// The number of open sessions, after forgetting the owners of sessions that have ended.
+async fn live_sessions(state: &HttpState) -> usize {
+    let mark = state.owners.mark();
+    let live: std::collections::HashSet<String> = state
+        .sessions
+        .sessions
+        .read()
+        .await
+        .keys()
+        .map(|k| k.to_string())
+        .collect();
+    state.owners.retain_live(mark, &live);
+    state.metrics.sessions.set(live.len() as i64);
+    live.len()
+}
+
+/// What rmcp answers for an unknown session: also the answer for another principal's session,
+/// so that a guessed or leaked id is not even confirmed to exist.
+fn session_not_found() -> Response {
+    (StatusCode::NOT_FOUND, "Not Found: Session not found").into_response()
+}
+
+/// 503 (the server's cap) or 429 (the caller's own share), with `Retry-After`.
+fn too_many_sessions(status: StatusCode, message: &str) -> Response {
+    let mut r = (
+        status,
+        axum::Json(json!({"error": "too_many_sessions", "message": message})),
+    )
+        .into_response();
+    r.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("30"));
+    r
+}
+
+/// Request checks rmcp does not make (or makes differently): a session id must name one of the
+/// caller's own sessions; the content type of posted messages, the body size, well-formed JSON
+/// (a JSON-RPC parse error otherwise); the per-principal and the global session caps. Nothing
+/// that fails here reaches the executor.
 async fn mcp_checks(State(state): State<Arc<HttpState>>, req: Request, next: Next) -> Response {
+    let principal = req
+        .extensions()
+        .get::<auth::Principal>()
+        .map(|p| p.0.clone())
+        .unwrap_or_default();
+    // `Some(None)`: a session id that is not even text.
+    let session_id = req
+        .headers()
+        .get("mcp-session-id")
+        .map(|v| v.to_str().ok().map(str::to_string));
+    if let Some(id) = &session_id {
+        let owned = id
+            .as_deref()
+            .is_some_and(|id| state.owners.access(id, &principal) == sessions::Access::Owner);
+        if !owned {
+            let _ = state.exec.auditor().record(audit::event(
+                "session_refused",
+                "warn",
+                json!({"transport": "http", "source_ip": client_ip(&req), "principal": principal,
+                       "method": req.method().as_str()}),
+            ));
+            return session_not_found();
+        }
+    }
+    let deleting = req.method() == Method::DELETE;
+    let mut opening = None;
     let req = if req.method() == Method::POST {
         let json_body = req
             .headers()
@@ -573,7 +641,7 @@ async fn mcp_checks(State(state): State<Arc<HttpState>>, req: Request, next: Nex
             return json_error(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "payload_too_large",
-                &format!("the request body is larger than {limit} bytes"),
+                &format!("the request body is larger than {limit} bytes (or arrived too slowly)"),
             );
         };
         if serde_json::from_slice::<serde_json::Value>(&bytes).is_err() {
@@ -584,19 +652,29 @@ async fn mcp_checks(State(state): State<Arc<HttpState>>, req: Request, next: Nex
                 .into_response();
         }
         let req = Request::from_parts(parts, axum::body::Body::from(bytes));
-        let new_session = !req.headers().contains_key("mcp-session-id");
-        if new_session {
-            let open = state.sessions.sessions.read().await.len();
-            state.metrics.sessions.set(open as i64);
+        if session_id.is_none() {
+            let open = live_sessions(&state).await;
+            // The caller's own share first, so that one principal cannot fill the server's cap.
+            match state
+                .owners
+                .try_open(&principal, state.max_sessions_per_principal)
+            {
+                Ok(o) => opening = Some(o),
+                Err(held) => {
+                    return too_many_sessions(
+                        StatusCode::TOO_MANY_REQUESTS,
+                        &format!(
+                            "you hold {held} open sessions, the most one caller may; close one \
+                             (DELETE /mcp with its Mcp-Session-Id) or let it expire"
+                        ),
+                    );
+                }
+            }
             if open >= state.max_sessions {
-                let mut r = (
+                return too_many_sessions(
                     StatusCode::SERVICE_UNAVAILABLE,
-                    axum::Json(json!({"error": "too_many_sessions", "message": "the server's session limit is reached; retry later"})),
-                )
-                    .into_response();
-                r.headers_mut()
-                    .insert(header::RETRY_AFTER, HeaderValue::from_static("30"));
-                return r;
+                    "the server's session limit is reached; retry later",
+                );
             }
         }
         req
@@ -604,8 +682,21 @@ async fn mcp_checks(State(state): State<Arc<HttpState>>, req: Request, next: Nex
         req
     };
     let response = next.run(req).await;
-    let open = state.sessions.sessions.read().await.len();
-    state.metrics.sessions.set(open as i64);
+    if let Some(opening) = opening {
+        if let Some(id) = response
+            .headers()
+            .get("mcp-session-id")
+            .and_then(|v| v.to_str().ok())
+        {
+            opening.opened(id);
+        }
+    }
+    if deleting && response.status().is_success() {
+        if let Some(Some(id)) = &session_id {
+            state.owners.forget(id);
+        }
+    }
+    live_sessions(&state).await;
     response
 }
 
