@@ -2,9 +2,10 @@
 //! executor as stdio) behind authentication, request checks and security headers, plus the
 //! unauthenticated probes `/healthz`, `/readyz` and `/metrics`.
 //!
-//! Layering, outermost first: security headers → metrics → (for everything but the probes)
-//! bearer authentication → content-type and session-cap checks → rmcp, which validates `Host`
-//! and `Origin` (DNS rebinding), enforces the body size limit and parses JSON-RPC.
+//! Layering, outermost first: the listener (`serve.rs`: header and idle deadlines, connection
+//! cap) → security headers → metrics → (for everything but the probes) bearer authentication →
+//! session ownership, content-type and session-cap checks → rmcp, which validates `Host` and
+//! `Origin` (DNS rebinding), enforces the body size limit and parses JSON-RPC.
 
 pub mod auth;
 pub mod jwt;
@@ -682,19 +683,19 @@ async fn mcp_checks(State(state): State<Arc<HttpState>>, req: Request, next: Nex
         req
     };
     let response = next.run(req).await;
-    if let Some(opening) = opening {
-        if let Some(id) = response
+    if let Some(opening) = opening
+        && let Some(id) = response
             .headers()
             .get("mcp-session-id")
             .and_then(|v| v.to_str().ok())
-        {
-            opening.opened(id);
-        }
+    {
+        opening.opened(id);
     }
-    if deleting && response.status().is_success() {
-        if let Some(Some(id)) = &session_id {
-            state.owners.forget(id);
-        }
+    if deleting
+        && response.status().is_success()
+        && let Some(Some(id)) = &session_id
+    {
+        state.owners.forget(id);
     }
     live_sessions(&state).await;
     response
