@@ -718,10 +718,8 @@ impl Config {
                 .parse::<usize>("HTTP_MAX_SESSIONS", "a whole number")?
                 .or(file.http_max_sessions)
                 .unwrap_or(256),
-            max_sessions_per_principal: reader
-                .parse::<usize>("HTTP_MAX_SESSIONS_PER_PRINCIPAL", "a whole number")?
-                .or(file.http_max_sessions_per_principal)
-                .unwrap_or(32),
+            // Set below, from the global cap.
+            max_sessions_per_principal: 0,
             header_timeout: secs(
                 "HTTP_HEADER_TIMEOUT_SECS",
                 file.http_header_timeout_secs,
@@ -814,6 +812,11 @@ impl Config {
                 "rate and burst must be at least 1",
             ));
         }
+        // By default half the server's sessions (at most 32): one principal never holds them all.
+        http.max_sessions_per_principal = reader
+            .parse::<usize>("HTTP_MAX_SESSIONS_PER_PRINCIPAL", "a whole number")?
+            .or(file.http_max_sessions_per_principal)
+            .unwrap_or((http.max_sessions / 2).clamp(1, 32));
         if http.max_sessions_per_principal == 0 {
             return Err(invalid(
                 "TERRARIUM_HTTP_MAX_SESSIONS_PER_PRINCIPAL",
@@ -1233,7 +1236,9 @@ mod tests {
         assert_eq!(c.http.header_timeout, Duration::from_secs(10));
         assert_eq!(c.http.idle_timeout, Duration::from_secs(60));
         assert_eq!(c.http.max_connections, 512);
-        assert!(c.http.max_sessions_per_principal < c.http.max_sessions);
+        assert_eq!(c.http.max_sessions_per_principal, 32);
+        let c = load_with(dir.path(), &[("TERRARIUM_HTTP_MAX_SESSIONS", "4")]).unwrap();
+        assert_eq!(c.http.max_sessions_per_principal, 2);
         // One principal never gets every run slot.
         assert_eq!(c.max_runs_per_principal, c.max_concurrent_runs - 1);
         let c = load_with(dir.path(), &[("TERRARIUM_MAX_CONCURRENT_RUNS", "1")]).unwrap();

@@ -1216,10 +1216,8 @@ async fn one_principal_cannot_fill_the_session_cap() {
     let server = HttpServer::start(
         &env(
             &sb,
-            &[
-                ("TERRARIUM_HTTP_MAX_SESSIONS", "4"),
-                ("TERRARIUM_HTTP_MAX_SESSIONS_PER_PRINCIPAL", "2"),
-            ],
+            // By default a principal's share is half the server's sessions.
+            &[("TERRARIUM_HTTP_MAX_SESSIONS", "4")],
         ),
         &[],
     );
@@ -1276,7 +1274,7 @@ async fn one_principals_slow_runs_do_not_starve_another() {
     let b = start_call(&bob, "terraform_validate", json!({"path": "noop"})).await;
     let b_pid = sb.root.join("noop/parent.pid");
     let started = std::time::Instant::now();
-    while !b_pid.exists() && started.elapsed() < Duration::from_secs(2) {
+    while !b_pid.exists() && started.elapsed() < Duration::from_secs(6) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(

@@ -655,13 +655,22 @@ async fn mcp_checks(State(state): State<Arc<HttpState>>, req: Request, next: Nex
         let req = Request::from_parts(parts, axum::body::Body::from(bytes));
         if session_id.is_none() {
             let open = live_sessions(&state).await;
-            // The caller's own share first, so that one principal cannot fill the server's cap.
-            match state
-                .owners
-                .try_open(&principal, state.max_sessions_per_principal)
-            {
+            // The server's cap, and below it each caller's share, so that one principal cannot
+            // take every session.
+            match state.owners.try_open(
+                &principal,
+                state.max_sessions_per_principal,
+                open,
+                state.max_sessions,
+            ) {
                 Ok(o) => opening = Some(o),
-                Err(held) => {
+                Err(sessions::Full::Server) => {
+                    return too_many_sessions(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "the server's session limit is reached; retry later",
+                    );
+                }
+                Err(sessions::Full::Principal(held)) => {
                     return too_many_sessions(
                         StatusCode::TOO_MANY_REQUESTS,
                         &format!(
@@ -670,12 +679,6 @@ async fn mcp_checks(State(state): State<Arc<HttpState>>, req: Request, next: Nex
                         ),
                     );
                 }
-            }
-            if open >= state.max_sessions {
-                return too_many_sessions(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "the server's session limit is reached; retry later",
-                );
             }
         }
         req

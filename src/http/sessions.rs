@@ -30,6 +30,15 @@ struct Inner {
     opening: HashMap<String, usize>,
 }
 
+/// Why a new session was refused.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Full {
+    /// The server's cap is reached.
+    Server,
+    /// The principal's own share is taken: it holds this many sessions.
+    Principal(usize),
+}
+
 /// Taken before listing the live sessions: only sessions recorded before it can be missing
 /// from that list because they ended (a later one may simply not have been listed yet).
 #[derive(Debug, Clone, Copy)]
@@ -99,10 +108,20 @@ impl Owners {
         self.lock().owners.remove(session_id);
     }
 
-    /// Reserves a new session for `principal` if it holds fewer than `cap` (open and being
-    /// opened); `Err` carries how many it holds.
-    pub fn try_open(&self, principal: &str, cap: usize) -> Result<Opening<'_>, usize> {
+    /// Reserves a new session for `principal` if the server, with `open` sessions and those
+    /// being opened, is below `server_cap`, and the principal holds fewer than `cap` (open and
+    /// being opened).
+    pub fn try_open(
+        &self,
+        principal: &str,
+        cap: usize,
+        open: usize,
+        server_cap: usize,
+    ) -> Result<Opening<'_>, Full> {
         let mut inner = self.lock();
+        if open + inner.opening.values().sum::<usize>() >= server_cap {
+            return Err(Full::Server);
+        }
         let held = inner
             .owners
             .values()
@@ -110,7 +129,7 @@ impl Owners {
             .count()
             + inner.opening.get(principal).copied().unwrap_or(0);
         if held >= cap {
-            return Err(held);
+            return Err(Full::Principal(held));
         }
         *inner.opening.entry(principal.to_string()).or_default() += 1;
         Ok(Opening {
@@ -127,7 +146,7 @@ mod tests {
     #[test]
     fn a_session_belongs_to_the_principal_that_opened_it() {
         let o = Owners::default();
-        o.try_open("alice", 4).unwrap().opened("s1");
+        o.try_open("alice", 4, 0, 100).unwrap().opened("s1");
         assert_eq!(o.access("s1", "alice"), Access::Owner);
         assert_eq!(o.access("s1", "bob"), Access::NotFound);
         assert_eq!(o.access("s2", "alice"), Access::NotFound);
@@ -138,20 +157,34 @@ mod tests {
     #[test]
     fn the_cap_counts_open_and_opening_sessions_per_principal() {
         let o = Owners::default();
-        o.try_open("alice", 2).unwrap().opened("s1");
-        let pending = o.try_open("alice", 2).unwrap();
-        assert_eq!(o.try_open("alice", 2).err(), Some(2));
-        assert!(o.try_open("bob", 2).is_ok(), "bob has his own share");
+        o.try_open("alice", 2, 0, 100).unwrap().opened("s1");
+        let pending = o.try_open("alice", 2, 0, 100).unwrap();
+        assert_eq!(
+            o.try_open("alice", 2, 0, 100).err(),
+            Some(Full::Principal(2))
+        );
+        assert!(
+            o.try_open("bob", 2, 0, 100).is_ok(),
+            "bob has his own share"
+        );
         // An initialize that did not create a session gives its reservation back.
         drop(pending);
-        let again = o.try_open("alice", 2).unwrap();
+        let again = o.try_open("alice", 2, 0, 100).unwrap();
         again.opened("s2");
-        assert!(o.try_open("alice", 2).is_err());
+        assert!(o.try_open("alice", 2, 0, 100).is_err());
         // Expired sessions stop counting.
         let mark = o.mark();
         o.retain_live(mark, &HashSet::from(["s2".to_string()]));
-        assert!(o.try_open("alice", 2).is_ok());
+        assert!(o.try_open("alice", 2, 0, 100).is_ok());
         assert_eq!(o.access("s1", "alice"), Access::NotFound);
+    }
+
+    #[test]
+    fn sessions_being_opened_count_against_the_server_cap() {
+        let o = Owners::default();
+        let _a = o.try_open("alice", 4, 2, 4).unwrap();
+        let _b = o.try_open("bob", 4, 2, 4).unwrap();
+        assert_eq!(o.try_open("carol", 4, 2, 4).err(), Some(Full::Server));
     }
 
     #[test]
@@ -159,7 +192,7 @@ mod tests {
         let o = Owners::default();
         let mark = o.mark();
         let live = HashSet::new(); // listed before s1 existed
-        o.try_open("alice", 2).unwrap().opened("s1");
+        o.try_open("alice", 2, 0, 100).unwrap().opened("s1");
         o.retain_live(mark, &live);
         assert_eq!(o.access("s1", "alice"), Access::Owner);
     }
