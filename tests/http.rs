@@ -1297,3 +1297,94 @@ async fn one_principals_slow_runs_do_not_starve_another() {
     assert!(gone_within(a1_pid, 10));
     assert!(gone_within(b_pid, 10));
 }
+
+/// Starts the server through `sh -c 'ulimit -n N; exec terrarium ...'`: a process with few file
+/// descriptors, where connections run out of descriptors before they reach a large cap.
+fn start_with_open_files_limit(
+    env: &std::collections::BTreeMap<String, String>,
+    nofile: u32,
+) -> HttpServer {
+    use std::io::BufRead;
+    use std::sync::{Arc, Mutex};
+    let mut child = std::process::Command::new("/bin/sh")
+        .args([
+            "-c",
+            &format!("ulimit -n {nofile} && exec \"$0\" serve --http --listen 127.0.0.1:0"),
+            env!("CARGO_BIN_EXE_terrarium"),
+        ])
+        .env_clear()
+        .envs(env)
+        .current_dir("/")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = Arc::new(Mutex::new(String::new()));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let pipe = child.stderr.take().unwrap();
+    let sink = stderr.clone();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(pipe).lines().map_while(Result::ok) {
+            sink.lock().unwrap().push_str(&format!("{line}\n"));
+            if let Some(rest) = line.strip_prefix("terrarium: serving MCP at http://") {
+                let _ = tx.send(rest.trim_end_matches("/mcp").to_string());
+            }
+        }
+    });
+    let addr = match rx.recv_timeout(Duration::from_secs(20)) {
+        Ok(a) => a.parse().unwrap(),
+        Err(_) => {
+            let _ = child.kill();
+            panic!("the HTTP server did not start: {}", stderr.lock().unwrap());
+        }
+    };
+    HttpServer {
+        child,
+        addr,
+        stderr,
+    }
+}
+
+/// The lock-out itself: a server allowed few open files, and more silent connections than it
+/// can hold. The default cap is fitted under the descriptor limit, so the flood is closed to
+/// make room and `/healthz` and clients still get in (before, accept failed for want of
+/// descriptors and nobody got in until the flood went away).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_connections_cannot_exhaust_the_servers_file_descriptors() {
+    let sb = Sandbox::new(&["basic"]);
+    let server = start_with_open_files_limit(&env(&sb, &[]), 200);
+    let mut flood = Vec::new();
+    for _ in 0..300 {
+        if let Ok(Ok(s)) = tokio::time::timeout(
+            Duration::from_millis(200),
+            tokio::net::TcpStream::connect(server.addr),
+        )
+        .await
+        {
+            flood.push(s);
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let quick = reqwest::Client::builder()
+        .timeout(Duration::from_secs(3))
+        .build()
+        .unwrap();
+    let r = quick
+        .get(server.url("/healthz"))
+        .send()
+        .await
+        .expect("/healthz answers with the flood connected");
+    assert_eq!(r.status(), 200);
+    let r = quick
+        .post(server.url("/mcp"))
+        .header("authorization", format!("Bearer {ALICE}"))
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .body(initialize().to_string())
+        .send()
+        .await
+        .expect("an authenticated initialize answers with the flood connected");
+    assert_eq!(r.status(), 200);
+    drop(flood);
+}

@@ -138,21 +138,12 @@ impl Tracker {
     fn try_admit(&self, max: usize) -> Option<Arc<Conn>> {
         let mut conns = self.conns();
         if conns.len() >= max {
-            let victim = conns
-                .values()
-                .filter_map(|c| {
-                    let p = c.phase();
-                    (p.in_flight == 0).then_some((p.served, p.since, c.id))
-                })
-                .min()
-                .map(|(_, _, id)| id)?;
-            if let Some(c) = conns.remove(&victim) {
-                tracing::debug!(
-                    connection = victim,
-                    "connection cap reached: closing the longest-waiting idle connection"
-                );
-                c.evict.cancel();
+            drop(conns);
+            if !self.evict_one() {
+                return None;
             }
+            tracing::debug!("connection cap reached: closed the longest-waiting idle connection");
+            conns = self.conns();
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let conn = Arc::new(Conn {
@@ -185,6 +176,27 @@ impl Tracker {
                 _ = tokio::time::sleep_until(give_up) => return None,
                 _ = stop.cancelled() => return None,
             }
+        }
+    }
+
+    /// Closes the connection that has waited longest without a request in flight (out of
+    /// file descriptors below the cap). Whether there was one.
+    fn evict_one(&self) -> bool {
+        let mut conns = self.conns();
+        let victim = conns
+            .values()
+            .filter_map(|c| {
+                let p = c.phase();
+                (p.in_flight == 0).then_some((p.served, p.since, c.id))
+            })
+            .min()
+            .map(|(_, _, id)| id);
+        match victim.and_then(|id| conns.remove(&id)) {
+            Some(c) => {
+                c.evict.cancel();
+                true
+            }
+            None => false,
         }
     }
 
@@ -354,6 +366,33 @@ impl hyper::service::Service<hyper::Request<Incoming>> for ConnService {
     }
 }
 
+/// File descriptors kept for everything but connections (runs' pipes, audit and state files).
+const RESERVED_FDS: u64 = 128;
+
+/// The connection cap, lowered if the process may not open that many descriptors: a cap the
+/// descriptor limit reaches first would never make room. The soft limit is raised to the hard
+/// one first (terraform gets its own limit, `TERRARIUM_LIMIT_OPEN_FILES`).
+fn fit_to_descriptors(max: usize) -> usize {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return max;
+    };
+    let soft = if soft < hard && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() {
+        hard
+    } else {
+        soft
+    };
+    let fit = usize::try_from(soft.saturating_sub(RESERVED_FDS).max(16)).unwrap_or(max);
+    if fit < max {
+        tracing::warn!(
+            configured = max,
+            effective = fit,
+            "TERRARIUM_HTTP_MAX_CONNECTIONS is above what the open-files limit allows; lowered"
+        );
+    }
+    max.min(fit)
+}
+
 /// Serves `app` on `listener` until `stop` is cancelled, then lets the connections finish
 /// (idle ones close at once) and returns when all have closed.
 pub async fn serve(
@@ -363,6 +402,10 @@ pub async fn serve(
     limits: Limits,
     stop: CancellationToken,
 ) -> io::Result<()> {
+    let limits = Limits {
+        max_connections: fit_to_descriptors(limits.max_connections),
+        ..limits
+    };
     let tracker = Arc::new(Tracker::new());
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
     // hyper's own header timer is a backstop only: it would also cut kept-alive connections
@@ -378,9 +421,14 @@ pub async fn serve(
             r = listener.accept() => match r {
                 Ok(pair) => pair,
                 Err(e) => {
-                    // Out of descriptors, or a connection reset before accept: keep serving.
-                    tracing::warn!(error = %e, "accepting a connection failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    // Out of descriptors below the cap (other files are open too): make room
+                    // as the cap would. Otherwise (a connection reset before accept, say) go on.
+                    let out_of_fds =
+                        matches!(e.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE));
+                    if !(out_of_fds && tracker.evict_one()) {
+                        tracing::warn!(error = %e, "accepting a connection failed");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
                     continue;
                 }
             },
