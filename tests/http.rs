@@ -1037,16 +1037,24 @@ async fn slow_and_silent_connections_cannot_lock_out_probes_or_clients() {
         kept.is_some_and(|t| t > Duration::from_millis(2500) && t < Duration::from_secs(9)),
         "a kept-alive connection is closed by the idle timeout, not the header timeout: {kept:?}"
     );
-    // The server still answers afterwards.
-    assert_eq!(
-        quick
-            .get(server.url("/healthz"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    // The server still answers afterwards, and counts what it closed.
+    let metrics = quick
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for reason in ["header_timeout", "idle_timeout", "cap"] {
+        assert!(
+            metrics.contains(&format!(
+                "terrarium_http_connections_closed_total{{reason=\"{reason}\"}}"
+            )),
+            "{metrics}"
+        );
+    }
+    assert!(metrics.contains("terrarium_http_connections "), "{metrics}");
 }
 
 /// The TLS listener has the same deadline: a connection that never starts its handshake, or

@@ -360,7 +360,14 @@ pub async fn start(exec: Arc<Executor>) -> Result<Running, HttpError> {
         max_connections: cfg.max_connections,
     };
     let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
-    let serving = serve::serve(listener, app, acceptor, limits, stop.clone());
+    let serving = serve::serve(
+        listener,
+        app,
+        acceptor,
+        limits,
+        state.metrics.clone(),
+        stop.clone(),
+    );
     let task = tokio::spawn(async move { serving.await.map_err(HttpError::Serve) });
     tracing::info!(%addr, "serving MCP over Streamable HTTP at /mcp");
     Ok(Running {

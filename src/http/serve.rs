@@ -43,6 +43,8 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::metrics::{CloseReason, Metrics};
+
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// The listener's limits (from `HttpConfig`).
@@ -114,11 +116,13 @@ struct Tracker {
     /// Connection tasks still running (evicted ones included), for shutdown.
     tasks: AtomicUsize,
     tasks_done: Notify,
+    metrics: Arc<Metrics>,
 }
 
 impl Tracker {
-    fn new() -> Tracker {
+    fn new(metrics: Arc<Metrics>) -> Tracker {
         Tracker {
+            metrics,
             conns: Mutex::new(BTreeMap::new()),
             room: Notify::new(),
             next_id: AtomicU64::new(1),
@@ -158,6 +162,7 @@ impl Tracker {
             evict: CancellationToken::new(),
         });
         conns.insert(id, conn.clone());
+        self.metrics.connections.set(conns.len() as i64);
         Some(conn)
     }
 
@@ -194,6 +199,8 @@ impl Tracker {
         match victim.and_then(|id| conns.remove(&id)) {
             Some(c) => {
                 c.evict.cancel();
+                self.closed("cap");
+                self.metrics.connections.set(conns.len() as i64);
                 true
             }
             None => false,
@@ -201,8 +208,18 @@ impl Tracker {
     }
 
     fn remove(&self, id: u64) {
-        self.conns().remove(&id);
+        let mut conns = self.conns();
+        conns.remove(&id);
+        self.metrics.connections.set(conns.len() as i64);
+        drop(conns);
         self.room.notify_waiters();
+    }
+
+    fn closed(&self, reason: &'static str) {
+        self.metrics
+            .connections_closed
+            .get_or_create(&CloseReason { reason })
+            .inc();
     }
 }
 
@@ -400,13 +417,14 @@ pub async fn serve(
     app: Router,
     tls: Option<tokio_rustls::TlsAcceptor>,
     limits: Limits,
+    metrics: Arc<Metrics>,
     stop: CancellationToken,
 ) -> io::Result<()> {
     let limits = Limits {
         max_connections: fit_to_descriptors(limits.max_connections),
         ..limits
     };
-    let tracker = Arc::new(Tracker::new());
+    let tracker = Arc::new(Tracker::new(metrics));
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
     // hyper's own header timer is a backstop only: it would also cut kept-alive connections
     // at the header timeout, and our deadlines above are tighter where they matter.
@@ -512,7 +530,10 @@ impl Connection {
                             return;
                         }
                     },
-                    _ = tokio::time::sleep_until(handshake_deadline) => return,
+                    _ = tokio::time::sleep_until(handshake_deadline) => {
+                        self.tracker.closed("header_timeout");
+                        return;
+                    }
                     _ = self.conn.evict.cancelled() => return,
                     _ = self.stop.cancelled() => return,
                 };
@@ -552,7 +573,12 @@ impl Connection {
                 _ = changed => {}
                 _ = tokio::time::sleep_until(wake) => {
                     if self.conn.deadline(&self.limits).is_some_and(|d| d <= Instant::now()) {
-                        tracing::debug!(connection = self.conn.id, "closing a connection past its header or idle deadline");
+                        let reason = {
+                            let p = self.conn.phase();
+                            if p.served && p.reading_since.is_none() { "idle_timeout" } else { "header_timeout" }
+                        };
+                        tracing::debug!(connection = self.conn.id, reason, "closing a connection past its deadline");
+                        self.tracker.closed(reason);
                         return;
                     }
                 }
@@ -575,7 +601,7 @@ mod tests {
 
     #[tokio::test]
     async fn deadlines_follow_the_phase() {
-        let tracker = Arc::new(Tracker::new());
+        let tracker = Arc::new(Tracker::new(Arc::new(Metrics::new())));
         let l = limits(4);
         let c = tracker.try_admit(l.max_connections).unwrap();
         let t0 = c.phase().since;
@@ -602,7 +628,7 @@ mod tests {
 
     #[tokio::test]
     async fn at_the_cap_the_longest_waiting_idle_connection_makes_room() {
-        let tracker = Arc::new(Tracker::new());
+        let tracker = Arc::new(Tracker::new(Arc::new(Metrics::new())));
         let a = tracker.try_admit(2).unwrap();
         let b = tracker.try_admit(2).unwrap();
         b.phase().since -= Duration::from_secs(1);
@@ -619,7 +645,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_connection_that_never_completed_a_request_goes_before_a_kept_alive_one() {
-        let tracker = Arc::new(Tracker::new());
+        let tracker = Arc::new(Tracker::new(Arc::new(Metrics::new())));
         let kept = tracker.try_admit(2).unwrap();
         drop(InFlight::begin(&kept, &tracker));
         kept.phase().since -= Duration::from_secs(30);
