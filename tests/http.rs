@@ -1396,3 +1396,48 @@ async fn a_flood_of_connections_cannot_exhaust_the_servers_file_descriptors() {
     assert_eq!(r.status(), 200);
     drop(flood);
 }
+
+/// Long requests (resumed SSE streams) holding every connection the cap allows do not lock
+/// out the probes: a little headroom beyond the cap is kept for short requests.
+#[tokio::test]
+async fn probes_answer_while_long_requests_hold_every_connection() {
+    let sb = Sandbox::new(&["basic"]);
+    let server = HttpServer::start(
+        &env(
+            &sb,
+            &[
+                ("TERRARIUM_HTTP_MAX_CONNECTIONS", "4"),
+                ("TERRARIUM_HTTP_HEADER_TIMEOUT_SECS", "2"),
+            ],
+        ),
+        &[],
+    );
+    let mcp = server.url("/mcp");
+    let mut streams = Vec::new();
+    for token in [ALICE, ALICE, BOB, BOB] {
+        let session = open_session(&mcp, token).await;
+        let r = client()
+            .get(&mcp)
+            .header("authorization", format!("Bearer {token}"))
+            .header("accept", "text/event-stream")
+            .header("mcp-session-id", &session)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        streams.push(r);
+    }
+    let quick = reqwest::Client::builder()
+        .timeout(Duration::from_secs(3))
+        .build()
+        .unwrap();
+    for _ in 0..3 {
+        let r = quick
+            .get(server.url("/healthz"))
+            .send()
+            .await
+            .expect("/healthz answers while streams hold the cap");
+        assert_eq!(r.status(), 200);
+    }
+    drop(streams);
+}

@@ -11,8 +11,9 @@
 //! - a connection cap: at `max_connections`, a connection without a request in flight is
 //!   closed to make room for the new one — one still waiting for its first request before a
 //!   kept-alive one, the longest-waiting first (a request in flight is never cut short by
-//!   another client). Only when every connection is serving a request does the new
-//!   one wait, for at most `header_timeout`. Probes therefore keep answering under a flood of
+//!   another client). When every connection is serving a request, a few more are let in
+//!   (headroom for probes, closed first in turn when they wait); beyond those the new one
+//!   waits, for at most `header_timeout`. Probes therefore keep answering under a flood of
 //!   idle or dribbling connections.
 //!
 //! The deadlines are enforced by the connection's own task, for HTTP/1.1 and HTTP/2 alike, by
@@ -107,6 +108,11 @@ impl Conn {
     }
 }
 
+/// Connections admitted beyond the cap while every connection is serving a request, so that a
+/// probe (or any short request) still gets in while long requests (SSE streams) hold the cap.
+/// They are closed first when they wait without a request, like any other.
+const HEADROOM: usize = 16;
+
 /// The open connections, for the cap.
 struct Tracker {
     conns: Mutex<BTreeMap<u64, Arc<Conn>>>,
@@ -142,11 +148,13 @@ impl Tracker {
     fn try_admit(&self, max: usize) -> Option<Arc<Conn>> {
         let mut conns = self.conns();
         if conns.len() >= max {
+            let open = conns.len();
             drop(conns);
-            if !self.evict_one() {
+            if self.evict_one() {
+                tracing::debug!("connection cap reached: closed the longest-waiting idle one");
+            } else if open >= max + HEADROOM {
                 return None;
             }
-            tracing::debug!("connection cap reached: closed the longest-waiting idle connection");
             conns = self.conns();
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
@@ -399,7 +407,8 @@ fn fit_to_descriptors(max: usize) -> usize {
     } else {
         soft
     };
-    let fit = usize::try_from(soft.saturating_sub(RESERVED_FDS).max(16)).unwrap_or(max);
+    let fit =
+        usize::try_from(soft.saturating_sub(RESERVED_FDS + HEADROOM as u64).max(16)).unwrap_or(max);
     if fit < max {
         tracing::warn!(
             configured = max,
@@ -637,7 +646,16 @@ mod tests {
         assert!(b.evict.is_cancelled(), "b waited longest without a request");
         assert!(!a.evict.is_cancelled(), "a request in flight is never cut");
         let _busy_c = InFlight::begin(&c, &tracker);
-        assert!(tracker.try_admit(2).is_none(), "all serving: wait");
+        // Every connection serving: a little headroom, for probes.
+        let mut extra = Vec::new();
+        for _ in 0..HEADROOM {
+            let e = tracker.try_admit(2).unwrap();
+            extra.push(InFlight::begin(&e, &tracker));
+        }
+        assert!(
+            tracker.try_admit(2).is_none(),
+            "all serving, headroom used: wait"
+        );
         drop(busy);
         assert!(tracker.try_admit(2).is_some());
         assert!(a.evict.is_cancelled());
