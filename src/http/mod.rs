@@ -661,13 +661,12 @@ async fn mcp_checks(State(state): State<Arc<HttpState>>, req: Request, next: Nex
         }
         let req = Request::from_parts(parts, axum::body::Body::from(bytes));
         if session_id.is_none() {
-            let open = live_sessions(&state).await;
-            // The server's cap, and below it each caller's share, so that one principal cannot
-            // take every session.
+            // Forget ended sessions, then: the server's cap, and below it each caller's share,
+            // so that one principal cannot take every session.
+            live_sessions(&state).await;
             match state.owners.try_open(
                 &principal,
                 state.max_sessions_per_principal,
-                open,
                 state.max_sessions,
             ) {
                 Ok(o) => opening = Some(o),

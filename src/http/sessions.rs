@@ -108,18 +108,18 @@ impl Owners {
         self.lock().owners.remove(session_id);
     }
 
-    /// Reserves a new session for `principal` if the server, with `open` sessions and those
+    /// Reserves a new session for `principal` if the server, with its open sessions and those
     /// being opened, is below `server_cap`, and the principal holds fewer than `cap` (open and
-    /// being opened).
+    /// being opened). Every session is opened through here, so the record counts them all
+    /// (once: a session moves from being opened to open in [`Opening::opened`]).
     pub fn try_open(
         &self,
         principal: &str,
         cap: usize,
-        open: usize,
         server_cap: usize,
     ) -> Result<Opening<'_>, Full> {
         let mut inner = self.lock();
-        if open + inner.opening.values().sum::<usize>() >= server_cap {
+        if inner.owners.len() + inner.opening.values().sum::<usize>() >= server_cap {
             return Err(Full::Server);
         }
         let held = inner
@@ -146,7 +146,7 @@ mod tests {
     #[test]
     fn a_session_belongs_to_the_principal_that_opened_it() {
         let o = Owners::default();
-        o.try_open("alice", 4, 0, 100).unwrap().opened("s1");
+        o.try_open("alice", 4, 100).unwrap().opened("s1");
         assert_eq!(o.access("s1", "alice"), Access::Owner);
         assert_eq!(o.access("s1", "bob"), Access::NotFound);
         assert_eq!(o.access("s2", "alice"), Access::NotFound);
@@ -157,34 +157,30 @@ mod tests {
     #[test]
     fn the_cap_counts_open_and_opening_sessions_per_principal() {
         let o = Owners::default();
-        o.try_open("alice", 2, 0, 100).unwrap().opened("s1");
-        let pending = o.try_open("alice", 2, 0, 100).unwrap();
-        assert_eq!(
-            o.try_open("alice", 2, 0, 100).err(),
-            Some(Full::Principal(2))
-        );
-        assert!(
-            o.try_open("bob", 2, 0, 100).is_ok(),
-            "bob has his own share"
-        );
+        o.try_open("alice", 2, 100).unwrap().opened("s1");
+        let pending = o.try_open("alice", 2, 100).unwrap();
+        assert_eq!(o.try_open("alice", 2, 100).err(), Some(Full::Principal(2)));
+        assert!(o.try_open("bob", 2, 100).is_ok(), "bob has his own share");
         // An initialize that did not create a session gives its reservation back.
         drop(pending);
-        let again = o.try_open("alice", 2, 0, 100).unwrap();
+        let again = o.try_open("alice", 2, 100).unwrap();
         again.opened("s2");
-        assert!(o.try_open("alice", 2, 0, 100).is_err());
+        assert!(o.try_open("alice", 2, 100).is_err());
         // Expired sessions stop counting.
         let mark = o.mark();
         o.retain_live(mark, &HashSet::from(["s2".to_string()]));
-        assert!(o.try_open("alice", 2, 0, 100).is_ok());
+        assert!(o.try_open("alice", 2, 100).is_ok());
         assert_eq!(o.access("s1", "alice"), Access::NotFound);
     }
 
     #[test]
     fn sessions_being_opened_count_against_the_server_cap() {
         let o = Owners::default();
-        let _a = o.try_open("alice", 4, 2, 4).unwrap();
-        let _b = o.try_open("bob", 4, 2, 4).unwrap();
-        assert_eq!(o.try_open("carol", 4, 2, 4).err(), Some(Full::Server));
+        o.try_open("alice", 4, 4).unwrap().opened("s1");
+        let _a = o.try_open("alice", 4, 4).unwrap();
+        let _b = o.try_open("bob", 4, 4).unwrap();
+        let _c = o.try_open("carol", 4, 4).unwrap();
+        assert_eq!(o.try_open("carol", 4, 4).err(), Some(Full::Server));
     }
 
     #[test]
@@ -192,7 +188,7 @@ mod tests {
         let o = Owners::default();
         let mark = o.mark();
         let live = HashSet::new(); // listed before s1 existed
-        o.try_open("alice", 2, 0, 100).unwrap().opened("s1");
+        o.try_open("alice", 2, 100).unwrap().opened("s1");
         o.retain_live(mark, &live);
         assert_eq!(o.access("s1", "alice"), Access::Owner);
     }
