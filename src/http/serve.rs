@@ -435,12 +435,13 @@ pub async fn serve(
     };
     let tracker = Arc::new(Tracker::new(metrics));
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-    // hyper's own header timer is a backstop only: it would also cut kept-alive connections
-    // at the header timeout, and our deadlines above are tighter where they matter.
+    // hyper's own header timer is a backstop only, set past our latest deadline (idle, then
+    // a request's headers): it would also cut kept-alive connections, since it starts when
+    // hyper waits for the next request.
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_timeout.max(limits.idle_timeout));
+        .header_read_timeout(limits.idle_timeout + limits.header_timeout);
     builder.http2().timer(TokioTimer::new());
     let builder = Arc::new(builder);
     loop {
