@@ -25,7 +25,6 @@ pub struct RunSpec {
     pub program: PathBuf,
     /// Arguments after the program name.
     pub argv: Vec<OsString>,
-    pub cwd: PathBuf,
     /// The complete environment; nothing of the server's own is inherited.
     pub env: Vec<(String, String)>,
     pub timeout: Duration,
@@ -136,7 +135,6 @@ async fn run(
 ) -> Result<RunOutcome, SpawnError> {
     let mut cmd = tokio::process::Command::new(&spec.program);
     cmd.args(&spec.argv)
-        .current_dir(&spec.cwd)
         .env_clear()
         .envs(spec.env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
