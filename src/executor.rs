@@ -265,7 +265,7 @@ impl Executor {
                 (l.name.to_string(), json!(state))
             })
             .collect();
-        json!({"mode": self.sandbox.mode().as_str(), "layers": layers, "warnings": self.sandbox.warnings()})
+        json!({"mode": self.sandbox.mode().as_str(), "layers": layers, "teardown": self.sandbox.teardown(), "warnings": self.sandbox.warnings()})
     }
 
     /// The tools a caller may use, in order, with their schema documents.

@@ -454,7 +454,7 @@ async fn without_namespaces_the_subreaper_still_kills_a_setsid_sleeper() {
             ("TERRARIUM_ENABLE_APPLY", "true"),
             ("TERRARIUM_TIMEOUT_SECS", "4"),
             ("TERRARIUM_KILL_GRACE_SECS", "2"),
-            ("TERRARIUM_SANDBOX_DISABLE", "namespaces"),
+            ("TERRARIUM_SANDBOX_DISABLE", "namespaces,cgroup"),
         ],
     );
     let session = connect(&env).await;
@@ -790,7 +790,8 @@ async fn without_namespaces_a_lineage_whose_pids_wrapped_is_still_killed() {
             ("TERRARIUM_ENABLE_APPLY", "true"),
             ("TERRARIUM_TIMEOUT_SECS", "8"),
             ("TERRARIUM_KILL_GRACE_SECS", "1"),
-            ("TERRARIUM_SANDBOX_DISABLE", "namespaces"),
+            // Neither a PID namespace nor a cgroup: the sweep alone (as in most containers).
+            ("TERRARIUM_SANDBOX_DISABLE", "namespaces,cgroup"),
         ],
     );
     let session = connect(&env).await;
@@ -837,6 +838,72 @@ async fn without_namespaces_a_lineage_whose_pids_wrapped_is_still_killed() {
     assert!(
         survivors.is_empty(),
         "a descendant outlived the run: {survivors:?}"
+    );
+    session.cancel().await.unwrap();
+}
+
+#[tokio::test]
+async fn each_run_has_a_cgroup_of_its_own_killed_and_removed_when_it_ends() {
+    // Where the server may create cgroups (cgroup v2; this test machine, as root), every process
+    // of a run — also one that left its process group, without a PID namespace to hold it — is
+    // in the run's cgroup, and `cgroup.kill` ends them all when the run ends.
+    let sb = scene();
+    let env = sb.env(
+        &terraform(),
+        &[
+            ("TERRARIUM_ENABLE_APPLY", "true"),
+            ("TERRARIUM_TIMEOUT_SECS", "5"),
+            ("TERRARIUM_KILL_GRACE_SECS", "1"),
+            ("TERRARIUM_SANDBOX_DISABLE", "namespaces"),
+        ],
+    );
+    let (session, server_pid) = connect_as(&env, None).await;
+    let ws = sb.root.join("exec_cgroup");
+    let watcher = std::thread::spawn({
+        let ws = ws.clone();
+        move || {
+            for _ in 0..400 {
+                for pid in processes_in(&ws) {
+                    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+                    if String::from_utf8_lossy(&cmdline).contains("600.0421") {
+                        let cg = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+                        return cg
+                            .lines()
+                            .find_map(|l| l.strip_prefix("0::"))
+                            .map(String::from);
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(25));
+            }
+            None
+        }
+    });
+    let cmd = "setsid sh -c 'exec sleep 600.0421' & sleep 600";
+    let r = exec(&session, &sb, "exec_cgroup", cmd).await;
+    assert_eq!(sc(&r)["timed_out"], true);
+    let teardown = sc(&r)["sandbox"]["teardown"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(teardown.starts_with("cgroup per run"), "{teardown}");
+    let cgroup = watcher.join().unwrap().expect("the escapee was never seen");
+    assert!(
+        cgroup.contains(&format!("/terrarium-{server_pid}/run-")),
+        "the setsid()'d process was not in the run's cgroup: {cgroup}"
+    );
+    assert!(none_left_in(&ws, 5), "a process of the run survived");
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let mount = info
+        .lines()
+        .find(|l| l.contains(" - cgroup2 "))
+        .and_then(|l| l.split_whitespace().nth(4))
+        .unwrap()
+        .to_string();
+    let dir = Path::new(&mount).join(cgroup.trim_start_matches('/'));
+    assert!(
+        !dir.exists(),
+        "the run's cgroup was left behind: {}",
+        dir.display()
     );
     session.cancel().await.unwrap();
 }

@@ -26,6 +26,13 @@ pub unsafe fn prepare(setup: &mut ChildSetup) -> io::Result<()> {
     // A new session, so the run is its own process group: the group is what timeouts kill,
     // and no controlling terminal leaks in.
     setsid()?;
+    // Into the run's own cgroup first, so every process it ever starts is in it too.
+    if let Some(fd) = setup.cgroup_procs {
+        // SAFETY: a write of a static buffer to a descriptor the parent keeps open.
+        if unsafe { libc::write(fd, b"0".as_ptr().cast(), 1) } != 1 {
+            return Err(io::Error::last_os_error());
+        }
+    }
     let limits = &setup.limits;
     let set = |resource, value: u64| setrlimit(resource, value, value);
     set(Resource::RLIMIT_CORE, 0)?;

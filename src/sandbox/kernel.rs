@@ -52,6 +52,11 @@ pub struct ChildSetup {
     pub cwd: Option<Arc<OwnedFd>>,
     /// The run's own mount namespace view (with the namespaces layer).
     pub mounts: Option<MountPlan>,
+    /// The run's cgroup, where the server may create cgroups: the parent keeps it (to kill it
+    /// at the end), the child joins it through `cgroup_procs`.
+    pub cgroup: Option<super::cgroup::RunCgroup>,
+    /// Raw descriptor of the cgroup's `cgroup.procs`, valid in the child until exec.
+    pub cgroup_procs: Option<libc::c_int>,
     /// A second descriptor of the Landlock ruleset, so the child can grant reading the `/proc`
     /// it mounts itself (a new superblock no rule made in the server can name).
     pub landlock_fd: Option<OwnedFd>,
@@ -80,6 +85,8 @@ impl ChildSetup {
             seccomp: None,
             cwd: None,
             mounts: None,
+            cgroup: None,
+            cgroup_procs: None,
             landlock_fd: None,
         }
     }
@@ -120,6 +127,8 @@ pub struct KernelSandbox {
     seccomp: Option<Arc<Vec<BpfProgram>>>,
     connect_ports: Vec<u16>,
     extra_read: Vec<PathBuf>,
+    /// Per-run cgroups for teardown, or why there are none.
+    cgroups: Result<super::cgroup::RunCgroups, String>,
 }
 
 const LANDLOCK: &str = "landlock";
@@ -183,6 +192,20 @@ impl KernelSandbox {
             seccomp: filters.ok().map(Arc::new),
             connect_ports: config.sandbox_connect_ports.clone(),
             extra_read: config.sandbox_read_paths.clone(),
+            cgroups: if config.sandbox_disable.iter().any(|d| d == "cgroup") {
+                Err("per-run cgroups disabled by TERRARIUM_SANDBOX_DISABLE".into())
+            } else {
+                super::cgroup::RunCgroups::open()
+            },
+        }
+    }
+
+    /// How a run's leftover processes are ended: by its cgroup where the server may create
+    /// cgroups, else by process group, PID namespace and the subreaper sweep.
+    pub fn teardown(&self) -> String {
+        match &self.cgroups {
+            Ok(c) => format!("cgroup per run under {} (cgroup.kill)", c.path().display()),
+            Err(why) => format!("process group, PID namespace and subreaper sweep ({why})"),
         }
     }
 
@@ -252,6 +275,13 @@ impl KernelSandbox {
             scratch,
         } = place;
         let mut setup = ChildSetup::plain(limits);
+        // Teardown hygiene, like the process group: in every mode.
+        if let Ok(cgroups) = &self.cgroups {
+            match cgroups.create() {
+                Ok(cg) => setup.cgroup = Some(cg),
+                Err(e) => tracing::warn!(error = %e, "cannot create the run's cgroup"),
+            }
+        }
         setup.cwd = Some(match cwd {
             Grant::Held { fd, .. } => fd.clone(),
             Grant::Path(p) => Arc::new(
@@ -390,6 +420,7 @@ mod tests {
             seccomp: None,
             connect_ports: vec![443],
             extra_read: Vec::new(),
+            cgroups: Err("not in unit tests".into()),
         }
     }
 

@@ -9,6 +9,7 @@
 
 pub mod access;
 pub mod capture;
+pub mod cgroup;
 pub mod child;
 pub mod env;
 pub mod kernel;
