@@ -40,9 +40,9 @@ impl RunCgroups {
             .lines()
             .find_map(|l| l.strip_prefix("0::"))
             .ok_or("this process is not in the cgroup v2 hierarchy")?;
-        let base = mount
-            .join(own.trim_start_matches('/'))
-            .join(format!("terrarium-{}", std::process::id()));
+        let parent = mount.join(own.trim_start_matches('/'));
+        sweep_stale(&parent);
+        let base = parent.join(format!("terrarium-{}", std::process::id()));
         match std::fs::create_dir(&base) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
@@ -123,6 +123,40 @@ fn populated_now(dir: &Path) -> bool {
     std::fs::read_to_string(dir.join("cgroup.events"))
         .map(|e| e.lines().any(|l| l == "populated 1"))
         .unwrap_or(false)
+}
+
+/// Removes the cgroups of earlier servers that are gone (killing anything left in them).
+fn sweep_stale(parent: &Path) {
+    let Ok(entries) = std::fs::read_dir(parent) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("terrarium-"))
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if Path::new(&format!("/proc/{pid}")).exists() {
+            continue;
+        }
+        if let Ok(runs) = std::fs::read_dir(e.path()) {
+            for run in runs.flatten().filter(|r| r.path().is_dir()) {
+                let mut cg = RunCgroup {
+                    dir: run.path(),
+                    procs: match File::open("/dev/null") {
+                        Ok(f) => f,
+                        Err(_) => continue,
+                    },
+                    done: false,
+                };
+                cg.teardown(Duration::from_millis(500));
+            }
+        }
+        let _ = std::fs::remove_dir(e.path());
+    }
 }
 
 /// The mount point of the cgroup v2 hierarchy, from `/proc/self/mountinfo`.
