@@ -666,11 +666,11 @@ impl Config {
             .or(file.sandbox_disable)
             .unwrap_or_default();
         for layer in &sandbox_disable {
-            if !["landlock", "seccomp", "namespaces"].contains(&layer.as_str()) {
+            if !["landlock", "seccomp", "namespaces", "cgroup"].contains(&layer.as_str()) {
                 return Err(invalid(
                     "TERRARIUM_SANDBOX_DISABLE",
                     format!(
-                        "unknown layer {layer:?}; the layers are landlock, seccomp, namespaces"
+                        "unknown layer {layer:?}; the layers are landlock, seccomp, namespaces, cgroup"
                     ),
                 ));
             }

@@ -43,13 +43,15 @@ pub async fn run(ctx: &RunCtx<'_>, args: Args) -> Result<ToolOutput, ToolError> 
         None => relative.clone(),
         Some(sub) => {
             let candidate = format!("{relative}/{}", sub.trim_end_matches('/'));
-            // Confined to the extracted tree, not merely to the root.
-            let top = dest.canonicalize().unwrap_or_else(|_| dest.clone());
+            // Confined to the extracted tree, not merely to the root: the resolved (canonical,
+            // links followed) relative path must still lie in the tree.
             let inside = ctx
                 .root()
                 .workspace("subdir", &candidate)
                 .ok()
-                .filter(|ws| ws.dir.starts_with(&top));
+                .filter(|ws| {
+                    ws.relative == relative || ws.relative.starts_with(&format!("{relative}/"))
+                });
             match inside {
                 Some(ws) => ws.relative,
                 None => {
