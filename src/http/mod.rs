@@ -564,8 +564,9 @@ fn json_error(status: StatusCode, error: &str, message: &str) -> Response {
         .into_response()
 }
 
-/// The number of open sessions, after forgetting the owners of sessions that have ended.
-async fn live_sessions(state: &HttpState) -> usize {
+/// Forgets the owners of sessions that have ended (closed, or expired when idle) and updates
+/// the sessions gauge.
+async fn live_sessions(state: &HttpState) {
     let mark = state.owners.mark();
     let live: std::collections::HashSet<String> = state
         .sessions
@@ -577,7 +578,6 @@ async fn live_sessions(state: &HttpState) -> usize {
         .collect();
     state.owners.retain_live(mark, &live);
     state.metrics.sessions.set(live.len() as i64);
-    live.len()
 }
 
 /// What rmcp answers for an unknown session: also the answer for another principal's session,
@@ -706,7 +706,8 @@ async fn mcp_checks(State(state): State<Arc<HttpState>>, req: Request, next: Nex
     {
         state.owners.forget(id);
     }
-    live_sessions(&state).await;
+    let open = state.sessions.sessions.read().await.len();
+    state.metrics.sessions.set(open as i64);
     response
 }
 
