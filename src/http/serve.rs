@@ -453,7 +453,10 @@ pub async fn serve(
                     // as the cap would. Otherwise (a connection reset before accept, say) go on.
                     let out_of_fds =
                         matches!(e.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE));
-                    if !(out_of_fds && tracker.evict_one()) {
+                    if out_of_fds && tracker.evict_one() {
+                        // Let the closed connection's task release its descriptor.
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    } else {
                         tracing::warn!(error = %e, "accepting a connection failed");
                         tokio::time::sleep(Duration::from_millis(100)).await;
                     }
