@@ -281,12 +281,12 @@ async fn worker(exec: Arc<Executor>, gh: Arc<GitHub>, mut rx: mpsc::Receiver<Job
     }
 }
 
-/// Removes a directory when dropped: the fetched tree never outlives its plan.
-struct RemoveOnDrop(PathBuf);
+/// Removes a fetched tree (root, relative) when dropped: it never outlives its plan.
+struct RemoveOnDrop(PathBuf, String);
 
 impl Drop for RemoveOnDrop {
     fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+        fetch::remove_tree(&self.0, &self.1);
     }
 }
 
@@ -295,12 +295,13 @@ async fn plan_job(exec: &Executor, gh: &GitHub, job: &Job) -> Result<u8, super::
     let run = PullRun::start(&client, job.pr.clone(), &gh.config().check_name).await;
     let root = exec.config().workspace_root.clone();
     let fetched = async {
-        let (dest, relative) = fetch::fresh_dir(&root, PULLS_DIR, &job.repo, &job.pr.head_sha);
-        let guard = RemoveOnDrop(dest.clone());
+        let (_, relative) = fetch::fresh_dir(&root, PULLS_DIR, &job.repo, &job.pr.head_sha);
+        let guard = RemoveOnDrop(root.clone(), relative.clone());
         fetch::fetch_into(
             &client,
             &job.pr.head_sha,
-            &dest,
+            &root,
+            &relative,
             gh.config(),
             exec.config().timeout,
             &exec.shutdown_token(),

@@ -33,7 +33,8 @@ pub async fn run(ctx: &RunCtx<'_>, args: Args) -> Result<ToolOutput, ToolError> 
     let stats = fetch::fetch_into(
         &client,
         &args.reference,
-        &dest,
+        ctx.root().path(),
+        &relative,
         gh.config(),
         ctx.config().timeout,
         ctx.cancel_token(),
@@ -53,7 +54,7 @@ pub async fn run(ctx: &RunCtx<'_>, args: Args) -> Result<ToolOutput, ToolError> 
             match inside {
                 Some(ws) => ws.relative,
                 None => {
-                    let _ = std::fs::remove_dir_all(&dest);
+                    fetch::remove_tree(ctx.root().path(), &relative);
                     return Err(GitHubError::NoSubdir(sub.clone()).into());
                 }
             }
