@@ -362,7 +362,7 @@ pub fn extract_beneath(
     let top_fd = top.as_fd();
     let result = std::thread::scope(|s| {
         s.spawn(move || {
-            confine_thread_to(top_fd);
+            let _ = confine_thread_to(top_fd);
             let r = extract_entries(top_fd, archive, limits).and_then(|stats| {
                 if let Some((name, content)) = marker {
                     write_marker(top_fd, OsStr::new(name), content).map_err(|source| {
@@ -398,7 +398,8 @@ pub fn extract_beneath(
 /// Restricts the calling thread (only it: Landlock domains are per thread unless asked
 /// otherwise) to the directory `dir`: no file outside it can be opened, created or removed,
 /// and no TCP used. Best effort: on a kernel without Landlock the descriptor walk alone holds.
-fn confine_thread_to(dir: BorrowedFd<'_>) {
+/// `true` when the kernel enforces it fully.
+fn confine_thread_to(dir: BorrowedFd<'_>) -> bool {
     use landlock::{
         ABI, Access, AccessFs, AccessNet, PathBeneath, Ruleset, RulesetAttr, RulesetCreatedAttr,
     };
@@ -409,8 +410,12 @@ fn confine_thread_to(dir: BorrowedFd<'_>) {
         .and_then(|r| r.create())
         .and_then(|r| r.add_rule(PathBeneath::new(dir, AccessFs::from_all(abi))))
         .and_then(|r| r.restrict_self());
-    if let Err(e) = status {
-        tracing::debug!("archive extraction runs without Landlock: {e}");
+    match status {
+        Ok(s) => s.ruleset == landlock::RulesetStatus::FullyEnforced,
+        Err(e) => {
+            tracing::debug!("archive extraction runs without Landlock: {e}");
+            false
+        }
     }
 }
 
@@ -757,6 +762,29 @@ mod tests {
         assert!(!inside("x", "deep/../../.."));
         assert!(inside("d1/x", "../missing/file"));
         assert!(!inside("x", "/etc"));
+    }
+
+    #[test]
+    fn the_extracting_thread_is_confined_to_the_fresh_directory() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(d.path().join("fresh")).unwrap();
+        let fresh = nix::fcntl::open(&d.path().join("fresh"), dir_flags(), Mode::empty()).unwrap();
+        let (enforced, inside, outside) = std::thread::scope(|s| {
+            s.spawn(|| {
+                let enforced = confine_thread_to(fresh.as_fd());
+                let inside = std::fs::write(d.path().join("fresh/ok"), b"x").is_ok();
+                let outside = std::fs::write(d.path().join("escaped"), b"x").is_ok();
+                (enforced, inside, outside)
+            })
+            .join()
+            .unwrap()
+        });
+        assert!(inside);
+        if enforced {
+            assert!(!outside, "Landlock let the confined thread write outside");
+        }
+        // Only that thread: the rest of the server is unaffected.
+        assert!(std::fs::write(d.path().join("after"), b"x").is_ok());
     }
 
     #[test]
