@@ -63,14 +63,17 @@ pub fn fresh_dir(root: &Path, parent: &str, repo: &RepoName, reference: &str) ->
     (root.join(&relative), relative)
 }
 
-/// Downloads `reference` of the repository and extracts it into `dest` (which must not exist).
-/// On any failure nothing is left at `dest`.
+/// Downloads `reference` of the repository and extracts it into `root/relative` (which must
+/// not exist; a name from [`fresh_dir`]). On any failure nothing is left there. The directories
+/// on the way are walked from `root` without following links (see
+/// [`archive::extract_beneath`]).
 /// The download stops at `deadline` or when `cancel` fires (a slow server cannot hold a call
 /// forever); extraction, bounded by the caps, always runs to its end.
 pub async fn fetch_into(
     client: &RepoClient,
     reference: &str,
-    dest: &Path,
+    root: &Path,
+    relative: &str,
     config: &GitHubConfig,
     deadline: std::time::Duration,
     cancel: &tokio_util::sync::CancellationToken,
@@ -92,30 +95,28 @@ pub async fn fetch_into(
             .saturating_add(config.extract_max_files.saturating_mul(1024))
             .saturating_add(1 << 20),
     };
-    if let Some(parent) = dest.parent() {
-        std::fs::create_dir_all(parent)
-            .map_err(|e| GitHubError::Io(format!("creating {}: {e}", parent.display())))?;
-    }
-    let top = dest.to_path_buf();
-    let dest = dest.to_path_buf();
+    let root = root.to_path_buf();
+    let relative = PathBuf::from(relative);
     let marker = format!("{}@{reference}\n", client.repo);
     tokio::task::spawn_blocking(move || {
-        let stats = archive::extract_tar_gz(std::io::Cursor::new(bytes), &dest, limits)?;
-        let path = dest.join(MARKER);
-        // Replaces whatever the archive put there (a link included).
-        let _ = std::fs::remove_file(&path);
-        std::fs::write(&path, marker).map_err(|source| archive::ArchiveError::Write {
-            path: path.clone(),
-            source,
-        })?;
-        Ok::<_, archive::ArchiveError>(stats)
+        archive::extract_beneath(
+            std::io::Cursor::new(bytes),
+            &root,
+            &relative,
+            limits,
+            Some((MARKER, marker.as_bytes())),
+        )
     })
     .await
     .map_err(|e| GitHubError::Io(format!("extraction task: {e}")))?
-    .map_err(|e| {
-        let _ = std::fs::remove_dir_all(&top);
-        GitHubError::from(e)
-    })
+    .map_err(GitHubError::from)
+}
+
+/// Removes a fetched tree (`relative` to `root`), never following a link on the way.
+pub fn remove_tree(root: &Path, relative: &str) {
+    if let Err(e) = archive::remove_beneath(root, Path::new(relative)) {
+        tracing::warn!("removing the fetched tree {relative}: {e}");
+    }
 }
 
 #[cfg(test)]

@@ -22,7 +22,7 @@ pub async fn run(ctx: &RunCtx<'_>, args: Args) -> Result<ToolOutput, ToolError> 
     let repo = RepoName::new(&args.owner, &args.repo)?;
     github::check_ref(&args.reference)?;
     let client = gh.repo(&repo, None).await?;
-    let (dest, relative) = fetch::fresh_dir(
+    let (_, relative) = fetch::fresh_dir(
         ctx.root().path(),
         fetch::PREPARED_DIR,
         &repo,
@@ -33,7 +33,8 @@ pub async fn run(ctx: &RunCtx<'_>, args: Args) -> Result<ToolOutput, ToolError> 
     let stats = fetch::fetch_into(
         &client,
         &args.reference,
-        &dest,
+        ctx.root().path(),
+        &relative,
         gh.config(),
         ctx.config().timeout,
         ctx.cancel_token(),
@@ -55,7 +56,7 @@ pub async fn run(ctx: &RunCtx<'_>, args: Args) -> Result<ToolOutput, ToolError> 
             match inside {
                 Some(ws) => ws.relative,
                 None => {
-                    let _ = std::fs::remove_dir_all(&dest);
+                    fetch::remove_tree(ctx.root().path(), &relative);
                     return Err(GitHubError::NoSubdir(sub.clone()).into());
                 }
             }
