@@ -1,8 +1,9 @@
 //! The one typed configuration, loaded once at start-up and validated before anything runs.
 //!
-//! Sources, lowest precedence first: built-in defaults, `terrarium.toml` (or the file named by
-//! `TERRARIUM_CONFIG`), then the environment. A `.env` file in the current directory is merged into
-//! the environment by `main` before this runs, without overriding variables already set. Every
+//! Sources, lowest precedence first: built-in defaults, the TOML file named by `TERRARIUM_CONFIG`,
+//! then the environment. Which files may be read at all (`--config`, `--env-file`, and the
+//! implicit `terrarium.toml`/`.env` of the current directory, never from workspace content) is
+//! decided and checked by [`sources`] before this runs. Every
 //! value `NAME` may instead be given as `NAME_FILE` (the Docker/Kubernetes secrets convention);
 //! giving both is an error, because silently picking one hides a deployment mistake.
 //!
@@ -17,6 +18,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 mod github;
+pub mod sources;
 
 pub use github::GitHubConfig;
 
@@ -974,15 +976,14 @@ impl fmt::Display for Config {
 }
 
 fn load_file(reader: &EnvReader<'_>, cwd: &Path) -> Result<FileConfig, ConfigError> {
-    let (path, required) = match reader.get("CONFIG")? {
-        Some(p) => (absolutize(Path::new(&p), cwd), true),
-        None => (cwd.join("terrarium.toml"), false),
+    // Only the file named explicitly: whether an implicit `terrarium.toml` may be read is
+    // `sources`' decision (never from workspace content), which names it here when it may.
+    let path = match reader.get("CONFIG")? {
+        Some(p) => absolutize(Path::new(&p), cwd),
+        None => return Ok(FileConfig::default()),
     };
     let text = match std::fs::read_to_string(&path) {
         Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => {
-            return Ok(FileConfig::default());
-        }
         Err(e) => {
             return Err(ConfigError::File {
                 path,
@@ -1234,9 +1235,22 @@ mod tests {
         )
         .unwrap();
         let c = load_with(dir.path(), &[]).unwrap();
+        assert_eq!(
+            c.timeout,
+            Duration::from_secs(300),
+            "never read unless named"
+        );
+        let c = load_with(dir.path(), &[("TERRARIUM_CONFIG", "terrarium.toml")]).unwrap();
         assert_eq!(c.timeout, Duration::from_secs(42));
         assert!(c.enable_apply);
-        let c = load_with(dir.path(), &[("TERRARIUM_TIMEOUT_SECS", "7")]).unwrap();
+        let c = load_with(
+            dir.path(),
+            &[
+                ("TERRARIUM_CONFIG", "terrarium.toml"),
+                ("TERRARIUM_TIMEOUT_SECS", "7"),
+            ],
+        )
+        .unwrap();
         assert_eq!(c.timeout, Duration::from_secs(7), "env wins over file");
     }
 
@@ -1244,7 +1258,7 @@ mod tests {
     fn unknown_file_keys_are_rejected() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("terrarium.toml"), "timeout = 42\n").unwrap();
-        let err = load_with(dir.path(), &[]).unwrap_err();
+        let err = load_with(dir.path(), &[("TERRARIUM_CONFIG", "terrarium.toml")]).unwrap_err();
         assert!(err.to_string().contains("unknown field"), "{err}");
     }
 

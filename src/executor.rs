@@ -111,6 +111,75 @@ impl ToolError {
     }
 }
 
+impl ToolError {
+    /// What the audit trail records of this error: never a value the caller gave (or that
+    /// terraform or a fetched archive printed), only where and why. The match is exhaustive on
+    /// purpose: a new variant must decide what of it is safe to record. Messages shown to the
+    /// caller (`Display`) may quote their own values; this one may not.
+    pub fn audit_message(&self) -> std::borrow::Cow<'static, str> {
+        use std::borrow::Cow;
+        match self {
+            // Schema messages name pointers and constraints, never values (schema.rs).
+            ToolError::Validation(f) => {
+                Cow::Owned(format!("invalid arguments: {}", describe_fields(f)))
+            }
+            // "<field>: <reason>"; the path itself is never part of the message.
+            ToolError::Workspace(e) => Cow::Owned(e.to_string()),
+            ToolError::Policy(e) => policy_audit_message(e),
+            ToolError::Plan(e) => match e {
+                PlanError::WrongWorkspace { .. } => {
+                    Cow::Borrowed("plan_id: the plan was made for another workspace")
+                }
+                PlanError::Corrupt(_) => Cow::Borrowed("plan store: corrupt plan record"),
+                PlanError::Unknown
+                | PlanError::Expired { .. }
+                | PlanError::Tampered
+                | PlanError::Io(_) => Cow::Owned(e.to_string()),
+            },
+            ToolError::Busy(_) => Cow::Borrowed("the workspace is busy with another run"),
+            ToolError::Sandbox(SandboxError::Setup(_)) => {
+                Cow::Borrowed("sandbox set-up failed (details in the result)")
+            }
+            ToolError::NoSlot
+            | ToolError::Spawn(_)
+            | ToolError::Sandbox(SandboxError::Unavailable { .. })
+            | ToolError::Audit(_) => Cow::Owned(self.to_string()),
+            // Built from terraform's output, which can echo variable values.
+            ToolError::Terraform(_) => Cow::Borrowed(
+                "terraform failed or printed something that could not be used (details in the result)",
+            ),
+            ToolError::GitHub(e) => e.audit_message(),
+            ToolError::Internal(_) => Cow::Borrowed("internal error (details in the result)"),
+        }
+    }
+}
+
+fn policy_audit_message(e: &PolicyError) -> std::borrow::Cow<'static, str> {
+    use std::borrow::Cow;
+    match e {
+        PolicyError::UnknownTool(_) => Cow::Borrowed("unknown tool"),
+        PolicyError::ToolNotAllowed(_) => {
+            Cow::Borrowed("the tool is not allowed by this server's policy (tools.allow)")
+        }
+        PolicyError::Protected { .. } => Cow::Borrowed(
+            "the plan would delete or replace a protected resource (policy apply.protected)",
+        ),
+        PolicyError::DestroyDisabled { .. } => {
+            Cow::Borrowed("the plan deletes resources; deleting is disabled on this server")
+        }
+        PolicyError::MissingScope { scope, .. } => Cow::Owned(format!(
+            "the principal lacks the {scope} scope this tool needs"
+        )),
+        PolicyError::WorkspaceNotGranted { .. } => Cow::Borrowed(
+            "the principal may not use this workspace (policy principals.<name>.workspaces)",
+        ),
+        PolicyError::TooManyDeletes { .. }
+        | PolicyError::ApplyDisabled
+        | PolicyError::GitHubNotConfigured
+        | PolicyError::NothingToApply => Cow::Owned(e.to_string()),
+    }
+}
+
 fn describe_fields(fields: &[FieldError]) -> String {
     fields
         .iter()
@@ -455,6 +524,14 @@ impl Executor {
             if r.stdout.truncated || r.stderr.truncated {
                 text.push_str("\n\n(output truncated)");
             }
+            // Stated in the text too, where a reader (human or model) actually looks.
+            let warnings = self.sandbox.warnings();
+            if !warnings.is_empty() {
+                text.push_str(&format!(
+                    "\n\nWARNING: the sandbox is not strict: {}",
+                    warnings.join("; ")
+                ));
+            }
         }
         let event = ToolEvent {
             timestamp: rfc3339_now(),
@@ -510,6 +587,17 @@ impl Executor {
             ToolError::Validation(f) => f.clone(),
             _ => Vec::new(),
         };
+        // Where a rejected call went wrong, as JSON pointers; a confinement rejection names
+        // its field (the path itself is never recorded).
+        let mut pointers: Vec<String> = fields.iter().map(|f| f.pointer.clone()).collect();
+        if let ToolError::Workspace(e) = err {
+            let field = e.field();
+            pointers.push(if field.starts_with('/') {
+                field.to_string()
+            } else {
+                format!("/{field}")
+            });
+        }
         let message = err.to_string();
         let structured = json!({
             "tool": tool,
@@ -548,9 +636,9 @@ impl Executor {
             cancelled: false,
             plan_id: None,
             resources_affected: None,
-            fields: fields.iter().map(|f| f.pointer.clone()).collect(),
-            // Validation messages can quote schema patterns but never values; others are ours.
-            error: Some(message.clone()),
+            fields: pointers,
+            // Never the caller's values: the message shown to the caller may quote them.
+            error: Some(err.audit_message().into_owned()),
         };
         (
             ToolResponse {

@@ -24,6 +24,22 @@ pub enum WorkspaceError {
     NotAFile { field: String },
 }
 
+impl WorkspaceError {
+    /// The argument that was refused (`path`, `var_files/0`, ...), for the audit trail's
+    /// `fields`; the value itself is never recorded.
+    pub fn field(&self) -> &str {
+        match self {
+            WorkspaceError::Absolute { field }
+            | WorkspaceError::BadCharacter { field }
+            | WorkspaceError::Empty { field }
+            | WorkspaceError::Escapes { field }
+            | WorkspaceError::NotFound { field }
+            | WorkspaceError::NotADirectory { field }
+            | WorkspaceError::NotAFile { field } => field,
+        }
+    }
+}
+
 /// The canonical workspace root and the operations that keep paths inside it.
 #[derive(Debug, Clone)]
 pub struct WorkspaceRoot {
