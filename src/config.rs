@@ -1071,7 +1071,8 @@ fn validate_passthrough(names: &[String], prefixes: &[String]) -> Result<(), Con
         }
         if FORBIDDEN_PASSTHROUGH
             .iter()
-            .any(|f| f.starts_with(p.as_str()))
+            .chain(&[ENV_PREFIX])
+            .any(|f| f.starts_with(p.as_str()) || p.starts_with(ENV_PREFIX))
         {
             return Err(invalid(
                 "TERRARIUM_PASSTHROUGH_PREFIXES",
@@ -1086,9 +1087,12 @@ fn validate_passthrough(names: &[String], prefixes: &[String]) -> Result<(), Con
 
 /// True for names that never reach terraform, whatever the configuration says.
 pub fn is_forbidden_env(name: &str) -> bool {
-    FORBIDDEN_PASSTHROUGH
-        .iter()
-        .any(|f| name == *f || (name.starts_with(f) && name.as_bytes().get(f.len()) == Some(&b'_')))
+    // The server's own settings hold its credentials (the GitHub App key, tokens): never
+    // terraform's, whatever a configuration asks.
+    name.starts_with(ENV_PREFIX)
+        || FORBIDDEN_PASSTHROUGH.iter().any(|f| {
+            name == *f || (name.starts_with(f) && name.as_bytes().get(f.len()) == Some(&b'_'))
+        })
 }
 
 /// Accepts names and the numeric levels 1–4 (error, warn, info, debug).
@@ -1299,6 +1303,10 @@ mod tests {
             ("TERRARIUM_PASSTHROUGH_PREFIXES", "TF_"),
             ("TERRARIUM_PASSTHROUGH_PREFIXES", "TF_CLI"),
             ("TERRARIUM_PASSTHROUGH_PREFIXES", "LD_"),
+            // The server's own settings (the GitHub App key, tokens) never reach terraform.
+            ("TERRARIUM_PASSTHROUGH_ENV", "TERRARIUM_GITHUB_PRIVATE_KEY"),
+            ("TERRARIUM_PASSTHROUGH_PREFIXES", "TERRARIUM_GITHUB_"),
+            ("TERRARIUM_PASSTHROUGH_PREFIXES", "TERRA"),
         ] {
             let err = load_with(dir.path(), &[(k, v)]).unwrap_err();
             assert!(err.to_string().contains(k), "{v}: {err}");

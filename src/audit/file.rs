@@ -150,7 +150,7 @@ impl DailyFiles {
 
 /// How long a second writer waits for the lock before giving up: long enough for a server
 /// that is being restarted (an MCP client relaunching a stdio server) to let go of it.
-pub const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+pub const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Takes the exclusive lock on the audit directory, waiting up to `wait`. The lock goes with
 /// the returned descriptor (close-on-exec, so terraform never inherits it) and is released by
