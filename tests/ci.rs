@@ -170,18 +170,18 @@ fn a_hostile_checkout_cannot_configure_ci_plan() {
         }
         let out = cmd.output().unwrap();
         let err = String::from_utf8_lossy(&out.stderr);
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        assert_eq!(
+            hits.load(std::sync::atomic::Ordering::SeqCst),
+            0,
+            "the attacker's server was contacted: {err}"
+        );
         assert_eq!(out.status.code(), Some(1), "refused: {err}");
         assert!(
             err.contains(&sb.root.join(".env").display().to_string()) && err.contains("--env-file"),
             "the error names the file and the safe alternative: {err}"
         );
         assert!(!summary.exists(), "nothing was planned");
-        std::thread::sleep(std::time::Duration::from_millis(300));
-        assert_eq!(
-            hits.load(std::sync::atomic::Ordering::SeqCst),
-            0,
-            "the attacker's server was contacted"
-        );
 
         // The TOML file alone is refused the same way.
         std::fs::remove_file(sb.root.join(".env")).unwrap();
