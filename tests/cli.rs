@@ -205,6 +205,15 @@ fn configuration_files_inside_the_workspace_root_are_refused() {
             std::fs::remove_file(&file).unwrap();
         }
     }
+    // A `.env` in a parent directory inside the root (older versions searched parents).
+    let parent_env = sb.root.join(".env");
+    std::fs::write(&parent_env, hostile_env).unwrap();
+    let o = terrarium(&env, &team, &["check-config"]);
+    let text = out(&o);
+    assert!(!o.status.success(), "{text}");
+    assert!(text.contains(&parent_env.display().to_string()), "{text}");
+    std::fs::remove_file(&parent_env).unwrap();
+
     // An explicit file inside the root, even through a link from outside, is refused too.
     let inside = sb.root.join("settings.toml");
     std::fs::write(&inside, "sandbox = \"off\"\n").unwrap();

@@ -214,6 +214,22 @@ impl Prepared {
         let mut env_file = env_file;
         let mut implicit_config = None;
         if !explicit {
+            // Earlier versions also read a `.env` from any parent directory: one between the
+            // current directory and the top of an untrusted tree is refused too, not ignored.
+            if let Some((what, tree)) = inside(&cwd, &untrusted) {
+                let mut dir = cwd.parent();
+                while let Some(d) = dir.filter(|d| d.starts_with(tree)) {
+                    let f = d.join(IMPLICIT_ENV_FILE);
+                    if std::fs::symlink_metadata(&f).is_ok() {
+                        return Err(SourceError::Untrusted {
+                            file: f,
+                            what,
+                            tree: tree.clone(),
+                        });
+                    }
+                    dir = d.parent();
+                }
+            }
             for name in [IMPLICIT_ENV_FILE, IMPLICIT_CONFIG_FILE] {
                 let f = cwd.join(name);
                 if std::fs::symlink_metadata(&f).is_err() {
@@ -354,6 +370,16 @@ mod tests {
         let err = Prepared::new(&Request::default(), &e, &sub).unwrap_err();
         assert!(err.to_string().contains(".env"), "{err}");
         assert!(err.to_string().contains("--env-file"), "{err}");
+        // A `.env` in a parent inside the root (old versions searched parents) is refused too.
+        std::fs::remove_file(sub.join(".env")).unwrap();
+        std::fs::write(root.join(".env"), "TERRARIUM_SANDBOX=off\n").unwrap();
+        let err = Prepared::new(&Request::default(), &e, &sub).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains(&root.join(".env").display().to_string()),
+            "{err}"
+        );
+        std::fs::remove_file(root.join(".env")).unwrap();
 
         // In CI without a root, the current directory is the checkout.
         let ci = Request {
