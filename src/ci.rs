@@ -26,9 +26,30 @@ pub struct DirResult {
 #[derive(Debug, Clone, Default)]
 pub struct Report {
     pub dirs: Vec<DirResult>,
+    /// Why the sandbox the runs had was weaker than strict (a layer missing in best-effort
+    /// mode, a layer disabled, the sandbox off); empty when every layer was enforced. Stated
+    /// at the top of the summary, the pull request comment and the check run, so a reviewer
+    /// never mistakes a plan of untrusted code run with less isolation for a confined one.
+    pub sandbox: Vec<String>,
 }
 
 impl Report {
+    /// The notice for a sandbox that is not strict, `None` when it is.
+    pub fn sandbox_notice(&self) -> Option<String> {
+        if self.sandbox.is_empty() {
+            return None;
+        }
+        let mut md = String::from(
+            "> [!WARNING]\n> **Sandbox not strict:** terraform ran with weaker isolation than \
+             Terrarium's strict sandbox, so this code could reach more of the runner than a \
+             confined run.\n",
+        );
+        for w in &self.sandbox {
+            md.push_str(&format!("> - {}\n", w.replace('\n', " ")));
+        }
+        Some(md)
+    }
+
     /// 1 if any directory failed, else 2 if any has changes, else 0.
     pub fn exit_code(&self) -> u8 {
         if self.dirs.iter().any(|d| !d.ok) {
@@ -115,7 +136,10 @@ pub async fn plan_as(
     principal: &str,
     transport: &'static str,
 ) -> Report {
-    let mut report = Report::default();
+    let mut report = Report {
+        sandbox: exec.sandbox().warnings(),
+        ..Report::default()
+    };
     for dir in dirs {
         let ctx = || CallContext::new(principal, transport);
         let init = exec
@@ -179,6 +203,10 @@ fn first_line(s: &str) -> String {
 /// folded under `<details>`.
 pub fn markdown(report: &Report) -> String {
     let mut md = String::from("## Terraform plan\n\n");
+    if let Some(notice) = report.sandbox_notice() {
+        md.push_str(&notice);
+        md.push('\n');
+    }
     if report.dirs.is_empty() {
         md.push_str("No Terraform directories to plan.\n");
         return md;
@@ -240,21 +268,24 @@ mod tests {
         assert_eq!(Report::default().exit_code(), 0);
         assert_eq!(
             Report {
-                dirs: vec![dir(true, false)]
+                dirs: vec![dir(true, false)],
+                ..Report::default()
             }
             .exit_code(),
             0
         );
         assert_eq!(
             Report {
-                dirs: vec![dir(true, false), dir(true, true)]
+                dirs: vec![dir(true, false), dir(true, true)],
+                ..Report::default()
             }
             .exit_code(),
             2
         );
         assert_eq!(
             Report {
-                dirs: vec![dir(true, true), dir(false, false)]
+                dirs: vec![dir(true, true), dir(false, false)],
+                ..Report::default()
             }
             .exit_code(),
             1
@@ -265,8 +296,21 @@ mod tests {
     fn markdown_keeps_code_blocks_balanced() {
         let md = markdown(&Report {
             dirs: vec![dir(true, true)],
+            ..Report::default()
         });
         assert!(md.contains("| `a` | 📝 changes | 1 | 0 | 0 |"));
         assert_eq!(md.matches("```").count() % 2, 0, "{md}");
+        assert!(!md.contains("Sandbox not strict"), "{md}");
+    }
+
+    #[test]
+    fn a_sandbox_that_is_not_strict_is_stated_first() {
+        let md = markdown(&Report {
+            dirs: vec![dir(true, false)],
+            sandbox: vec!["sandbox layer seccomp is disabled by TERRARIUM_SANDBOX_DISABLE".into()],
+        });
+        let notice = md.find("Sandbox not strict").expect("stated");
+        assert!(notice < md.find("| Directory").expect("table"), "{md}");
+        assert!(md.contains("seccomp is disabled"), "{md}");
     }
 }

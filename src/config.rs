@@ -1,8 +1,9 @@
 //! The one typed configuration, loaded once at start-up and validated before anything runs.
 //!
-//! Sources, lowest precedence first: built-in defaults, `terrarium.toml` (or the file named by
-//! `TERRARIUM_CONFIG`), then the environment. A `.env` file in the current directory is merged into
-//! the environment by `main` before this runs, without overriding variables already set. Every
+//! Sources, lowest precedence first: built-in defaults, the TOML file named by `TERRARIUM_CONFIG`,
+//! then the environment. Which files may be read at all (`--config`, `--env-file`, and the
+//! implicit `terrarium.toml`/`.env` of the current directory, never from workspace content) is
+//! decided and checked by [`sources`] before this runs. Every
 //! value `NAME` may instead be given as `NAME_FILE` (the Docker/Kubernetes secrets convention);
 //! giving both is an error, because silently picking one hides a deployment mistake.
 //!
@@ -17,6 +18,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 mod github;
+pub mod sources;
 
 pub use github::GitHubConfig;
 
@@ -394,6 +396,36 @@ impl Config {
             .unwrap_or_else(|| PathBuf::from("terraform"));
         let terraform_bin = resolve_executable(&terraform_bin, env.get("PATH"))
             .map_err(|m| invalid("TERRARIUM_TERRAFORM_BIN", m))?;
+        // Every run may read and execute terraform's directory, opened by name for each run:
+        // inside the root, a run could swap it for a link to `/`.
+        if let Some(dir) = terraform_bin.parent() {
+            let dir = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+            if overlaps(&dir, &workspace_root) {
+                return Err(invalid(
+                    "TERRARIUM_TERRAFORM_BIN",
+                    format!(
+                        "its directory {} overlaps the workspace root {}; install terraform outside it",
+                        dir.display(),
+                        workspace_root.display()
+                    ),
+                ));
+            }
+        }
+        // Runs may read the system directories: the root must not be one of them.
+        for sys in crate::sandbox::access::SYSTEM_READ_EXEC
+            .iter()
+            .chain(crate::sandbox::access::SYSTEM_READ)
+        {
+            if workspace_root.starts_with(sys) {
+                return Err(invalid(
+                    "TERRARIUM_WORKSPACE_ROOT",
+                    format!(
+                        "{} lies in {sys}, which every run may read; choose a root outside system directories",
+                        workspace_root.display()
+                    ),
+                ));
+            }
+        }
 
         let secs = |key: &str,
                     file_value: Option<u64>,
@@ -657,6 +689,19 @@ impl Config {
                 return Err(invalid(
                     "TERRARIUM_SANDBOX_READ_PATHS",
                     format!("{} is not an absolute path", p.display()),
+                ));
+            }
+            // Granted to every run by name: inside the root a run could swap it for a link to
+            // `/`; around the root it would open every workspace to every run.
+            let real = std::fs::canonicalize(p).unwrap_or_else(|_| p.clone());
+            if overlaps(&real, &workspace_root) {
+                return Err(invalid(
+                    "TERRARIUM_SANDBOX_READ_PATHS",
+                    format!(
+                        "{} overlaps the workspace root {}",
+                        p.display(),
+                        workspace_root.display()
+                    ),
                 ));
             }
         }
@@ -1055,15 +1100,14 @@ impl fmt::Display for Config {
 }
 
 fn load_file(reader: &EnvReader<'_>, cwd: &Path) -> Result<FileConfig, ConfigError> {
-    let (path, required) = match reader.get("CONFIG")? {
-        Some(p) => (absolutize(Path::new(&p), cwd), true),
-        None => (cwd.join("terrarium.toml"), false),
+    // Only the file named explicitly: whether an implicit `terrarium.toml` may be read is
+    // `sources`' decision (never from workspace content), which names it here when it may.
+    let path = match reader.get("CONFIG")? {
+        Some(p) => absolutize(Path::new(&p), cwd),
+        None => return Ok(FileConfig::default()),
     };
     let text = match std::fs::read_to_string(&path) {
         Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => {
-            return Ok(FileConfig::default());
-        }
         Err(e) => {
             return Err(ConfigError::File {
                 path,
@@ -1151,7 +1195,8 @@ fn validate_passthrough(names: &[String], prefixes: &[String]) -> Result<(), Con
         }
         if FORBIDDEN_PASSTHROUGH
             .iter()
-            .any(|f| f.starts_with(p.as_str()))
+            .chain(&[ENV_PREFIX])
+            .any(|f| f.starts_with(p.as_str()) || p.starts_with(ENV_PREFIX))
         {
             return Err(invalid(
                 "TERRARIUM_PASSTHROUGH_PREFIXES",
@@ -1166,9 +1211,12 @@ fn validate_passthrough(names: &[String], prefixes: &[String]) -> Result<(), Con
 
 /// True for names that never reach terraform, whatever the configuration says.
 pub fn is_forbidden_env(name: &str) -> bool {
-    FORBIDDEN_PASSTHROUGH
-        .iter()
-        .any(|f| name == *f || (name.starts_with(f) && name.as_bytes().get(f.len()) == Some(&b'_')))
+    // The server's own settings hold its credentials (the GitHub App key, tokens): never
+    // terraform's, whatever a configuration asks.
+    name.starts_with(ENV_PREFIX)
+        || FORBIDDEN_PASSTHROUGH.iter().any(|f| {
+            name == *f || (name.starts_with(f) && name.as_bytes().get(f.len()) == Some(&b'_'))
+        })
 }
 
 /// Accepts names and the numeric levels 1–4 (error, warn, info, debug).
@@ -1185,6 +1233,11 @@ pub fn parse_log_level(s: &str) -> Result<String, String> {
         }
     };
     Ok(level.to_string())
+}
+
+/// Whether one path lies inside the other (either way).
+fn overlaps(a: &Path, b: &Path) -> bool {
+    a.starts_with(b) || b.starts_with(a)
 }
 
 #[cfg(test)]
@@ -1350,9 +1403,22 @@ mod tests {
         )
         .unwrap();
         let c = load_with(dir.path(), &[]).unwrap();
+        assert_eq!(
+            c.timeout,
+            Duration::from_secs(300),
+            "never read unless named"
+        );
+        let c = load_with(dir.path(), &[("TERRARIUM_CONFIG", "terrarium.toml")]).unwrap();
         assert_eq!(c.timeout, Duration::from_secs(42));
         assert!(c.enable_apply);
-        let c = load_with(dir.path(), &[("TERRARIUM_TIMEOUT_SECS", "7")]).unwrap();
+        let c = load_with(
+            dir.path(),
+            &[
+                ("TERRARIUM_CONFIG", "terrarium.toml"),
+                ("TERRARIUM_TIMEOUT_SECS", "7"),
+            ],
+        )
+        .unwrap();
         assert_eq!(c.timeout, Duration::from_secs(7), "env wins over file");
     }
 
@@ -1360,7 +1426,7 @@ mod tests {
     fn unknown_file_keys_are_rejected() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("terrarium.toml"), "timeout = 42\n").unwrap();
-        let err = load_with(dir.path(), &[]).unwrap_err();
+        let err = load_with(dir.path(), &[("TERRARIUM_CONFIG", "terrarium.toml")]).unwrap_err();
         assert!(err.to_string().contains("unknown field"), "{err}");
     }
 
@@ -1401,6 +1467,10 @@ mod tests {
             ("TERRARIUM_PASSTHROUGH_PREFIXES", "TF_"),
             ("TERRARIUM_PASSTHROUGH_PREFIXES", "TF_CLI"),
             ("TERRARIUM_PASSTHROUGH_PREFIXES", "LD_"),
+            // The server's own settings (the GitHub App key, tokens) never reach terraform.
+            ("TERRARIUM_PASSTHROUGH_ENV", "TERRARIUM_GITHUB_PRIVATE_KEY"),
+            ("TERRARIUM_PASSTHROUGH_PREFIXES", "TERRARIUM_GITHUB_"),
+            ("TERRARIUM_PASSTHROUGH_PREFIXES", "TERRA"),
         ] {
             let err = load_with(dir.path(), &[(k, v)]).unwrap_err();
             assert!(err.to_string().contains(k), "{v}: {err}");

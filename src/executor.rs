@@ -111,6 +111,75 @@ impl ToolError {
     }
 }
 
+impl ToolError {
+    /// What the audit trail records of this error: never a value the caller gave (or that
+    /// terraform or a fetched archive printed), only where and why. The match is exhaustive on
+    /// purpose: a new variant must decide what of it is safe to record. Messages shown to the
+    /// caller (`Display`) may quote their own values; this one may not.
+    pub fn audit_message(&self) -> std::borrow::Cow<'static, str> {
+        use std::borrow::Cow;
+        match self {
+            // Schema messages name pointers and constraints, never values (schema.rs).
+            ToolError::Validation(f) => {
+                Cow::Owned(format!("invalid arguments: {}", describe_fields(f)))
+            }
+            // "<field>: <reason>"; the path itself is never part of the message.
+            ToolError::Workspace(e) => Cow::Owned(e.to_string()),
+            ToolError::Policy(e) => policy_audit_message(e),
+            ToolError::Plan(e) => match e {
+                PlanError::WrongWorkspace { .. } => {
+                    Cow::Borrowed("plan_id: the plan was made for another workspace")
+                }
+                PlanError::Corrupt(_) => Cow::Borrowed("plan store: corrupt plan record"),
+                PlanError::Unknown
+                | PlanError::Expired { .. }
+                | PlanError::Tampered
+                | PlanError::Io(_) => Cow::Owned(e.to_string()),
+            },
+            ToolError::Busy(_) => Cow::Borrowed("the workspace is busy with another run"),
+            ToolError::Sandbox(SandboxError::Setup(_)) => {
+                Cow::Borrowed("sandbox set-up failed (details in the result)")
+            }
+            ToolError::NoSlot
+            | ToolError::Spawn(_)
+            | ToolError::Sandbox(SandboxError::Unavailable { .. })
+            | ToolError::Audit(_) => Cow::Owned(self.to_string()),
+            // Built from terraform's output, which can echo variable values.
+            ToolError::Terraform(_) => Cow::Borrowed(
+                "terraform failed or printed something that could not be used (details in the result)",
+            ),
+            ToolError::GitHub(e) => e.audit_message(),
+            ToolError::Internal(_) => Cow::Borrowed("internal error (details in the result)"),
+        }
+    }
+}
+
+fn policy_audit_message(e: &PolicyError) -> std::borrow::Cow<'static, str> {
+    use std::borrow::Cow;
+    match e {
+        PolicyError::UnknownTool(_) => Cow::Borrowed("unknown tool"),
+        PolicyError::ToolNotAllowed(_) => {
+            Cow::Borrowed("the tool is not allowed by this server's policy (tools.allow)")
+        }
+        PolicyError::Protected { .. } => Cow::Borrowed(
+            "the plan would delete or replace a protected resource (policy apply.protected)",
+        ),
+        PolicyError::DestroyDisabled { .. } => {
+            Cow::Borrowed("the plan deletes resources; deleting is disabled on this server")
+        }
+        PolicyError::MissingScope { scope, .. } => Cow::Owned(format!(
+            "the principal lacks the {scope} scope this tool needs"
+        )),
+        PolicyError::WorkspaceNotGranted { .. } => Cow::Borrowed(
+            "the principal may not use this workspace (policy principals.<name>.workspaces)",
+        ),
+        PolicyError::TooManyDeletes { .. }
+        | PolicyError::ApplyDisabled
+        | PolicyError::GitHubNotConfigured
+        | PolicyError::NothingToApply => Cow::Owned(e.to_string()),
+    }
+}
+
 fn describe_fields(fields: &[FieldError]) -> String {
     fields
         .iter()
@@ -161,6 +230,8 @@ pub struct Executor {
     /// so that one caller's queued runs wait behind its own share, not in front of others.
     principal_slots: Mutex<HashMap<String, Arc<Semaphore>>>,
     runs_dir: PathBuf,
+    /// Holds this instance's lock on `runs_dir` for its whole life.
+    _runs: RunsDir,
     plugin_cache: PathBuf,
     sandbox: KernelSandbox,
     /// The policy in force; replaced by [`Executor::reload_policy`] (SIGHUP).
@@ -184,18 +255,13 @@ impl Executor {
             let path = path.to_path_buf();
             move |source| StartError::StateDir { path, source }
         };
-        let runs_dir = config.state_dir.join("runs");
+        let runs_root = config.state_dir.join("runs");
         let plugin_cache = config.state_dir.join("plugin-cache");
         create_private_dir(&config.state_dir).map_err(state_err(&config.state_dir))?;
-        create_private_dir(&runs_dir).map_err(state_err(&runs_dir))?;
+        create_private_dir(&runs_root).map_err(state_err(&runs_root))?;
         create_private_dir(&plugin_cache).map_err(state_err(&plugin_cache))?;
-        // Run dirs left by a crash hold nothing worth keeping.
-        // (Mount skeletons are removed without crossing into another file system.)
-        if let Ok(entries) = std::fs::read_dir(&runs_dir) {
-            for e in entries.flatten() {
-                crate::sandbox::mounts::remove_skeleton(&e.path());
-            }
-        }
+        let runs = RunsDir::claim(&runs_root).map_err(state_err(&runs_root))?;
+        let runs_dir = runs.path.clone();
         let root = WorkspaceRoot::open(config.workspace_root.clone()).map_err(|source| {
             StartError::Root {
                 path: config.workspace_root.clone(),
@@ -225,6 +291,7 @@ impl Executor {
             slots: Arc::new(Semaphore::new(config.max_concurrent_runs)),
             principal_slots: Mutex::new(HashMap::new()),
             runs_dir,
+            _runs: runs,
             plugin_cache,
             config: Arc::new(config),
         })
@@ -499,6 +566,14 @@ impl Executor {
             if r.stdout.truncated || r.stderr.truncated {
                 text.push_str("\n\n(output truncated)");
             }
+            // Stated in the text too, where a reader (human or model) actually looks.
+            let warnings = self.sandbox.warnings();
+            if !warnings.is_empty() {
+                text.push_str(&format!(
+                    "\n\nWARNING: the sandbox is not strict: {}",
+                    warnings.join("; ")
+                ));
+            }
         }
         let event = ToolEvent {
             timestamp: rfc3339_now(),
@@ -554,6 +629,17 @@ impl Executor {
             ToolError::Validation(f) => f.clone(),
             _ => Vec::new(),
         };
+        // Where a rejected call went wrong, as JSON pointers; a confinement rejection names
+        // its field (the path itself is never recorded).
+        let mut pointers: Vec<String> = fields.iter().map(|f| f.pointer.clone()).collect();
+        if let ToolError::Workspace(e) = err {
+            let field = e.field();
+            pointers.push(if field.starts_with('/') {
+                field.to_string()
+            } else {
+                format!("/{field}")
+            });
+        }
         let message = err.to_string();
         let structured = json!({
             "tool": tool,
@@ -592,9 +678,9 @@ impl Executor {
             cancelled: false,
             plan_id: None,
             resources_affected: None,
-            fields: fields.iter().map(|f| f.pointer.clone()).collect(),
-            // Validation messages can quote schema patterns but never values; others are ours.
-            error: Some(message.clone()),
+            fields: pointers,
+            // Never the caller's values: the message shown to the caller may quote them.
+            error: Some(err.audit_message().into_owned()),
         };
         (
             ToolResponse {
@@ -701,6 +787,44 @@ pub struct RunCtx<'a> {
     redactor: Mutex<Redactor>,
 }
 
+/// This instance's directory for run dirs, `runs/<instance>`, locked (`flock`) for the
+/// instance's life. At start-up an instance removes only the directories whose lock it can
+/// take — those of instances that are gone — so a second server, `check-config` or `ci plan`
+/// on the same state dir never deletes a live run's files. Removal is by descriptor
+/// (std's `remove_dir_all` never follows a link), so a run that planted links in its own
+/// directory cannot steer it elsewhere.
+struct RunsDir {
+    path: PathBuf,
+    _lock: std::fs::File,
+}
+
+impl RunsDir {
+    fn claim(root: &Path) -> std::io::Result<RunsDir> {
+        for e in std::fs::read_dir(root)?.flatten() {
+            let Ok(f) = std::fs::File::open(e.path()) else {
+                continue;
+            };
+            if try_lock(&f) {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+        let path = root.join(uuid::Uuid::new_v4().simple().to_string());
+        create_private_dir(&path)?;
+        let lock = std::fs::File::open(&path)?;
+        if !try_lock(&lock) {
+            return Err(std::io::Error::other("cannot lock a fresh runs directory"));
+        }
+        Ok(RunsDir { path, _lock: lock })
+    }
+}
+
+/// An exclusive, non-blocking `flock`; held until the file is closed.
+fn try_lock(f: &std::fs::File) -> bool {
+    use std::os::fd::AsRawFd;
+    // SAFETY: flock on a descriptor we own.
+    unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) == 0 }
+}
+
 /// Where a run starts: a workspace (by its descriptor) or, for actions that need none, the
 /// run's private dir.
 #[derive(Debug, Clone, Copy)]
@@ -721,7 +845,9 @@ struct Scratch(PathBuf);
 
 impl Drop for Scratch {
     fn drop(&mut self) {
-        crate::sandbox::mounts::remove_skeleton(&self.0);
+        // std's removal works by descriptor and never follows a link; nothing is mounted here
+        // in the server's namespace (the run's mounts lived in its own).
+        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 

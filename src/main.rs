@@ -11,6 +11,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use serde_json::json;
 use terrarium::audit::{self, AUDIT_TARGET, verify};
+use terrarium::config::sources::{Prepared, Request};
 use terrarium::config::{Config, parse_log_level};
 use terrarium::executor::{CallContext, Executor};
 use terrarium::sandbox::ProcessRunner;
@@ -32,6 +33,15 @@ struct Cli {
     /// Write diagnostic logs to this file instead of stderr. Overrides TERRARIUM_LOG_FILE.
     #[arg(long, global = true)]
     log_file: Option<PathBuf>,
+    /// Read settings from this TOML file (keys as in the environment, lower-cased, without the
+    /// prefix). Overrides TERRARIUM_CONFIG. Must lie outside the workspace root and CI checkout;
+    /// when given, the current directory is not searched for terrarium.toml or .env.
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Read KEY=value settings from this file (the environment wins). Overrides
+    /// TERRARIUM_ENV_FILE. Same rules as --config.
+    #[arg(long, global = true, value_name = "FILE")]
+    env_file: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -127,27 +137,55 @@ fn main() -> ExitCode {
     if let Command::Healthcheck { addr } = &cli.command {
         return healthcheck(addr.clone());
     }
-    // `.env` fills in variables that are not already set; the environment wins.
-    let _ = dotenvy::dotenv();
-    if matches!(cli.command, Command::Ci { .. })
-        && std::env::var_os("TERRARIUM_WORKSPACE_ROOT").is_none()
-    {
-        // In CI the code is the checkout: GitHub Actions names it, elsewhere it is here.
-        let root = std::env::var_os("GITHUB_WORKSPACE")
-            .map(PathBuf::from)
-            .or_else(|| std::env::current_dir().ok());
-        if let Some(root) = root {
-            // SAFETY: single-threaded here; no other thread reads the environment yet.
-            unsafe { std::env::set_var("TERRARIUM_WORKSPACE_ROOT", root) };
+    // Configuration never comes from workspace content (see `config::sources`): the sources
+    // are checked before anything of them is used.
+    let (sources, cwd) = match prepare_sources(&cli) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("terrarium: {e:#}");
+            return ExitCode::FAILURE;
         }
+    };
+    for (k, v) in &sources.additions {
+        // SAFETY: single-threaded here; no other thread reads the environment yet.
+        unsafe { std::env::set_var(k, v) };
     }
-    match run(cli) {
+    match run(cli, &sources, &cwd) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("terrarium: {e:#}");
             ExitCode::FAILURE
         }
     }
+}
+
+/// The checked configuration sources: `--config`, `--env-file`, the implicit files of the
+/// current directory (only outside the workspace root and CI checkout), the environment.
+fn prepare_sources(cli: &Cli) -> anyhow::Result<(Prepared, PathBuf)> {
+    let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
+    let process_env: BTreeMap<String, String> = std::env::vars().collect();
+    let ci = matches!(cli.command, Command::Ci { .. });
+    let request = Request {
+        config_file: cli.config.clone(),
+        env_file: cli.env_file.clone(),
+        ci,
+    };
+    let mut sources = Prepared::new(&request, &process_env, &cwd)?;
+    if ci && !sources.env.contains_key("TERRARIUM_WORKSPACE_ROOT") {
+        // In CI the code is the checkout: GitHub Actions names it, elsewhere it is here.
+        let root = sources
+            .env
+            .get("GITHUB_WORKSPACE")
+            .cloned()
+            .unwrap_or_else(|| cwd.display().to_string());
+        sources
+            .env
+            .insert("TERRARIUM_WORKSPACE_ROOT".into(), root.clone());
+        sources
+            .additions
+            .push(("TERRARIUM_WORKSPACE_ROOT".into(), root));
+    }
+    Ok((sources, cwd))
 }
 
 fn healthcheck(addr: Option<String>) -> ExitCode {
@@ -198,8 +236,9 @@ fn audit_verify(files: &[PathBuf], as_json: bool) -> ExitCode {
     }
 }
 
-fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    let config = Config::from_process().context("invalid configuration")?;
+fn run(cli: Cli, sources: &Prepared, cwd: &std::path::Path) -> anyhow::Result<ExitCode> {
+    let config = Config::load(&sources.env, cwd).context("invalid configuration")?;
+    sources.check_loaded(&config)?;
     let level = match &cli.log_level {
         Some(l) => parse_log_level(l).map_err(|m| anyhow::anyhow!("--log-level: {m}"))?,
         None => config.log_level.clone(),

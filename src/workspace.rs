@@ -50,7 +50,8 @@ pub enum WorkspaceError {
 }
 
 impl WorkspaceError {
-    /// The argument (JSON pointer without the leading `/`) the error is about.
+    /// The argument that was refused (`path`, `var_files/0`, ...), for the audit trail's
+    /// `fields`; the value itself is never recorded.
     pub fn field(&self) -> &str {
         match self {
             WorkspaceError::Absolute { field }

@@ -543,3 +543,199 @@ async fn no_secret_reaches_any_log_event_or_result_at_debug_level() {
         assert!(!results.contains(secret), "{secret} in a tool result");
     }
 }
+
+/// The README promises no argument values in events. Every string argument of every tool that
+/// fails here carries a unique marker (some are echoed by the message the caller gets, such as
+/// `terraform_output`'s `name` or `github_prepare_workspace`'s `ref` and `subdir`); none may
+/// reach the trail. Confinement rejections record the field pointer instead of the path.
+#[tokio::test(flavor = "multi_thread")]
+async fn failed_calls_never_copy_caller_values_into_the_trail() {
+    use common::github::{APP_ID, MockGitHub, app_private_key};
+    const M: &str = "Zq9Mark";
+    const HEX: &str = "d00dfeedd00dfeedd00dfeedd00dfeed";
+    let mock = MockGitHub::start().await;
+    mock.serve_dir(
+        "acme/infra",
+        "main",
+        &manifest_dir().join("tests/fixtures/gh_repo"),
+    );
+    let sb = Sandbox::new(&["basic"]);
+    let app_id = APP_ID.to_string();
+    let url = mock.url();
+    let key = app_private_key();
+    let session = connect(&sb.env(
+        &terraform(),
+        &[
+            ("TERRARIUM_GITHUB_APP_ID", &app_id),
+            ("TERRARIUM_GITHUB_PRIVATE_KEY", &key),
+            ("TERRARIUM_GITHUB_API_URL", &url),
+            ("TERRARIUM_GITHUB_REPOS", "acme/*"),
+            ("TERRARIUM_ENABLE_APPLY", "true"),
+        ],
+    ))
+    .await;
+    call_ok(&session, "terraform_init", json!({"path": "basic"})).await;
+    let m = |i: u32| format!("{M}{i}");
+    let calls = [
+        ("terraform_output", json!({"path": "basic", "name": m(1)})),
+        (
+            "github_prepare_workspace",
+            json!({"owner": "acme", "repo": "infra", "ref": m(2)}),
+        ),
+        (
+            "github_prepare_workspace",
+            json!({"owner": "acme", "repo": "infra", "ref": "main", "subdir": m(3)}),
+        ),
+        (
+            "github_prepare_workspace",
+            json!({"owner": m(4), "repo": "infra", "ref": "main"}),
+        ),
+        (
+            "github_prepare_workspace",
+            json!({"owner": "acme", "repo": m(5), "ref": "main"}),
+        ),
+        (
+            "github_prepare_workspace",
+            json!({"owner": "acme", "repo": "infra", "ref": format!("{}..x", m(6))}),
+        ),
+        ("terraform_validate", json!({"path": m(7)})),
+        ("terraform_plan", json!({"path": format!("../{}", m(8))})),
+        (
+            "terraform_plan",
+            json!({"path": "basic", "var_files": [format!("{}.tfvars", m(9))]}),
+        ),
+        (
+            "terraform_plan",
+            json!({"path": "basic", "var_files": [format!("../../{}.tfvars", m(10))]}),
+        ),
+        ("terraform_show", json!({"path": "basic", "plan_id": HEX})),
+        ("terraform_apply", json!({"path": "basic", "plan_id": HEX})),
+        (
+            "terraform_apply",
+            json!({"path": "basic", "plan_id": m(11)}),
+        ),
+        ("terraform_fmt", json!({"path": m(12)})),
+        ("terraform_graph", json!({"path": "basic", "type": m(13)})),
+        ("terraform_providers", json!({"path": m(14)})),
+        ("terraform_init", json!({"path": m(15)})),
+        ("terraform_output", json!({"path": m(16)})),
+        ("terraform_show", json!({"path": m(17)})),
+    ];
+    let mut shown = 0;
+    for (tool, args) in &calls {
+        let r = call(&session, tool, args.clone()).await;
+        assert!(is_error(&r), "{tool} {args} should fail: {}", text(&r));
+        if text(&r).contains(M) {
+            shown += 1;
+        }
+    }
+    assert!(
+        shown >= 3,
+        "the caller is told which value was wrong (name, ref, subdir): {shown}"
+    );
+    session.cancel().await.unwrap();
+    let trail = sb.audit_text();
+    assert!(!trail.contains(M), "a caller value reached the audit trail");
+    assert!(!trail.contains(HEX), "a plan id reached the audit trail");
+    let events = sb.audit_events();
+    assert!(events.len() > calls.len(), "every call is audited");
+    // A confinement rejection says which field was refused, never the value.
+    let confinement: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["event"] == "confinement_rejected")
+        .collect();
+    assert!(!confinement.is_empty());
+    for e in &confinement {
+        assert!(
+            e["fields"].as_array().is_some_and(
+                |f| !f.is_empty() && f.iter().all(|p| p.as_str().unwrap().starts_with('/'))
+            ),
+            "{e}"
+        );
+    }
+    assert!(
+        confinement
+            .iter()
+            .any(|e| e["fields"] == json!(["/var_files/0"]) && e["workspace"] == "basic"),
+        "{confinement:?}"
+    );
+    assert!(confinement.iter().any(|e| e["fields"] == json!(["/path"])));
+}
+
+/// Two servers on one state dir (an MCP client that starts the same server twice) would both
+/// extend the hash chain from their own idea of its head, and `audit verify` would report an
+/// insertion nobody made. The second is refused at start-up, naming the lock and the fix; the
+/// first goes on and the chain verifies.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_second_server_on_the_same_trail_is_refused_and_the_chain_holds() {
+    let sb = Sandbox::new(&["basic"]);
+    let env = sb.env(&terraform(), &[]);
+    let first = connect(&env).await;
+    call_ok(&first, "terraform_validate", json!({"path": "basic"})).await;
+
+    let mut second = std::process::Command::new(env!("CARGO_BIN_EXE_terrarium"))
+        .arg("serve")
+        .env_clear()
+        .envs(&env)
+        .current_dir(std::env::temp_dir())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(s) = second.try_wait().unwrap() {
+            break Some(s);
+        }
+        if started.elapsed() > Duration::from_secs(30) {
+            break None;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    if status.is_none() {
+        let _ = second.kill();
+        let _ = second.wait();
+    }
+    let mut stderr = String::new();
+    second
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+
+    // The first server is unaffected.
+    call_ok(&first, "terraform_validate", json!({"path": "basic"})).await;
+    first.cancel().await.unwrap();
+    for _ in 0..50 {
+        if sb
+            .all_audit_events_lenient()
+            .iter()
+            .any(|e| e["event"] == "shutdown")
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (code, report) = verify(&sb.audit_files());
+    assert!(
+        status.is_some_and(|s| !s.success()),
+        "the second server did not refuse to start: {stderr}"
+    );
+    assert!(
+        stderr.contains("lock") && stderr.contains(&sb.audit.display().to_string()),
+        "the error names the lock: {stderr}"
+    );
+    assert!(
+        stderr.contains("TERRARIUM_STATE_DIR"),
+        "and the fix: {stderr}"
+    );
+    assert_eq!(code, 0, "{report}");
+    let startups = sb
+        .all_audit_events()
+        .iter()
+        .filter(|e| e["event"] == "startup")
+        .count();
+    assert_eq!(startups, 1, "only the first server wrote to the trail");
+}

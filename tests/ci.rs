@@ -104,3 +104,177 @@ fn discovers_root_modules_and_changed_directories() {
     let (code, _, _) = ci_plan(&sb, &["--dir", "../outside"]);
     assert_eq!(code, 1, "confinement applies to CI too");
 }
+
+/// A listener standing in for an attacker's server: counts every connection it receives.
+fn attacker() -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = hits.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            // Hold it open a moment so that the client sends its request.
+            if let Ok(mut s) = stream {
+                use std::io::Read;
+                let _ = s.set_read_timeout(Some(std::time::Duration::from_secs(2)));
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf);
+            }
+        }
+    });
+    (port, hits)
+}
+
+/// A pull request's checkout is the current directory of `ci plan`; its `.env` and
+/// `terrarium.toml` would turn the sandbox off, pass the App key to terraform and point the
+/// GitHub API at the attacker (who would receive a signed App JWT). They are refused, naming
+/// the file, and nothing reaches the attacker — with or without GITHUB_WORKSPACE.
+#[test]
+fn a_hostile_checkout_cannot_configure_ci_plan() {
+    let (port, hits) = attacker();
+    let key = common::github::app_private_key();
+    for with_github_workspace in [true, false] {
+        let sb = Sandbox::new(&["basic"]);
+        std::fs::write(
+            sb.root.join(".env"),
+            format!(
+                "TERRARIUM_SANDBOX=off\nTERRARIUM_GITHUB_API_URL=http://127.0.0.1:{port}\n\
+                 TERRARIUM_PASSTHROUGH_PREFIXES=TERRARIUM_GITHUB_\n"
+            ),
+        )
+        .unwrap();
+        std::fs::write(
+            sb.root.join("terrarium.toml"),
+            "sandbox = \"off\"\npassthrough_prefixes = [\"TERRARIUM_GITHUB_\"]\n",
+        )
+        .unwrap();
+        let summary = sb.dir.path().join("summary.md");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_terrarium"));
+        cmd.args(["ci", "plan", "--repo", "acme/infra", "--pr", "1"])
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("TERRARIUM_STATE_DIR", &sb.state)
+            .env("TERRARIUM_AUDIT_DIR", &sb.audit)
+            .env("TERRARIUM_TERRAFORM_BIN", terraform())
+            .env(
+                "TERRARIUM_GITHUB_APP_ID",
+                common::github::APP_ID.to_string(),
+            )
+            .env("TERRARIUM_GITHUB_PRIVATE_KEY", &key)
+            .env("TERRARIUM_GITHUB_REPOS", "acme/*")
+            .env("GITHUB_STEP_SUMMARY", &summary)
+            .current_dir(&sb.root);
+        if with_github_workspace {
+            cmd.env("GITHUB_WORKSPACE", &sb.root);
+        }
+        let out = cmd.output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        assert_eq!(
+            hits.load(std::sync::atomic::Ordering::SeqCst),
+            0,
+            "the attacker's server was contacted: {err}"
+        );
+        assert_eq!(out.status.code(), Some(1), "refused: {err}");
+        assert!(
+            err.contains(&sb.root.join(".env").display().to_string()) && err.contains("--env-file"),
+            "the error names the file and the safe alternative: {err}"
+        );
+        assert!(!summary.exists(), "nothing was planned");
+
+        // The TOML file alone is refused the same way.
+        std::fs::remove_file(sb.root.join(".env")).unwrap();
+        let out = cmd.output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "refused: {err}");
+        assert!(err.contains("terrarium.toml"), "{err}");
+    }
+    assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 0);
+}
+
+/// The operator's own settings come from an explicit file outside the checkout; a hostile
+/// `.env` in the checkout is then not even looked at. An explicit file inside the checkout is
+/// refused like an implicit one.
+#[test]
+fn explicit_configuration_outside_the_checkout_is_the_safe_way() {
+    let sb = Sandbox::new(&["noop"]);
+    std::fs::write(sb.root.join(".env"), "TERRARIUM_SANDBOX=off\n").unwrap();
+    let outside = sb.dir.path().join("terrarium.toml");
+    std::fs::write(&outside, "timeout_secs = 77\n").unwrap();
+    let run = |config: &std::path::Path| {
+        Command::new(env!("CARGO_BIN_EXE_terrarium"))
+            .args(["ci", "plan", "--config"])
+            .arg(config)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("TERRARIUM_STATE_DIR", &sb.state)
+            .env("TERRARIUM_AUDIT_DIR", &sb.audit)
+            .env("TERRARIUM_TERRAFORM_BIN", terraform())
+            .env("GITHUB_WORKSPACE", &sb.root)
+            .current_dir(&sb.root)
+            .output()
+            .unwrap()
+    };
+    let out = run(&outside);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !stdout.contains("Sandbox not strict"),
+        "the checkout's .env was not read: {stdout}"
+    );
+    let inside = sb.root.join("terrarium.toml");
+    std::fs::write(&inside, "sandbox = \"off\"\n").unwrap();
+    let out = run(&inside);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("refusing to start") && err.contains("terrarium.toml"),
+        "{err}"
+    );
+}
+
+/// A sandbox that is not strict is stated at the top of the summary.
+#[test]
+fn a_sandbox_that_is_not_strict_is_stated_in_the_summary() {
+    let sb = Sandbox::new(&["noop"]);
+    let summary = sb.dir.path().join("summary.md");
+    for (name, value, expect) in [
+        ("TERRARIUM_SANDBOX", "off", "TERRARIUM_SANDBOX=off"),
+        (
+            "TERRARIUM_SANDBOX_DISABLE",
+            "seccomp",
+            "seccomp is disabled",
+        ),
+    ] {
+        let _ = std::fs::remove_file(&summary);
+        let out = Command::new(env!("CARGO_BIN_EXE_terrarium"))
+            .args(["ci", "plan"])
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("TERRARIUM_STATE_DIR", &sb.state)
+            .env("TERRARIUM_AUDIT_DIR", &sb.audit)
+            .env("TERRARIUM_TERRAFORM_BIN", terraform())
+            .env("GITHUB_WORKSPACE", &sb.root)
+            .env("GITHUB_STEP_SUMMARY", &summary)
+            .env(name, value)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(0), "{stdout}");
+        let md = std::fs::read_to_string(&summary).unwrap();
+        assert!(
+            md.contains("Sandbox not strict") && md.contains(expect),
+            "{name}={value}: {md}"
+        );
+        assert!(
+            md.find("Sandbox not strict") < md.find("| Directory"),
+            "stated before the results: {md}"
+        );
+    }
+}

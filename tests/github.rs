@@ -1009,3 +1009,67 @@ async fn a_replayed_body_under_a_new_delivery_id_plans_nothing_even_after_a_rest
     let text = std::fs::read_to_string(&record).unwrap();
     assert!(!text.contains("r-1") && !text.contains("acme"), "{text}");
 }
+
+/// A plan run with a sandbox that is not strict (a layer disabled, best-effort with a layer
+/// missing, or off) says so in the summary, the pull request comment and the check run, where
+/// a reviewer looks — not only in a field of each result.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sandbox_that_is_not_strict_is_stated_on_the_pull_request() {
+    let mock = MockGitHub::start().await;
+    mock.add_pull("acme/infra", 1, SHA1, &["envs/staging/main.tf"], false);
+    mock.add_pull("acme/infra", 2, SHA1, &["envs/staging/main.tf"], false);
+    let sb = checkout();
+    let (code, out, err) = ci_plan(
+        &mock,
+        &sb,
+        &["--repo", "acme/infra", "--pr", "1"],
+        &[("TERRARIUM_SANDBOX_DISABLE", "seccomp")],
+    )
+    .await;
+    assert_eq!(code, 2, "{out}\n{err}");
+    assert!(
+        out.contains("Sandbox not strict") && out.contains("seccomp"),
+        "{out}"
+    );
+    let comment = mock.comments().into_iter().find(|c| c.issue == 1).unwrap();
+    assert!(
+        comment.body.contains("Sandbox not strict") && comment.body.contains("seccomp"),
+        "{}",
+        comment.body
+    );
+    let run = mock.check_runs().pop().unwrap();
+    assert!(
+        run["output"]["title"]
+            .as_str()
+            .unwrap()
+            .contains("sandbox not strict"),
+        "{run}"
+    );
+    assert!(
+        run["output"]["summary"]
+            .as_str()
+            .unwrap()
+            .contains("Sandbox not strict"),
+        "{run}"
+    );
+
+    // The sandbox off altogether.
+    let (code, out, err) = ci_plan(
+        &mock,
+        &sb,
+        &["--repo", "acme/infra", "--pr", "2"],
+        &[("TERRARIUM_SANDBOX", "off")],
+    )
+    .await;
+    assert_eq!(code, 2, "{out}\n{err}");
+    let comment = mock.comments().into_iter().find(|c| c.issue == 2).unwrap();
+    assert!(
+        comment.body.contains("TERRARIUM_SANDBOX=off"),
+        "{}",
+        comment.body
+    );
+
+    // A strict sandbox: no notice.
+    let (_, out, _) = ci_plan(&mock, &sb, &["--repo", "acme/infra", "--pr", "1"], &[]).await;
+    assert!(!out.contains("Sandbox not strict"), "{out}");
+}

@@ -58,6 +58,10 @@ pub fn files(dir: &Path) -> Vec<PathBuf> {
 }
 
 pub struct DailyFiles {
+    /// The audit directory, open and exclusively `flock`ed for this writer's life: one hash
+    /// chain has one writer. Two servers appending to the same files would each link to their
+    /// own idea of the head, and `audit verify` would report insertions nobody made.
+    _lock: std::fs::File,
     dir: PathBuf,
     retention_days: u32,
     clock: Arc<dyn Clock>,
@@ -73,7 +77,9 @@ impl DailyFiles {
         clock: Arc<dyn Clock>,
     ) -> std::io::Result<DailyFiles> {
         crate::plans::create_private_dir(dir)?;
+        let lock = lock_dir(dir, LOCK_WAIT)?;
         let files = DailyFiles {
+            _lock: lock,
             dir: dir.to_path_buf(),
             retention_days,
             clock,
@@ -138,6 +144,33 @@ impl DailyFiles {
             if old {
                 let _ = std::fs::remove_file(&f);
             }
+        }
+    }
+}
+
+/// How long a second writer waits for the lock before giving up: long enough for a server
+/// that is being restarted (an MCP client relaunching a stdio server) to let go of it.
+pub const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Takes the exclusive lock on the audit directory, waiting up to `wait`. The lock goes with
+/// the returned descriptor (close-on-exec, so terraform never inherits it) and is released by
+/// the kernel when the process ends, however it ends. `WouldBlock` when another holds it.
+pub fn lock_dir(dir: &Path, wait: std::time::Duration) -> std::io::Result<std::fs::File> {
+    use std::os::fd::AsRawFd;
+    let handle = std::fs::File::open(dir)?;
+    let deadline = std::time::Instant::now() + wait;
+    loop {
+        // SAFETY: flock on a descriptor this function owns.
+        if unsafe { libc::flock(handle.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+            return Ok(handle);
+        }
+        let err = std::io::Error::last_os_error();
+        match err.kind() {
+            std::io::ErrorKind::WouldBlock if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            std::io::ErrorKind::Interrupted => {}
+            _ => return Err(err),
         }
     }
 }

@@ -105,6 +105,14 @@ pub enum AuditError {
     Syslog { url: String, message: String },
     #[error("the audit trail cannot be written ({0}); mutating actions are refused until it can")]
     Unwritable(String),
+    #[error(
+        "the audit trail in {dir} is being written by another terrarium process, which holds \
+         the lock on that directory: one hash chain has one writer, or `terrarium audit verify` \
+         would report events inserted. Give this server its own TERRARIUM_STATE_DIR (or \
+         TERRARIUM_AUDIT_DIR), or stop the other one (MCP clients sometimes start a stdio server \
+         twice: look for a leftover `terrarium serve`)"
+    )]
+    Locked { dir: PathBuf },
 }
 
 struct Sinks {
@@ -134,9 +142,12 @@ impl Auditor {
         let files = match &config.dir {
             Some(dir) => {
                 let files = DailyFiles::open(dir, config.retention_days.max(1), clock).map_err(
-                    |source| AuditError::Dir {
-                        path: dir.clone(),
-                        source,
+                    |source| match source.kind() {
+                        std::io::ErrorKind::WouldBlock => AuditError::Locked { dir: dir.clone() },
+                        _ => AuditError::Dir {
+                            path: dir.clone(),
+                            source,
+                        },
                     },
                 )?;
                 // Continue the chain where the newest file left it, across restarts and days.
@@ -292,6 +303,19 @@ mod tests {
         assert_eq!(report.events, 3);
         assert_eq!(report.last_seq, Some(3));
         assert!(report.problems.is_empty(), "{:?}", report.problems);
+    }
+
+    #[test]
+    fn a_second_writer_of_one_chain_is_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let a = Auditor::new(&cfg(d.path())).unwrap();
+        let second = file::lock_dir(d.path(), std::time::Duration::ZERO);
+        assert_eq!(
+            second.err().map(|e| e.kind()),
+            Some(std::io::ErrorKind::WouldBlock)
+        );
+        drop(a);
+        assert!(file::lock_dir(d.path(), std::time::Duration::ZERO).is_ok());
     }
 
     #[test]

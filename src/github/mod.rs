@@ -132,6 +132,66 @@ pub enum GitHubError {
 }
 
 impl GitHubError {
+    /// What the audit trail records: no caller value (owner, repo, ref, subdir), no archive
+    /// entry name and no text GitHub sent back; exhaustive so a new variant must decide.
+    pub fn audit_message(&self) -> std::borrow::Cow<'static, str> {
+        use std::borrow::Cow;
+        match self {
+            GitHubError::BadRepo(_) => Cow::Borrowed("not a valid owner/repo name"),
+            GitHubError::BadRef(_) => Cow::Borrowed("not a valid git ref"),
+            GitHubError::RepoNotAllowed(_) => {
+                Cow::Borrowed("the repository is not in TERRARIUM_GITHUB_REPOS")
+            }
+            GitHubError::NotInstalled(_) => {
+                Cow::Borrowed("the GitHub App is not installed on the repository")
+            }
+            GitHubError::Unauthorized { .. } => {
+                Cow::Borrowed("GitHub refused the server's credentials (401)")
+            }
+            GitHubError::Api { status, .. } => {
+                Cow::Owned(format!("the GitHub API answered {status}"))
+            }
+            GitHubError::Transport { .. } => Cow::Borrowed("the GitHub API could not be reached"),
+            GitHubError::Archive(e) => Cow::Borrowed(match e {
+                archive::ArchiveError::Absolute(_) => "archive entry with an absolute path",
+                archive::ArchiveError::Traversal(_) => {
+                    "archive entry leaving the extraction directory"
+                }
+                archive::ArchiveError::LinkOutside { .. } => {
+                    "archive link pointing outside the extraction directory"
+                }
+                archive::ArchiveError::ThroughLink(_) => {
+                    "archive entry whose path passes through a link or a file"
+                }
+                archive::ArchiveError::Duplicate(_) => {
+                    "archive entry taking an earlier entry's path"
+                }
+                archive::ArchiveError::HardLinkTarget { .. } => {
+                    "archive hard link to something other than an extracted regular file"
+                }
+                archive::ArchiveError::TooDeep(_) => "archive entry path too long or too deep",
+                archive::ArchiveError::TooManyLinks => "the archive has too many symbolic links",
+                archive::ArchiveError::UnsafeDestination(_) => {
+                    "the extraction directory's parent is not a plain directory"
+                }
+                archive::ArchiveError::Special(_) => "archive entry of a special file type",
+                archive::ArchiveError::TooLarge(_) => "the archive is larger than the limit",
+                archive::ArchiveError::TooManyEntries(_) => "the archive has too many entries",
+                archive::ArchiveError::Exists(_) => "the extraction directory already exists",
+                archive::ArchiveError::Read(_) => "the archive could not be read",
+                archive::ArchiveError::Write { .. } => "the archive could not be extracted",
+            }),
+            GitHubError::NoSubdir(_) => {
+                Cow::Borrowed("subdir: does not exist in the repository archive")
+            }
+            GitHubError::Io(_) => Cow::Borrowed("I/O error while talking to GitHub"),
+            GitHubError::NotConfigured
+            | GitHubError::ArchiveTooLarge(_)
+            | GitHubError::TimedOut(_)
+            | GitHubError::Cancelled => Cow::Owned(self.to_string()),
+        }
+    }
+
     /// Maps an octocrab error to one a user can act on. GitHub's own message is kept; nothing
     /// here can contain a credential (octocrab never puts tokens in URLs or messages).
     pub fn from_octocrab(what: &str, e: octocrab::Error) -> GitHubError {

@@ -178,6 +178,16 @@ pub async fn upsert_comment(
 
 /// `(conclusion, title)` for a plan's check run.
 pub fn check_outcome(report: &Report) -> (&'static str, String) {
+    let (conclusion, title) = plan_outcome(report);
+    if report.sandbox.is_empty() {
+        (conclusion, title)
+    } else {
+        // The title is what the checks list shows: a weaker sandbox must be visible there too.
+        (conclusion, format!("{title} (sandbox not strict)"))
+    }
+}
+
+fn plan_outcome(report: &Report) -> (&'static str, String) {
     let failed = report.dirs.iter().filter(|d| !d.ok).count();
     if failed > 0 {
         return (

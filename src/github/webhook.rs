@@ -272,7 +272,10 @@ async fn worker(exec: Arc<Executor>, gh: Arc<GitHub>, mut rx: mpsc::Receiver<Job
         let outcome = plan_job(&exec, &gh, &job).await;
         let (level, fields) = match &outcome {
             Ok(code) => ("info", json!({"success": *code != 1, "exit_code": code})),
-            Err(e) => ("error", json!({"success": false, "error": e.to_string()})),
+            Err(e) => (
+                "error",
+                json!({"success": false, "error": e.audit_message()}),
+            ),
         };
         let mut fields = fields;
         fields["transport"] = json!("github");

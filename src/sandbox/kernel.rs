@@ -322,7 +322,7 @@ impl KernelSandbox {
                 setup.namespaces |= libc::CLONE_NEWNET;
             }
             let plan = MountPlan::prepare(scratch, &run, &self.extra_read, cwd).map_err(|e| {
-                super::mounts::remove_skeleton(scratch);
+                let _ = std::fs::remove_dir_all(scratch);
                 SandboxError::Setup(format!("preparing the run's mount namespace: {e}"))
             })?;
             setup.mounts = Some(plan);
@@ -357,7 +357,22 @@ fn seccomp_supported() -> bool {
 
 /// Forks a child that tries the run's `unshare` and reports the result in its exit code.
 fn probe_namespaces() -> Result<(), String> {
-    // SAFETY: the child only calls unshare and _exit, both async-signal-safe.
+    // A place to try mounting the run's own /proc on (in the probe's private mount namespace).
+    let target =
+        std::env::temp_dir().join(format!("terrarium-probe-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir(&target).map_err(|e| format!("{}: {e}", target.display()))?;
+    let result = std::ffi::CString::new(target.as_os_str().as_encoded_bytes())
+        .map_err(|_| "temporary directory name holds a NUL byte".to_string())
+        .and_then(|c| probe_in_child(&c));
+    let _ = std::fs::remove_dir(&target);
+    result
+}
+
+/// Forks a child that does what a run's set-up does — unshare the namespaces, make mounts
+/// private, fork into the PID namespace and mount a procfs there — and reports in its exit code
+/// (0, or the errno of the step that failed; 1000 + errno for the procfs).
+fn probe_in_child(target: &std::ffi::CStr) -> Result<(), String> {
+    // SAFETY: the children only make async-signal-safe syscalls and _exit.
     unsafe {
         match libc::fork() {
             -1 => Err(std::io::Error::last_os_error().to_string()),
@@ -367,20 +382,40 @@ fn probe_namespaces() -> Result<(), String> {
                     | libc::CLONE_NEWNET
                     | libc::CLONE_NEWNS;
                 let private = libc::MS_REC | libc::MS_PRIVATE;
-                let code = if libc::unshare(flags) == 0
-                    && libc::mount(
+                if libc::unshare(flags) != 0
+                    || libc::mount(
                         std::ptr::null(),
                         c"/".as_ptr(),
                         std::ptr::null(),
                         private,
                         std::ptr::null(),
-                    ) == 0
+                    ) != 0
                 {
-                    0
-                } else {
-                    *libc::__errno_location()
-                };
-                libc::_exit(code)
+                    libc::_exit(*libc::__errno_location() & 0xff)
+                }
+                match libc::fork() {
+                    -1 => libc::_exit(*libc::__errno_location() & 0xff),
+                    0 => {
+                        let r = libc::mount(
+                            c"proc".as_ptr(),
+                            target.as_ptr(),
+                            c"proc".as_ptr(),
+                            libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+                            std::ptr::null(),
+                        );
+                        // 255: the procfs could not be mounted.
+                        libc::_exit(if r == 0 { 0 } else { 255 })
+                    }
+                    pid => {
+                        let mut status = 0;
+                        libc::waitpid(pid, &mut status, 0);
+                        libc::_exit(if libc::WIFEXITED(status) {
+                            libc::WEXITSTATUS(status)
+                        } else {
+                            254
+                        })
+                    }
+                }
             }
             pid => {
                 let mut status = 0;
@@ -391,6 +426,11 @@ fn probe_namespaces() -> Result<(), String> {
                 }
                 match libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status)) {
                     Some(0) => Ok(()),
+                    Some(255) => Err(
+                        "a /proc of the run's own PID namespace cannot be mounted here (a container \
+                         that masks /proc?)"
+                            .into(),
+                    ),
                     Some(errno) => Err(std::io::Error::from_raw_os_error(errno).to_string()),
                     None => Err("probe process was killed".into()),
                 }

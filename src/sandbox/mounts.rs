@@ -228,28 +228,18 @@ impl MountPlan {
                 }
             }
             if let Some(proc_target) = &self.proc_target {
-                // The run's own procfs shows only its PID namespace. Where the kernel refuses a
-                // new procfs (inside some containers), the host's is bound instead; Landlock
-                // still keeps the server's /proc/<pid> out of reach.
-                let fresh = libc::mount(
-                    c"proc".as_ptr(),
-                    proc_target.as_ptr(),
-                    c"proc".as_ptr(),
-                    libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
-                    std::ptr::null(),
-                );
-                if fresh < 0 {
-                    check(
-                        libc::mount(
-                            c"/proc".as_ptr(),
-                            proc_target.as_ptr(),
-                            null,
-                            libc::MS_BIND | libc::MS_REC,
-                            std::ptr::null(),
-                        ),
-                        "binding /proc",
-                    )?;
-                }
+                // The run's own procfs shows only its PID namespace. Never the host's instead:
+                // the start-up probe already refused this layer where it cannot be mounted.
+                check(
+                    libc::mount(
+                        c"proc".as_ptr(),
+                        proc_target.as_ptr(),
+                        c"proc".as_ptr(),
+                        libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+                        std::ptr::null(),
+                    ),
+                    "mounting the run's /proc",
+                )?;
             }
             check(
                 libc::chdir(self.skeleton_c.as_ptr()),
@@ -281,35 +271,6 @@ impl MountPlan {
         }
         Ok(())
     }
-}
-
-/// Removes a skeleton left by a run without ever crossing into another file system: should a
-/// bind mount still be attached (it never is once the run's namespace is gone), what lies
-/// under it is left alone rather than deleted.
-pub fn remove_skeleton(path: &Path) {
-    use std::os::unix::fs::MetadataExt;
-    let Ok(top) = std::fs::symlink_metadata(path) else {
-        return;
-    };
-    fn walk(p: &Path, dev: u64) {
-        let Ok(m) = std::fs::symlink_metadata(p) else {
-            return;
-        };
-        if m.dev() != dev {
-            return;
-        }
-        if m.is_dir() {
-            if let Ok(entries) = std::fs::read_dir(p) {
-                for e in entries.flatten() {
-                    walk(&e.path(), dev);
-                }
-            }
-            let _ = std::fs::remove_dir(p);
-        } else {
-            let _ = std::fs::remove_file(p);
-        }
-    }
-    walk(path, top.dev());
 }
 
 /// Adds "read `/proc`" to the Landlock ruleset, for the procfs mounted in the child.

@@ -68,7 +68,8 @@ pub async fn run(ctx: &RunCtx<'_>, args: Args) -> Result<ToolOutput, ToolError> 
             "Fetched {repo}@{} ({} files, {} bytes) into workspace {path}",
             args.reference, stats.files, stats.bytes
         ),
-        action: Some(format!("github archive {repo}@{}", args.reference)),
+        // The audit trail's `command`: the shape, never the caller's values.
+        action: Some("github archive".into()),
         ..ToolOutput::default()
     };
     out.data.insert("path".into(), json!(path));
