@@ -1520,4 +1520,45 @@ mod tests {
         assert_eq!(parse_log_level("WARN").unwrap(), "warn");
         assert!(parse_log_level("loud").is_err());
     }
+
+    #[test]
+    fn terraform_and_read_paths_may_not_overlap_the_root() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        std::fs::create_dir_all(root.join("tools")).unwrap();
+        let tf = root.join("tools/terraform");
+        std::fs::write(&tf, "#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(&tf, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        let base = |extra: &[(&str, String)]| {
+            let mut env: BTreeMap<String, String> = [
+                ("TERRARIUM_WORKSPACE_ROOT", root.display().to_string()),
+                ("TERRARIUM_TERRAFORM_BIN", "/bin/sh".to_string()),
+                (
+                    "TERRARIUM_STATE_DIR",
+                    dir.path().join("state").display().to_string(),
+                ),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect();
+            for (k, v) in extra {
+                env.insert(k.to_string(), v.clone());
+            }
+            Config::load(&env, dir.path())
+        };
+        assert!(base(&[]).is_ok());
+        let err = base(&[("TERRARIUM_TERRAFORM_BIN", tf.display().to_string())])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("TERRARIUM_TERRAFORM_BIN") && err.contains("overlaps"),
+            "{err}"
+        );
+        for p in [root.join("tools"), dir.path().to_path_buf()] {
+            let err = base(&[("TERRARIUM_SANDBOX_READ_PATHS", p.display().to_string())])
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("TERRARIUM_SANDBOX_READ_PATHS"), "{err}");
+        }
+    }
 }

@@ -907,3 +907,88 @@ async fn each_run_has_a_cgroup_of_its_own_killed_and_removed_when_it_ends() {
     );
     session.cancel().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_runs_proc_shows_only_its_own_processes() {
+    // With the namespaces layer the run's /proc is a procfs of its own PID namespace: the
+    // server, other tenants' runs and their command lines are not there to read.
+    let sb = scene();
+    let env = sb.env(&terraform(), &[("TERRARIUM_ENABLE_APPLY", "true")]);
+    let (session, server_pid) = connect_as(&env, None).await;
+    let cmd = format!(
+        "echo PIDS=$(ls /proc | grep -c '^[0-9]'); test -e /proc/{server_pid}/cmdline && echo SERVER-VIS''IBLE; true"
+    );
+    let r = exec(&session, &sb, "exec_proc", &cmd).await;
+    let t = text(&r);
+    // The first "PIDS=" is in the echoed command line; the count follows a later one.
+    let pids: usize = t
+        .split("PIDS=")
+        .skip(1)
+        .find_map(|s| s.split_whitespace().next().and_then(|n| n.parse().ok()))
+        .unwrap_or_else(|| panic!("no count: {t}"));
+    let host = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_str()
+                .is_some_and(|n| n.parse::<u32>().is_ok())
+        })
+        .count();
+    assert!(
+        pids < 30 && pids < host,
+        "the run sees {pids} processes (host: {host})"
+    );
+    if server_pid > 30 {
+        assert!(!t.contains("SERVER-VISIBLE"), "{t}");
+    }
+    session.cancel().await.unwrap();
+}
+
+#[tokio::test]
+async fn another_instance_on_the_same_state_dir_never_removes_a_live_runs_files() {
+    // check-config, ci plan or a second server start with the same state dir: their start-up
+    // clean-up must leave a running instance's run dirs (and the mounts on them) alone.
+    let sb = scene();
+    let env = sb.env(&terraform(), &[("TERRARIUM_ENABLE_APPLY", "true")]);
+    let session = connect(&env).await;
+    let cmd =
+        "echo kept > \"$TMPDIR/probe\"; touch started; sleep 4; echo READ-$(cat \"$TMPDIR/probe\")";
+    let started = sb.root.join("exec_live/started");
+    let second = {
+        let mut env = env.clone();
+        env.insert(
+            "TERRARIUM_AUDIT_DIR".into(),
+            sb.dir.path().join("audit-2").display().to_string(),
+        );
+        std::thread::spawn(move || {
+            for _ in 0..400 {
+                if started.exists() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(25));
+            }
+            std::process::Command::new(env!("CARGO_BIN_EXE_terrarium"))
+                .arg("check-config")
+                .env_clear()
+                .envs(&env)
+                .current_dir("/")
+                .output()
+                .unwrap()
+        })
+    };
+    let r = exec(&session, &sb, "exec_live", cmd).await;
+    let out = second.join().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!is_error(&r), "{}", text(&r));
+    assert!(
+        text(&r).contains("READ-kept"),
+        "the run's files were removed: {}",
+        text(&r)
+    );
+    session.cancel().await.unwrap();
+}
