@@ -102,6 +102,7 @@ async fn main() {
         .env("TERRARIUM_AUTH_TOKENS", format!("bench:{TOKEN}"))
         .env("TERRARIUM_RATE_LIMIT_PER_SEC", "10000000")
         .env("TERRARIUM_RATE_LIMIT_BURST", "10000000")
+        .env("TERRARIUM_HTTP_MAX_SESSIONS_PER_PRINCIPAL", "256")
         .stderr(std::process::Stdio::piped())
         .kill_on_drop(true)
         .spawn()

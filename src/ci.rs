@@ -45,8 +45,16 @@ impl Report {
 /// directories with `.tf` files that are not inside a `modules` directory (those are called by
 /// root modules, not planned on their own). Paths are relative to `base`.
 pub fn root_modules(exec: &Executor, base: &str) -> Vec<String> {
-    let root = crate::workspace::WorkspaceRoot::new(exec.config().workspace_root.join(base));
-    root.list(8, 1000)
+    let root = exec.root();
+    let found = if base.is_empty() {
+        root.list(8, 1000)
+    } else {
+        match root.workspace("base", base) {
+            Ok(start) => root.list_in(&start, 8, 1000),
+            Err(_) => Vec::new(),
+        }
+    };
+    found
         .into_iter()
         .filter(|d| {
             !Path::new(d)

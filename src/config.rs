@@ -139,6 +139,9 @@ pub struct Config {
     pub max_concurrent_runs: usize,
     /// How long a call waits for a busy workspace (or a free run slot) before giving up.
     pub queue_wait: Duration,
+    /// Runs one principal may have at once: its fair share of `max_concurrent_runs`, so that
+    /// one caller's slow runs cannot hold every slot.
+    pub max_runs_per_principal: usize,
     /// On SIGTERM/SIGINT, how long runs in flight may finish before they are interrupted.
     pub shutdown_grace: Duration,
     /// `PATH` given to terraform (and so to `local-exec` provisioners).
@@ -200,6 +203,16 @@ pub struct HttpConfig {
     pub max_body_bytes: usize,
     pub session_idle: Duration,
     pub max_sessions: usize,
+    /// Open sessions one principal may hold, in front of `max_sessions`.
+    pub max_sessions_per_principal: usize,
+    /// Time a client has to send a request's headers (counted from the connection's accept, or
+    /// from the first byte of a later request), and again its body.
+    pub header_timeout: Duration,
+    /// A kept-alive connection with no request in flight is closed after this.
+    pub idle_timeout: Duration,
+    /// Connections open at once; beyond it the longest-waiting connection without a request
+    /// in flight is closed to make room.
+    pub max_connections: usize,
     /// `name:token` or `name:sha256:HEX` entries; where the tokens came from (for messages).
     pub tokens: Secret,
     pub tokens_file: Option<PathBuf>,
@@ -266,6 +279,11 @@ struct FileConfig {
     http_max_body_bytes: Option<usize>,
     http_session_idle_secs: Option<u64>,
     http_max_sessions: Option<usize>,
+    http_max_sessions_per_principal: Option<usize>,
+    http_header_timeout_secs: Option<u64>,
+    http_idle_timeout_secs: Option<u64>,
+    http_max_connections: Option<usize>,
+    max_runs_per_principal: Option<usize>,
     rate_limit_per_sec: Option<u32>,
     rate_limit_burst: Option<u32>,
     http_trusted_proxies: Option<Vec<String>>,
@@ -458,6 +476,18 @@ impl Config {
                 "must be between 1 and 1024",
             ));
         }
+        // By default one principal may use all slots but one, so another caller always finds
+        // a slot that a single principal's slow runs cannot take.
+        let max_runs_per_principal = reader
+            .parse::<usize>("MAX_RUNS_PER_PRINCIPAL", "a whole number")?
+            .or(file.max_runs_per_principal)
+            .unwrap_or(max_concurrent_runs.saturating_sub(1).max(1));
+        if max_runs_per_principal == 0 || max_runs_per_principal > 1024 {
+            return Err(invalid(
+                "TERRARIUM_MAX_RUNS_PER_PRINCIPAL",
+                "must be between 1 and 1024",
+            ));
+        }
 
         let child_path = reader
             .get("CHILD_PATH")?
@@ -636,11 +666,11 @@ impl Config {
             .or(file.sandbox_disable)
             .unwrap_or_default();
         for layer in &sandbox_disable {
-            if !["landlock", "seccomp", "namespaces"].contains(&layer.as_str()) {
+            if !["landlock", "seccomp", "namespaces", "cgroup"].contains(&layer.as_str()) {
                 return Err(invalid(
                     "TERRARIUM_SANDBOX_DISABLE",
                     format!(
-                        "unknown layer {layer:?}; the layers are landlock, seccomp, namespaces"
+                        "unknown layer {layer:?}; the layers are landlock, seccomp, namespaces, cgroup"
                     ),
                 ));
             }
@@ -688,6 +718,19 @@ impl Config {
                 .parse::<usize>("HTTP_MAX_SESSIONS", "a whole number")?
                 .or(file.http_max_sessions)
                 .unwrap_or(256),
+            // Set below, from the global cap.
+            max_sessions_per_principal: 0,
+            header_timeout: secs(
+                "HTTP_HEADER_TIMEOUT_SECS",
+                file.http_header_timeout_secs,
+                10,
+                1,
+            )?,
+            idle_timeout: secs("HTTP_IDLE_TIMEOUT_SECS", file.http_idle_timeout_secs, 60, 1)?,
+            max_connections: reader
+                .parse::<usize>("HTTP_MAX_CONNECTIONS", "a whole number")?
+                .or(file.http_max_connections)
+                .unwrap_or(512),
             tokens,
             tokens_file,
             rate_per_sec: reader
@@ -769,6 +812,23 @@ impl Config {
                 "rate and burst must be at least 1",
             ));
         }
+        // By default half the server's sessions (at most 32): one principal never holds them all.
+        http.max_sessions_per_principal = reader
+            .parse::<usize>("HTTP_MAX_SESSIONS_PER_PRINCIPAL", "a whole number")?
+            .or(file.http_max_sessions_per_principal)
+            .unwrap_or((http.max_sessions / 2).clamp(1, 32));
+        if http.max_sessions_per_principal == 0 {
+            return Err(invalid(
+                "TERRARIUM_HTTP_MAX_SESSIONS_PER_PRINCIPAL",
+                "must be at least 1",
+            ));
+        }
+        if !(2..=1 << 20).contains(&http.max_connections) {
+            return Err(invalid(
+                "TERRARIUM_HTTP_MAX_CONNECTIONS",
+                "must be between 2 and 1048576",
+            ));
+        }
         if http.max_body_bytes < 1024 {
             return Err(invalid(
                 "TERRARIUM_HTTP_MAX_BODY_BYTES",
@@ -800,6 +860,7 @@ impl Config {
             output_limit_bytes,
             max_concurrent_runs,
             queue_wait,
+            max_runs_per_principal,
             shutdown_grace,
             child_path,
             passthrough_env,
@@ -845,6 +906,10 @@ impl Config {
                 self.max_concurrent_runs.to_string(),
             ),
             ("TERRARIUM_QUEUE_WAIT_SECS", d(self.queue_wait)),
+            (
+                "TERRARIUM_MAX_RUNS_PER_PRINCIPAL",
+                self.max_runs_per_principal.to_string(),
+            ),
             ("TERRARIUM_SHUTDOWN_GRACE_SECS", d(self.shutdown_grace)),
             ("TERRARIUM_CHILD_PATH", self.child_path.clone()),
             ("TERRARIUM_PASSTHROUGH_ENV", self.passthrough_env.join(",")),
@@ -931,6 +996,22 @@ impl Config {
             (
                 "TERRARIUM_HTTP_MAX_SESSIONS",
                 self.http.max_sessions.to_string(),
+            ),
+            (
+                "TERRARIUM_HTTP_MAX_SESSIONS_PER_PRINCIPAL",
+                self.http.max_sessions_per_principal.to_string(),
+            ),
+            (
+                "TERRARIUM_HTTP_HEADER_TIMEOUT_SECS",
+                d(self.http.header_timeout),
+            ),
+            (
+                "TERRARIUM_HTTP_IDLE_TIMEOUT_SECS",
+                d(self.http.idle_timeout),
+            ),
+            (
+                "TERRARIUM_HTTP_MAX_CONNECTIONS",
+                self.http.max_connections.to_string(),
             ),
             (
                 "TERRARIUM_AUTH_TOKENS",
@@ -1146,6 +1227,41 @@ mod tests {
         assert!(!c.enable_destroy);
         assert_eq!(c.timeout, Duration::from_secs(300));
         assert_eq!(c.log_level, "warn");
+    }
+
+    #[test]
+    fn connection_session_and_run_shares_have_safe_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = load_with(dir.path(), &[]).unwrap();
+        assert_eq!(c.http.header_timeout, Duration::from_secs(10));
+        assert_eq!(c.http.idle_timeout, Duration::from_secs(60));
+        assert_eq!(c.http.max_connections, 512);
+        assert_eq!(c.http.max_sessions_per_principal, 32);
+        let c = load_with(dir.path(), &[("TERRARIUM_HTTP_MAX_SESSIONS", "4")]).unwrap();
+        assert_eq!(c.http.max_sessions_per_principal, 2);
+        // One principal never gets every run slot.
+        assert_eq!(c.max_runs_per_principal, c.max_concurrent_runs - 1);
+        let c = load_with(dir.path(), &[("TERRARIUM_MAX_CONCURRENT_RUNS", "1")]).unwrap();
+        assert_eq!(c.max_runs_per_principal, 1);
+        for (name, bad) in [
+            ("TERRARIUM_HTTP_HEADER_TIMEOUT_SECS", "0"),
+            ("TERRARIUM_HTTP_IDLE_TIMEOUT_SECS", "0"),
+            ("TERRARIUM_HTTP_MAX_CONNECTIONS", "1"),
+            ("TERRARIUM_HTTP_MAX_SESSIONS_PER_PRINCIPAL", "0"),
+            ("TERRARIUM_MAX_RUNS_PER_PRINCIPAL", "0"),
+        ] {
+            let err = load_with(dir.path(), &[(name, bad)]).unwrap_err();
+            assert!(err.to_string().contains(name), "{err}");
+        }
+        let shown = load_with(dir.path(), &[]).unwrap().to_string();
+        assert!(
+            shown.contains("TERRARIUM_HTTP_MAX_CONNECTIONS=512"),
+            "{shown}"
+        );
+        assert!(
+            shown.contains("TERRARIUM_MAX_RUNS_PER_PRINCIPAL=3"),
+            "{shown}"
+        );
     }
 
     #[test]

@@ -21,16 +21,16 @@ use crate::plans::{
 };
 use crate::policy::{self, PolicyError};
 use crate::redact::Redactor;
-use crate::sandbox::access::RunAccess;
+use crate::sandbox::access::{Grant, RunAccess};
 use crate::sandbox::env::{self, RunDirs};
 use crate::sandbox::{
-    KernelSandbox, RunOutcome, RunSpec, Runner, SandboxError, SpawnError, StreamLine,
+    KernelSandbox, RunOutcome, RunPlace, RunSpec, Runner, SandboxError, SpawnError, StreamLine,
 };
 use crate::schema::{FieldError, SchemaError, Schemas};
 use crate::secrets::SecretStore;
 use crate::terraform::{Invocation, stream};
 use crate::tools::{self, ToolKind, ToolOutput};
-use crate::workspace::{Workspace, WorkspaceError, WorkspaceRoot};
+use crate::workspace::{FileId, Workspace, WorkspaceError, WorkspaceRoot};
 
 /// Reports a line of progress to the caller (already redacted).
 pub type ProgressFn = Arc<dyn Fn(String) + Send + Sync>;
@@ -140,6 +140,11 @@ pub enum StartError {
     },
     #[error(transparent)]
     Audit(#[from] AuditError),
+    #[error("workspace root {path}: {source}")]
+    Root {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("GitHub client: {0}")]
     GitHub(#[from] crate::github::GitHubError),
 }
@@ -154,8 +159,12 @@ pub struct Executor {
     runner: Arc<dyn Runner>,
     audit: Arc<Auditor>,
     host_env: BTreeMap<String, String>,
-    locks: Mutex<HashMap<PathBuf, Arc<tokio::sync::Mutex<()>>>>,
+    /// Per-workspace locks, keyed by the directory's identity (two names, one lock).
+    locks: Mutex<HashMap<FileId, Arc<tokio::sync::Mutex<()>>>>,
     slots: Arc<Semaphore>,
+    /// Each principal's share of `slots` (`max_runs_per_principal`), taken before a global slot
+    /// so that one caller's queued runs wait behind its own share, not in front of others.
+    principal_slots: Mutex<HashMap<String, Arc<Semaphore>>>,
     runs_dir: PathBuf,
     plugin_cache: PathBuf,
     sandbox: KernelSandbox,
@@ -186,11 +195,18 @@ impl Executor {
         create_private_dir(&runs_dir).map_err(state_err(&runs_dir))?;
         create_private_dir(&plugin_cache).map_err(state_err(&plugin_cache))?;
         // Run dirs left by a crash hold nothing worth keeping.
+        // (Mount skeletons are removed without crossing into another file system.)
         if let Ok(entries) = std::fs::read_dir(&runs_dir) {
             for e in entries.flatten() {
-                let _ = std::fs::remove_dir_all(e.path());
+                crate::sandbox::mounts::remove_skeleton(&e.path());
             }
         }
+        let root = WorkspaceRoot::open(config.workspace_root.clone()).map_err(|source| {
+            StartError::Root {
+                path: config.workspace_root.clone(),
+                source,
+            }
+        })?;
         let plans = PlanStore::open(&config.state_dir, config.plan_ttl)
             .map_err(state_err(&config.state_dir))?;
         plans.sweep();
@@ -206,7 +222,7 @@ impl Executor {
             idle: Notify::new(),
             sandbox,
             schemas: Schemas::load()?,
-            root: WorkspaceRoot::new(config.workspace_root.clone()),
+            root,
             plans,
             secrets,
             runner,
@@ -214,6 +230,7 @@ impl Executor {
             host_env,
             locks: Mutex::new(HashMap::new()),
             slots: Arc::new(Semaphore::new(config.max_concurrent_runs)),
+            principal_slots: Mutex::new(HashMap::new()),
             runs_dir,
             plugin_cache,
             config: Arc::new(config),
@@ -222,6 +239,11 @@ impl Executor {
 
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// The workspace root, held open.
+    pub fn root(&self) -> &WorkspaceRoot {
+        &self.root
     }
 
     /// The audit trail, for front doors' own events (start-up, shutdown, auth failures).
@@ -254,7 +276,7 @@ impl Executor {
                 (l.name.to_string(), json!(state))
             })
             .collect();
-        json!({"mode": self.sandbox.mode().as_str(), "layers": layers, "warnings": self.sandbox.warnings()})
+        json!({"mode": self.sandbox.mode().as_str(), "layers": layers, "teardown": self.sandbox.teardown(), "warnings": self.sandbox.warnings()})
     }
 
     /// The tools a caller may use, in order, with their schema documents.
@@ -408,7 +430,7 @@ impl Executor {
                 .lock()
                 .map_err(|_| ToolError::Internal("lock table poisoned".into()))?;
             locks.retain(|_, l| Arc::strong_count(l) > 1 || l.try_lock().is_err());
-            locks.entry(ws.dir.clone()).or_default().clone()
+            locks.entry(ws.id()).or_default().clone()
         };
         tokio::select! {
             r = tokio::time::timeout(self.config.queue_wait, lock.lock_owned()) => {
@@ -418,11 +440,33 @@ impl Executor {
         }
     }
 
-    async fn run_slot(&self) -> Result<OwnedSemaphorePermit, ToolError> {
-        tokio::time::timeout(self.config.queue_wait, self.slots.clone().acquire_owned())
-            .await
-            .map_err(|_| ToolError::NoSlot)?
-            .map_err(|_| ToolError::NoSlot)
+    /// A run slot: first one of `principal`'s share, then one of the global slots, both within
+    /// `queue_wait`. The two permits are held together for the run.
+    async fn run_slot(
+        &self,
+        principal: &str,
+    ) -> Result<(OwnedSemaphorePermit, OwnedSemaphorePermit), ToolError> {
+        let share = {
+            let mut shares = self
+                .principal_slots
+                .lock()
+                .map_err(|_| ToolError::Internal("run slot table poisoned".into()))?;
+            // Forget principals with nothing running or waiting.
+            let max = self.config.max_runs_per_principal;
+            shares.retain(|_, s| Arc::strong_count(s) > 1 || s.available_permits() < max);
+            shares
+                .entry(principal.to_string())
+                .or_insert_with(|| Arc::new(Semaphore::new(max)))
+                .clone()
+        };
+        tokio::time::timeout(self.config.queue_wait, async {
+            let own = share.acquire_owned().await;
+            let global = self.slots.clone().acquire_owned().await;
+            Ok::<_, tokio::sync::AcquireError>((own?, global?))
+        })
+        .await
+        .map_err(|_| ToolError::NoSlot)?
+        .map_err(|_| ToolError::NoSlot)
     }
 
     fn success_response(
@@ -688,6 +732,30 @@ pub struct RunCtx<'a> {
     redactor: Mutex<Redactor>,
 }
 
+/// Where a run starts: a workspace (by its descriptor) or, for actions that need none, the
+/// run's private dir.
+#[derive(Debug, Clone, Copy)]
+pub enum Cwd<'a> {
+    Workspace(&'a Workspace),
+    RunDir,
+}
+
+impl<'a> From<&'a Workspace> for Cwd<'a> {
+    fn from(ws: &'a Workspace) -> Cwd<'a> {
+        Cwd::Workspace(ws)
+    }
+}
+
+/// The mount skeleton of one spawn, removed (without crossing file systems) when the run is
+/// over, whatever happened.
+struct Scratch(PathBuf);
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        crate::sandbox::mounts::remove_skeleton(&self.0);
+    }
+}
+
 /// A run's private directory (HOME, TMPDIR, CLI config, generated var files); removed on drop.
 pub struct RunDir {
     path: PathBuf,
@@ -829,13 +897,13 @@ impl RunCtx<'_> {
     /// terraform's `-json` UI stream, whose `@message`s are forwarded as progress.
     pub async fn terraform(
         &self,
-        cwd: &Path,
+        cwd: impl Into<Cwd<'_>>,
         dir: &RunDir,
         inv: &Invocation,
         json_stream: bool,
     ) -> Result<RunOutcome, ToolError> {
         self.spawn(
-            cwd,
+            cwd.into(),
             dir,
             inv,
             Some(json_stream),
@@ -849,16 +917,17 @@ impl RunCtx<'_> {
     /// and it is never shown raw to the caller.
     pub async fn terraform_json(
         &self,
-        cwd: &Path,
+        cwd: impl Into<Cwd<'_>>,
         dir: &RunDir,
         inv: &Invocation,
     ) -> Result<RunOutcome, ToolError> {
-        self.spawn(cwd, dir, inv, None, INTERNAL_OUTPUT_LIMIT).await
+        self.spawn(cwd.into(), dir, inv, None, INTERNAL_OUTPUT_LIMIT)
+            .await
     }
 
     async fn spawn(
         &self,
-        cwd: &Path,
+        cwd: Cwd<'_>,
         dir: &RunDir,
         inv: &Invocation,
         // None: no progress from this run; Some(true): stdout is the `-json` UI stream.
@@ -866,7 +935,7 @@ impl RunCtx<'_> {
         output_limit: usize,
     ) -> Result<RunOutcome, ToolError> {
         let json_stream = progress_stream == Some(true);
-        let _slot = self.exec.run_slot().await?;
+        let _slot = self.exec.run_slot(&self.call.principal).await?;
         let cfg = &self.exec.config;
         let home = dir.path.join("home");
         let tmp = dir.path.join("tmp");
@@ -884,37 +953,65 @@ impl RunCtx<'_> {
         // What this run may touch: its workspace and private dir, terraform itself, the plugin
         // cache (written only by init), and the network only for actions that need it.
         let network = matches!(inv.subcommand, "init" | "plan" | "apply");
+        // The working directory: the workspace by the descriptor that was checked.
+        let cwd_grant = match cwd {
+            Cwd::Workspace(ws) => Grant::Held {
+                fd: ws.fd().clone(),
+                path: ws.dir.clone(),
+            },
+            Cwd::RunDir => Grant::Path(dir.path.clone()),
+        };
         let mut access = RunAccess {
-            read_write: vec![cwd.to_path_buf(), dir.path.clone()],
+            read_write: vec![Grant::Path(dir.path.clone())],
             ..RunAccess::default()
         };
+        if let Cwd::Workspace(_) = cwd {
+            access.read_write.push(cwd_grant.clone());
+        }
         if let Some(tf_dir) = cfg.terraform_bin.parent() {
-            access.read_exec.push(tf_dir.to_path_buf());
+            access.read_exec.push(Grant::Path(tf_dir.to_path_buf()));
         }
-        // In a repository fetched from GitHub, the rest of that repository (its modules).
-        if let Some(tree) = crate::github::fetch::repository_tree(self.exec.root.path(), cwd) {
-            access.read_only.push(tree);
+        // In a repository fetched from GitHub, the rest of that repository (its modules): a
+        // server-made tree, resolved by descriptor with no symlink on the way, holding the
+        // marker the fetch wrote as a plain file.
+        if let Cwd::Workspace(ws) = cwd
+            && let Some(tree) = crate::github::fetch::trusted_tree(&self.exec.root, &ws.relative)
+        {
+            access.read_only.push(Grant::Held {
+                fd: tree.fd().clone(),
+                path: tree.dir.clone(),
+            });
         }
+        let cache = Grant::Path(self.exec.plugin_cache.clone());
         if inv.subcommand == "init" {
-            access.read_write.push(self.exec.plugin_cache.clone());
+            access.read_write.push(cache);
         } else {
-            access.read_exec.push(self.exec.plugin_cache.clone());
+            access.read_exec.push(cache);
         }
-        let setup = self
-            .exec
-            .sandbox
-            .setup(cfg.limits.clone(), access, network)?;
+        let scratch = Scratch(
+            self.exec
+                .runs_dir
+                .join(format!("{}.mnt", uuid::Uuid::new_v4().simple())),
+        );
+        let setup = self.exec.sandbox.setup(
+            cfg.limits.clone(),
+            RunPlace {
+                access,
+                network,
+                cwd: &cwd_grant,
+                scratch: &scratch.0,
+            },
+        )?;
         let spec = RunSpec {
             program: cfg.terraform_bin.clone(),
             argv: inv.argv(),
-            cwd: cwd.to_path_buf(),
             env,
             timeout: cfg.timeout,
             kill_grace: cfg.kill_grace,
             setup,
             output_limit,
         };
-        tracing::debug!(command = %inv.describe(), cwd = %cwd.display(), "starting terraform");
+        tracing::debug!(command = %inv.describe(), cwd = %cwd_grant.path().display(), "starting terraform");
         let progress = self
             .call
             .progress

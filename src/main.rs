@@ -519,6 +519,7 @@ fn log_sandbox(exec: &Executor) {
     for l in sandbox.layers() {
         tracing::info!(layer = l.name, state = l.state(sandbox.mode()), detail = %l.detail, "sandbox layer");
     }
+    tracing::info!(teardown = %sandbox.teardown(), "run teardown");
     for w in sandbox.warnings() {
         tracing::warn!("{w}");
     }
@@ -541,6 +542,7 @@ async fn check_config(config: Config) -> anyhow::Result<ExitCode> {
             l.detail
         );
     }
+    println!("# run teardown: {}", sandbox.teardown());
     for w in sandbox.warnings() {
         println!("# warning: {w}");
     }

@@ -6,6 +6,9 @@ mod common;
 
 use std::io::Read;
 use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use common::*;
@@ -97,7 +100,10 @@ async fn file_and_remote_state_outside_the_workspace_are_denied() {
         assert_eq!(leaks(&r, &secrets), None, "file({target}) leaked");
         let t = format!("{} {}", text(&r), sc(&r)["diagnostics"]).to_lowercase();
         assert!(
-            t.contains("permission denied") || t.contains("no such file"),
+            // Denied by Landlock, or not even there in the run's own view of the file system.
+            t.contains("permission denied")
+                || t.contains("no such file")
+                || t.contains("no file exists"),
             "{target}: {t}"
         );
     }
@@ -118,7 +124,11 @@ async fn file_and_remote_state_outside_the_workspace_are_denied() {
         assert!(is_error(&r), "remote state {path} was read: {}", text(&r));
         assert_eq!(leaks(&r, &secrets), None);
         let t = format!("{} {}", text(&r), sc(&r)["diagnostics"]).to_lowercase();
-        assert!(t.contains("permission denied"), "{t}");
+        // Denied by Landlock, or absent from the run's own view of the file system.
+        assert!(
+            t.contains("permission denied") || t.contains("no stored state was found"),
+            "{t}"
+        );
     }
     session.cancel().await.unwrap();
 }
@@ -270,14 +280,41 @@ async fn a_setsid_sleeper_does_not_survive_the_timeout() {
         ],
     );
     let session = connect(&env).await;
-    let cmd = "setsid sh -c 'read -r p rest < /proc/self/stat; echo $p > sleeper.pid; exec sleep 600' & sleep 600";
+    // The run has a PID namespace (and its own /proc), so its pids mean nothing out here: the
+    // sleeper is found by a command line no other process has.
+    let cmd = "setsid sh -c 'exec sleep 600.0417' & sleep 600";
+    // The other tests find a run's survivors by where they work; this one checks that the
+    // host does see a namespaced run's processes that way while they live.
+    let seen = std::thread::spawn({
+        let ws = sb.root.join("exec_setsid");
+        move || {
+            for _ in 0..200 {
+                if !processes_in(&ws).is_empty() {
+                    return true;
+                }
+                std::thread::sleep(Duration::from_millis(25));
+            }
+            false
+        }
+    });
     let r = exec(&session, &sb, "exec_setsid", cmd).await;
+    assert!(
+        seen.join().unwrap(),
+        "the run's processes were never seen from the host"
+    );
     assert!(is_error(&r));
     assert_eq!(sc(&r)["timed_out"], true);
-    let sleeper = read_pid(&sb.root.join("exec_setsid/sleeper.pid"));
+    let mut survivors = processes_running("600.0417");
+    for _ in 0..100 {
+        if survivors.is_empty() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        survivors = processes_running("600.0417");
+    }
     assert!(
-        gone_within(sleeper, 5),
-        "the setsid()'d sleeper survived the run"
+        survivors.is_empty(),
+        "the setsid()'d sleeper survived the run: {survivors:?}"
     );
     session.cancel().await.unwrap();
 }
@@ -417,7 +454,7 @@ async fn without_namespaces_the_subreaper_still_kills_a_setsid_sleeper() {
             ("TERRARIUM_ENABLE_APPLY", "true"),
             ("TERRARIUM_TIMEOUT_SECS", "4"),
             ("TERRARIUM_KILL_GRACE_SECS", "2"),
-            ("TERRARIUM_SANDBOX_DISABLE", "namespaces"),
+            ("TERRARIUM_SANDBOX_DISABLE", "namespaces,cgroup"),
         ],
     );
     let session = connect(&env).await;
@@ -479,5 +516,394 @@ async fn landlock_scoping_stops_signals_to_processes_outside_the_run() {
         "blocked by Landlock, not by visibility: {line}"
     );
     assert_eq!(s["sandbox"]["layers"]["landlock"], "enforced");
+    session.cancel().await.unwrap();
+}
+
+/// Swaps two directory entries atomically, over and over, until told to stop.
+fn swap_until(a: PathBuf, b: PathBuf, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<u64> {
+    std::thread::spawn(move || {
+        use std::os::unix::ffi::OsStrExt;
+        let a = std::ffi::CString::new(a.as_os_str().as_bytes()).unwrap();
+        let b = std::ffi::CString::new(b.as_os_str().as_bytes()).unwrap();
+        let mut swaps = 0;
+        while !stop.load(Ordering::Relaxed) {
+            // SAFETY: two valid C strings.
+            let r = unsafe {
+                libc::renameat2(
+                    libc::AT_FDCWD,
+                    a.as_ptr(),
+                    libc::AT_FDCWD,
+                    b.as_ptr(),
+                    libc::RENAME_EXCHANGE,
+                )
+            };
+            if r == 0 {
+                swaps += 1;
+            }
+        }
+        swaps
+    })
+}
+
+#[tokio::test]
+async fn a_workspace_swapped_for_a_symlink_after_its_check_never_moves_the_run() {
+    // The race of the review: `path` is checked, then the directory is exchanged with a symlink
+    // to a directory outside the root (as code in a parent workspace can do), hoping the run's
+    // working directory and Landlock rule follow the name. They must follow the checked
+    // directory: the outside configuration (a provider that proves it ran) never runs.
+    let sb = Sandbox::new(&[]);
+    let outside = sb.dir.path().join("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    let marker = outside.join("ESCAPED");
+    plant_provider(
+        &outside,
+        "evil",
+        &format!("#!/bin/sh\necho ran > '{}'\nexit 1\n", marker.display()),
+    );
+    let victim = sb.root.join("victim");
+    std::fs::create_dir_all(&victim).unwrap();
+    std::fs::write(victim.join("main.tf"), "terraform {}\n").unwrap();
+    std::os::unix::fs::symlink(&outside, sb.root.join("decoy")).unwrap();
+    let session = connect(&sb.env(&terraform(), &[])).await;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let swapper = swap_until(victim.clone(), sb.root.join("decoy"), stop.clone());
+    let (mut inside, mut refused) = (0, 0);
+    for _ in 0..40 {
+        let r = call(&session, "terraform_validate", json!({"path": "victim"})).await;
+        if is_error(&r) {
+            refused += 1;
+        } else {
+            inside += 1;
+        }
+        if marker.exists() {
+            break;
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    let swaps = swapper.join().unwrap();
+    assert!(
+        !marker.exists(),
+        "the run followed the swapped name out of the root ({inside} ran inside, {refused} refused)"
+    );
+    assert!(swaps > 100, "the race was not exercised ({swaps} swaps)");
+    assert!(inside > 0, "no run ever happened in the checked directory");
+    session.cancel().await.unwrap();
+}
+
+const SERVER_ENV_SECRET: &str = "server-only-environment-secret-4711";
+
+#[tokio::test]
+async fn var_files_are_read_by_descriptor_never_through_a_link_or_a_swapped_name() {
+    // The server reads var files itself (unsandboxed): a var file that is, or becomes, a link to
+    // /proc/self/environ would hand the server's environment to the run and its error messages.
+    let sb = Sandbox::new(&["basic"]);
+    let ws = sb.root.join("basic");
+    std::os::unix::fs::symlink("/proc/self/environ", ws.join("environ.tfvars")).unwrap();
+    std::os::unix::fs::symlink(sb.dir.path().join("outside.tfvars"), ws.join("out.tfvars"))
+        .unwrap();
+    std::fs::write(
+        sb.dir.path().join("outside.tfvars"),
+        "name = \"OUTSIDE-VALUE\"\n",
+    )
+    .unwrap();
+    let mut env = sb.env(&terraform(), &[]);
+    env.insert("SERVER_ONLY_SECRET".into(), SERVER_ENV_SECRET.into());
+    let session = connect(&env).await;
+    call_ok(&session, "terraform_init", json!({"path": "basic"})).await;
+    for file in ["environ.tfvars", "out.tfvars"] {
+        let r = call(
+            &session,
+            "terraform_plan",
+            json!({"path": "basic", "var_files": [file]}),
+        )
+        .await;
+        assert!(is_error(&r), "{file} was read: {}", text(&r));
+        assert!(
+            text(&r).contains("outside the workspace root"),
+            "{}",
+            text(&r)
+        );
+        assert_eq!(leaks(&r, &[SERVER_ENV_SECRET, "OUTSIDE-VALUE"]), None);
+    }
+
+    // The race: the name flips between a plain var file and the link while plans run.
+    std::fs::write(ws.join("plain.tfvars"), "name = \"plain\"\n").unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let swapper = swap_until(
+        ws.join("plain.tfvars"),
+        ws.join("environ.tfvars"),
+        stop.clone(),
+    );
+    let mut read_plain = 0;
+    for _ in 0..30 {
+        let r = call(
+            &session,
+            "terraform_plan",
+            json!({"path": "basic", "var_files": ["plain.tfvars"]}),
+        )
+        .await;
+        assert_eq!(
+            leaks(&r, &[SERVER_ENV_SECRET, "TERRARIUM_WORKSPACE_ROOT"]),
+            None,
+            "the server's environment reached the result"
+        );
+        if !is_error(&r) {
+            read_plain += 1;
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    assert!(swapper.join().unwrap() > 100, "the race was not exercised");
+    assert!(read_plain > 0, "the plain var file was never read");
+    assert!(!sb.audit_text().contains(SERVER_ENV_SECRET));
+    session.cancel().await.unwrap();
+}
+
+#[tokio::test]
+async fn var_files_come_only_from_workspaces_the_caller_is_granted() {
+    let sb = Sandbox::new(&["basic", "replace"]);
+    std::fs::write(
+        sb.root.join("replace/team-b.tfvars"),
+        "name = \"TEAM-B-VALUE\"\n",
+    )
+    .unwrap();
+    let policy = sb.dir.path().join("access.toml");
+    let mut text_ = terrarium::policy::DEFAULT_POLICY.replace(
+        "[principals.\"*\"]\nscopes = [\"read\", \"plan\"]\nworkspaces = [\"*\"]",
+        "",
+    );
+    text_.push_str(
+        "\n[principals.alice]\nscopes = [\"read\", \"plan\"]\nworkspaces = [\"basic\"]\n",
+    );
+    std::fs::write(&policy, text_).unwrap();
+    let token = "alice-token-0123456789abcdef0123456789";
+    let mut env = sb.env(&terraform(), &[]);
+    env.insert("TERRARIUM_AUTH_TOKENS".into(), format!("alice:{token}"));
+    env.insert("TERRARIUM_POLICY_FILE".into(), policy.display().to_string());
+    let server = HttpServer::start(&env, &[]);
+    let alice = connect_http(&server.url("/mcp"), token).await;
+    call_ok(&alice, "terraform_init", json!({"path": "basic"})).await;
+    let r = call(
+        &alice,
+        "terraform_plan",
+        json!({"path": "basic", "var_files": ["../replace/team-b.tfvars"]}),
+    )
+    .await;
+    assert!(
+        is_error(&r),
+        "a var file of another team's workspace was read"
+    );
+    assert!(
+        text(&r).contains("may not use workspace replace"),
+        "{}",
+        text(&r)
+    );
+    assert_eq!(leaks(&r, &["TEAM-B-VALUE"]), None);
+    // Her own var files still work.
+    let ok = call_ok(
+        &alice,
+        "terraform_plan",
+        json!({"path": "basic", "var_files": ["prod.tfvars"]}),
+    )
+    .await;
+    assert!(ok["plan_id"].is_string());
+    alice.cancel().await.unwrap();
+}
+
+#[tokio::test]
+async fn pathname_unix_sockets_outside_the_run_cannot_be_reached() {
+    // Landlock has no rule for connect() to a socket file: the run's own mount namespace shows
+    // it only what it is granted, so a socket elsewhere (a Docker or database socket, another
+    // workspace's) does not exist for it. Its own sockets (terraform's plugins) keep working.
+    let sb = scene();
+    let outside = sb.dir.path().join("outside/agent.sock");
+    let in_other = sb.root.join("victim/db.sock");
+    let listeners: Vec<_> = [&outside, &in_other]
+        .iter()
+        .map(|p| {
+            let l = std::os::unix::net::UnixListener::bind(p).unwrap();
+            l.set_nonblocking(true).unwrap();
+            l
+        })
+        .collect();
+    let probe = |path: &Path| {
+        format!(
+            "python3 -c \"import socket; s = socket.socket(socket.AF_UNIX); s.connect('{}'); print('CONN' + 'ECTED')\" || true",
+            path.display()
+        )
+    };
+    let own = "python3 -c \"import os, socket; p = os.environ['TMPDIR'] + '/own.sock'; l = socket.socket(socket.AF_UNIX); l.bind(p); l.listen(1); c = socket.socket(socket.AF_UNIX); c.connect(p); print('OWN-' + 'SOCKET-OK')\"";
+    for (env, sandboxed) in [
+        (
+            sb.env(&terraform(), &[("TERRARIUM_ENABLE_APPLY", "true")]),
+            true,
+        ),
+        (
+            sb.env(
+                &terraform(),
+                &[
+                    ("TERRARIUM_ENABLE_APPLY", "true"),
+                    ("TERRARIUM_SANDBOX", "off"),
+                ],
+            ),
+            false,
+        ),
+    ] {
+        let session = connect(&env).await;
+        for (i, sock) in [&outside, &in_other].iter().enumerate() {
+            let name = format!("unix_{sandboxed}_{i}");
+            let r = exec(&session, &sb, &name, &probe(sock)).await;
+            let connected = text(&r).contains("CONNECTED");
+            let accepted = listeners[i].accept().is_ok();
+            if sandboxed {
+                assert!(
+                    !connected && !accepted,
+                    "{} was reached: {}",
+                    sock.display(),
+                    text(&r)
+                );
+            } else {
+                // The control: unconfined, the same probe gets through.
+                assert!(
+                    connected && accepted,
+                    "the probe itself is broken: {}",
+                    text(&r)
+                );
+            }
+        }
+        let r = exec(&session, &sb, &format!("own_{sandboxed}"), own).await;
+        assert!(text(&r).contains("OWN-SOCKET-OK"), "{}", text(&r));
+        session.cancel().await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn without_namespaces_a_lineage_whose_pids_wrapped_is_still_killed() {
+    // Without a PID namespace the server, a subreaper, sweeps up a run's escaped descendants.
+    // Killing one re-parents its children to the server; when a child has a lower pid than its
+    // parent (the pid counter wrapped), a single ascending pass over /proc has already gone past
+    // it. The test makes that happen: it moves the counter back before the escapee forks.
+    let sb = scene();
+    let env = sb.env(
+        &terraform(),
+        &[
+            ("TERRARIUM_ENABLE_APPLY", "true"),
+            ("TERRARIUM_TIMEOUT_SECS", "8"),
+            ("TERRARIUM_KILL_GRACE_SECS", "1"),
+            // Neither a PID namespace nor a cgroup: the sweep alone (as in most containers).
+            ("TERRARIUM_SANDBOX_DISABLE", "namespaces,cgroup"),
+        ],
+    );
+    let session = connect(&env).await;
+    let ws = sb.root.join("exec_wrap");
+    let watcher = std::thread::spawn({
+        let ws = ws.clone();
+        move || {
+            for _ in 0..400 {
+                if let Ok(pid) = std::fs::read_to_string(ws.join("ready")) {
+                    let parent: i32 = pid.trim().parse().unwrap();
+                    std::fs::write("/proc/sys/kernel/ns_last_pid", "300")
+                        .expect("moving the pid counter needs root");
+                    std::fs::write(ws.join("go"), "").unwrap();
+                    return parent;
+                }
+                std::thread::sleep(Duration::from_millis(25));
+            }
+            panic!("the escapee never started");
+        }
+    });
+    let cmd = "setsid sh -c 'echo $$ > ready; while [ ! -f go ]; do sleep 0.05; done; sleep 600.0419 & echo $! > child; wait' & sleep 600";
+    let r = exec(&session, &sb, "exec_wrap", cmd).await;
+    assert_eq!(sc(&r)["timed_out"], true);
+    let parent = watcher.join().unwrap();
+    let child = read_pid(&ws.join("child"));
+    assert!(
+        child < parent,
+        "the set-up did not give the child a lower pid ({child} >= {parent})"
+    );
+    let mut survivors = processes_running("600.0419");
+    for _ in 0..40 {
+        if survivors.is_empty() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        survivors = processes_running("600.0419");
+    }
+    for pid in &survivors {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(*pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+    assert!(
+        survivors.is_empty(),
+        "a descendant outlived the run: {survivors:?}"
+    );
+    session.cancel().await.unwrap();
+}
+
+#[tokio::test]
+async fn each_run_has_a_cgroup_of_its_own_killed_and_removed_when_it_ends() {
+    // Where the server may create cgroups (cgroup v2; this test machine, as root), every process
+    // of a run — also one that left its process group, without a PID namespace to hold it — is
+    // in the run's cgroup, and `cgroup.kill` ends them all when the run ends.
+    let sb = scene();
+    let env = sb.env(
+        &terraform(),
+        &[
+            ("TERRARIUM_ENABLE_APPLY", "true"),
+            ("TERRARIUM_TIMEOUT_SECS", "5"),
+            ("TERRARIUM_KILL_GRACE_SECS", "1"),
+            ("TERRARIUM_SANDBOX_DISABLE", "namespaces"),
+        ],
+    );
+    let (session, server_pid) = connect_as(&env, None).await;
+    let ws = sb.root.join("exec_cgroup");
+    let watcher = std::thread::spawn({
+        let ws = ws.clone();
+        move || {
+            for _ in 0..400 {
+                for pid in processes_in(&ws) {
+                    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+                    if String::from_utf8_lossy(&cmdline).contains("600.0421") {
+                        let cg = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+                        return cg
+                            .lines()
+                            .find_map(|l| l.strip_prefix("0::"))
+                            .map(String::from);
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(25));
+            }
+            None
+        }
+    });
+    let cmd = "setsid sh -c 'exec sleep 600.0421' & sleep 600";
+    let r = exec(&session, &sb, "exec_cgroup", cmd).await;
+    assert_eq!(sc(&r)["timed_out"], true);
+    let teardown = sc(&r)["sandbox"]["teardown"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(teardown.starts_with("cgroup per run"), "{teardown}");
+    let cgroup = watcher.join().unwrap().expect("the escapee was never seen");
+    assert!(
+        cgroup.contains(&format!("/terrarium-{server_pid}/run-")),
+        "the setsid()'d process was not in the run's cgroup: {cgroup}"
+    );
+    assert!(none_left_in(&ws, 5), "a process of the run survived");
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let mount = info
+        .lines()
+        .find(|l| l.contains(" - cgroup2 "))
+        .and_then(|l| l.split_whitespace().nth(4))
+        .unwrap()
+        .to_string();
+    let dir = Path::new(&mount).join(cgroup.trim_start_matches('/'));
+    assert!(
+        !dir.exists(),
+        "the run's cgroup was left behind: {}",
+        dir.display()
+    );
     session.cancel().await.unwrap();
 }

@@ -764,11 +764,21 @@ async fn a_full_queue_answers_503_and_the_delivery_can_be_sent_again() {
         ],
     );
     let server = HttpServer::start(&env, &[]);
-    let body = pr_event(&mock, "synchronize", "acme/infra", 5);
-    let sig = || Some(terrarium::github::webhook::sign(SECRET.as_bytes(), &body));
+    // Each delivery carries its own body (GitHub's differ; identical ones are replays).
+    let base: Value =
+        serde_json::from_slice(&pr_event(&mock, "synchronize", "acme/infra", 5)).unwrap();
+    let body = |i: usize| {
+        let mut v = base.clone();
+        v["sender"]["id"] = json!(i);
+        serde_json::to_vec(&v).unwrap()
+    };
+    let sig = |b: &[u8]| Some(terrarium::github::webhook::sign(SECRET.as_bytes(), b));
     // One plan running, one waiting: the next deliveries find the queue full.
     let answers: Vec<u16> = (0..5)
-        .map(|i| webhook_post(&server, "pull_request", &format!("q-{i}"), &body, sig()).0)
+        .map(|i| {
+            let b = body(i);
+            webhook_post(&server, "pull_request", &format!("q-{i}"), &b, sig(&b)).0
+        })
         .collect();
     let full = answers
         .iter()
@@ -791,6 +801,211 @@ async fn a_full_queue_answers_503_and_the_delivery_can_be_sent_again() {
             >= answers.iter().filter(|s| **s == 202).count()
     })
     .await;
-    let (status, _) = webhook_post(&server, "pull_request", &format!("q-{full}"), &body, sig());
+    let b = body(full);
+    let (status, _) = webhook_post(&server, "pull_request", &format!("q-{full}"), &b, sig(&b));
     assert_eq!(status, 202);
+}
+
+/// The reviewer's arbitrary write: `a -> .` makes `a/a/a/a/a/a/y` land at the top of the fresh
+/// directory, where `../../../../../` is the test's own directory (beside the workspace root,
+/// the state dir and the audit trail); the hard link `y` was then copied *through* that link.
+fn planted_link_tarball() -> Vec<u8> {
+    tarball(&[
+        ("top/", Kind::Dir),
+        ("top/a", Kind::Symlink(".")),
+        ("top/payload", Kind::File(b"owned\n")),
+        (
+            "top/a/a/a/a/a/a/y",
+            Kind::Symlink("../../../../../sentinel.txt"),
+        ),
+        ("top/y", Kind::Hardlink("top/payload")),
+        (
+            "top/a/a/a/a/a/a/w",
+            Kind::Symlink("../../../../../created.txt"),
+        ),
+        ("top/w", Kind::Hardlink("top/payload")),
+    ])
+}
+
+fn plant_sentinel(sb: &Sandbox) {
+    std::fs::write(sb.dir.path().join("sentinel.txt"), b"original\n").unwrap();
+}
+
+fn assert_sentinel_untouched(sb: &Sandbox, fetched_under: &str) {
+    assert_eq!(
+        std::fs::read(sb.dir.path().join("sentinel.txt")).unwrap(),
+        b"original\n",
+        "a file outside the workspace root was overwritten"
+    );
+    assert!(
+        !sb.dir.path().join("created.txt").exists(),
+        "a file outside the workspace root was created"
+    );
+    let left: Vec<_> = std::fs::read_dir(sb.root.join(fetched_under))
+        .map(|d| d.collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "a refused archive left {left:?}");
+}
+
+#[tokio::test]
+async fn prepare_workspace_refuses_an_archive_that_plants_parent_links() {
+    let mock = MockGitHub::start().await;
+    mock.serve_bytes("acme/infra", "evil", planted_link_tarball());
+    let sb = Sandbox::new(&[]);
+    plant_sentinel(&sb);
+    let session = connect(&gh_env(&sb, &mock, &app_private_key(), &[])).await;
+    let r = call(
+        &session,
+        "github_prepare_workspace",
+        json!({"owner": "acme", "repo": "infra", "ref": "evil"}),
+    )
+    .await;
+    assert!(is_error(&r), "{}", text(&r));
+    assert!(text(&r).contains("symbolic link"), "{}", text(&r));
+    assert_sentinel_untouched(&sb, "github/acme/infra");
+
+    // A link planted in the workspace root (as a run in a workspace `github` could) does not
+    // redirect the fetch either.
+    std::fs::remove_dir_all(sb.root.join("github")).unwrap();
+    std::fs::create_dir_all(sb.dir.path().join("elsewhere")).unwrap();
+    std::os::unix::fs::symlink("../elsewhere", sb.root.join("github")).unwrap();
+    mock.serve_dir("acme/infra", "main", &repo_fixture());
+    let r = call(
+        &session,
+        "github_prepare_workspace",
+        json!({"owner": "acme", "repo": "infra", "ref": "main"}),
+    )
+    .await;
+    assert!(is_error(&r), "{}", text(&r));
+    assert!(text(&r).contains("symbolic link"), "{}", text(&r));
+    let elsewhere: Vec<_> = std::fs::read_dir(sb.dir.path().join("elsewhere"))
+        .unwrap()
+        .collect();
+    assert!(
+        elsewhere.is_empty(),
+        "fetched through a link: {elsewhere:?}"
+    );
+    session.cancel().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pull_request_archive_that_plants_parent_links_writes_nothing_outside() {
+    const SECRET: &str = "archive-secret";
+    let mock = MockGitHub::start().await;
+    mock.add_pull("acme/infra", 7, SHA1, &["main.tf"], false);
+    mock.serve_bytes("acme/infra", SHA1, planted_link_tarball());
+    let sb = Sandbox::new(&[]);
+    plant_sentinel(&sb);
+    let env = gh_env(
+        &sb,
+        &mock,
+        &app_private_key(),
+        &[
+            ("TERRARIUM_GITHUB_WEBHOOK_SECRET", SECRET),
+            (
+                "TERRARIUM_AUTH_TOKENS",
+                "ops:0123456789abcdef0123456789abcdef",
+            ),
+        ],
+    );
+    let server = HttpServer::start(&env, &[]);
+    let body = pr_event(&mock, "opened", "acme/infra", 7);
+    let sig = Some(terrarium::github::webhook::sign(SECRET.as_bytes(), &body));
+    let (status, _) = webhook_post(&server, "pull_request", "evil-1", &body, sig);
+    assert_eq!(status, 202);
+    wait_for("the check run to complete", 60, || {
+        mock.check_runs().iter().any(|r| r["status"] == "completed")
+    })
+    .await;
+    let run = mock.check_runs().remove(0);
+    assert_eq!(run["conclusion"], "failure", "{run}");
+    assert!(run.to_string().contains("symbolic link"), "{run}");
+    assert_sentinel_untouched(&sb, ".terrarium-pulls/acme/infra");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_replayed_body_under_a_new_delivery_id_plans_nothing_even_after_a_restart() {
+    const SECRET: &str = "replay-secret";
+    let mock = MockGitHub::start().await;
+    mock.add_pull("acme/infra", 8, SHA1, &["README.md"], false);
+    mock.serve_dir("acme/infra", SHA1, &repo_fixture());
+    let sb = Sandbox::new(&[]);
+    let env = gh_env(
+        &sb,
+        &mock,
+        &app_private_key(),
+        &[
+            ("TERRARIUM_GITHUB_WEBHOOK_SECRET", SECRET),
+            (
+                "TERRARIUM_AUTH_TOKENS",
+                "ops:0123456789abcdef0123456789abcdef",
+            ),
+        ],
+    );
+    let sign = |b: &[u8]| Some(terrarium::github::webhook::sign(SECRET.as_bytes(), b));
+    let body = pr_event(&mock, "opened", "acme/infra", 8);
+    let server = HttpServer::start(&env, &[]);
+    let (status, _) = webhook_post(&server, "pull_request", "r-1", &body, sign(&body));
+    assert_eq!(status, 202);
+    wait_for("the check run to complete", 60, || {
+        mock.check_runs().iter().any(|r| r["status"] == "completed")
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (runs, comments, requests) = (
+        mock.check_runs().len(),
+        mock.comments().len(),
+        mock.requests().len(),
+    );
+    assert_eq!(runs, 1);
+
+    // The captured delivery sent again under a fresh id (the id is not signed): a duplicate.
+    let (status, v) = webhook_post(&server, "pull_request", "r-2", &body, sign(&body));
+    assert_eq!(
+        (status, v["status"].as_str()),
+        (200, Some("duplicate")),
+        "{v}"
+    );
+
+    // A restart with the same state dir remembers it, under the old id and under new ones.
+    drop(server);
+    let server = HttpServer::start(&env, &[]);
+    for id in ["r-1", "r-3"] {
+        let (status, v) = webhook_post(&server, "pull_request", id, &body, sign(&body));
+        assert_eq!(
+            (status, v["status"].as_str()),
+            (200, Some("duplicate")),
+            "{id}: {v}"
+        );
+    }
+    // A delivery older than what is remembered cannot be told from a forgotten one: not planned.
+    let mut old: Value = serde_json::from_slice(&body).unwrap();
+    old["pull_request"]["updated_at"] = json!("2020-01-01T00:00:00Z");
+    let old = serde_json::to_vec(&old).unwrap();
+    let (status, v) = webhook_post(&server, "pull_request", "r-4", &old, sign(&old));
+    assert_eq!(
+        (status, v["status"].as_str()),
+        (200, Some("ignored")),
+        "{v}"
+    );
+    assert!(v["reason"].as_str().unwrap().contains("older"), "{v}");
+    // New deliveries are still handled.
+    let ping = br#"{"zen":"Design for failure."}"#;
+    let (status, v) = webhook_post(&server, "ping", "r-5", ping, sign(ping));
+    assert_eq!((status, v["status"].as_str()), (200, Some("pong")));
+
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(mock.check_runs().len(), runs, "a replay made a check run");
+    assert_eq!(mock.comments().len(), comments, "a replay commented");
+    assert_eq!(mock.requests().len(), requests, "a replay reached GitHub");
+
+    // The record is private and holds digests, not the ids or bodies.
+    let record = sb.state.join("github-webhook-seen");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&record).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let text = std::fs::read_to_string(&record).unwrap();
+    assert!(!text.contains("r-1") && !text.contains("acme"), "{text}");
 }

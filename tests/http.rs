@@ -413,7 +413,7 @@ async fn sigterm_during_a_slow_run_interrupts_it_audits_it_and_exits_zero() {
     let mut server = HttpServer::start(&e, &[]);
     let session = connect_http(&server.url("/mcp"), ALICE).await;
     let slow = spawn_call(&session, "terraform_validate", json!({"path": "basic"}));
-    let parent = read_pid(&sb.root.join("basic/parent.pid"));
+    read_pid(&sb.root.join("basic/parent.pid"));
     server.signal(libc::SIGTERM);
     let result = tokio::time::timeout(Duration::from_secs(20), slow)
         .await
@@ -422,7 +422,7 @@ async fn sigterm_during_a_slow_run_interrupts_it_audits_it_and_exits_zero() {
         .unwrap()
         .expect("the interrupted call is answered, not dropped");
     assert_eq!(result.structured_content.unwrap()["cancelled"], true);
-    assert!(gone_within(parent, 5));
+    assert!(none_left_in(&sb.root.join("basic"), 5));
     let code = tokio::task::spawn_blocking(move || server.wait(20))
         .await
         .unwrap();
@@ -923,6 +923,522 @@ async fn sessions_are_capped_and_expire_when_idle() {
     assert_eq!(r.status(), 404, "an expired session is not found");
     let r = post(&mcp, Some(ALICE), &body, "application/json").await;
     assert_eq!(r.status(), 200);
+}
+
+/// What became of a raw connection: when the server closed it (from when it was opened), or
+/// `None` if it was still open when we gave up.
+async fn watch_raw(
+    addr: std::net::SocketAddr,
+    first: &'static [u8],
+    dribble: bool,
+    give_up: Duration,
+) -> Option<Duration> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
+    let opened = std::time::Instant::now();
+    if !first.is_empty() {
+        s.write_all(first).await.ok()?;
+    }
+    let mut buf = [0u8; 4096];
+    let mut tick = tokio::time::interval(Duration::from_millis(200));
+    loop {
+        tokio::select! {
+            r = s.read(&mut buf) => match r {
+                // The server's answer to a complete request: keep the connection and wait.
+                Ok(n) if n > 0 => {}
+                _ => return Some(opened.elapsed()),
+            },
+            _ = tick.tick() => {
+                if opened.elapsed() > give_up {
+                    return None;
+                }
+                // A header line that never ends, one byte at a time.
+                if dribble && s.write_all(b"a").await.is_err() {
+                    return Some(opened.elapsed());
+                }
+            }
+        }
+    }
+}
+
+/// Slowloris: more connections than the cap, each sending nothing or dribbling its headers a
+/// byte at a time. The probes and an authenticated initialize still answer at once; every
+/// dribbler is closed by the header timeout; a kept-alive connection outlives the header
+/// timeout but not the idle timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_and_silent_connections_cannot_lock_out_probes_or_clients() {
+    let sb = Sandbox::new(&["basic"]);
+    let server = HttpServer::start(
+        &env(
+            &sb,
+            &[
+                ("TERRARIUM_HTTP_MAX_CONNECTIONS", "8"),
+                ("TERRARIUM_HTTP_HEADER_TIMEOUT_SECS", "2"),
+                ("TERRARIUM_HTTP_IDLE_TIMEOUT_SECS", "5"),
+            ],
+        ),
+        &[],
+    );
+    let addr = server.addr;
+    let give_up = Duration::from_secs(12);
+    let mut flood = Vec::new();
+    for i in 0..24 {
+        let (first, dribble): (&'static [u8], bool) = if i % 2 == 0 {
+            (b"", false)
+        } else {
+            (
+                b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ",
+                true,
+            )
+        };
+        flood.push(tokio::spawn(watch_raw(addr, first, dribble, give_up)));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let quick = reqwest::Client::builder()
+        .timeout(Duration::from_secs(3))
+        .build()
+        .unwrap();
+    let r = quick
+        .get(server.url("/healthz"))
+        .send()
+        .await
+        .expect("/healthz answers during the flood");
+    assert_eq!(r.status(), 200);
+    let r = quick
+        .post(server.url("/mcp"))
+        .header("authorization", format!("Bearer {ALICE}"))
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .body(initialize().to_string())
+        .send()
+        .await
+        .expect("an authenticated initialize answers during the flood");
+    assert_eq!(r.status(), 200);
+    assert!(r.headers().contains_key("mcp-session-id"));
+    drop(r);
+
+    for (i, c) in flood.into_iter().enumerate() {
+        let closed = c.await.unwrap();
+        assert!(
+            closed.is_some_and(|t| t < Duration::from_millis(4500)),
+            "connection {i} was not closed by the header timeout: {closed:?}"
+        );
+    }
+    // A kept-alive connection that completed a request lives past the header timeout.
+    let kept = watch_raw(
+        addr,
+        b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+        false,
+        give_up,
+    )
+    .await;
+    assert!(
+        kept.is_some_and(|t| t > Duration::from_millis(2500) && t < Duration::from_secs(9)),
+        "a kept-alive connection is closed by the idle timeout, not the header timeout: {kept:?}"
+    );
+    // The server still answers afterwards, and counts what it closed.
+    let metrics = quick
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for reason in ["header_timeout", "idle_timeout", "cap"] {
+        assert!(
+            metrics.contains(&format!(
+                "terrarium_http_connections_closed_total{{reason=\"{reason}\"}}"
+            )),
+            "{metrics}"
+        );
+    }
+    assert!(metrics.contains("terrarium_http_connections "), "{metrics}");
+}
+
+/// The TLS listener has the same deadline: a connection that never starts its handshake, or
+/// stops in the middle of it, is closed by the header timeout.
+#[tokio::test]
+async fn tls_connections_that_never_finish_the_handshake_are_closed() {
+    let sb = Sandbox::new(&["basic"]);
+    let dir = manifest_dir().join("tests/fixtures/tls");
+    let e = env(
+        &sb,
+        &[
+            (
+                "TERRARIUM_HTTP_TLS_CERT_FILE",
+                dir.join("test-cert.pem").to_str().unwrap(),
+            ),
+            (
+                "TERRARIUM_HTTP_TLS_KEY_FILE",
+                dir.join("test-key.pem").to_str().unwrap(),
+            ),
+            ("TERRARIUM_HTTP_HEADER_TIMEOUT_SECS", "2"),
+            ("TERRARIUM_HTTP_MAX_CONNECTIONS", "4"),
+        ],
+    );
+    let server = HttpServer::start(&e, &[]);
+    let give_up = Duration::from_secs(10);
+    let mut conns = Vec::new();
+    for i in 0..8 {
+        // Half send nothing; half send the first bytes of a ClientHello and stop.
+        let first: &'static [u8] = if i % 2 == 0 {
+            b""
+        } else {
+            b"\x16\x03\x01\x02\x00\x01"
+        };
+        conns.push(tokio::spawn(watch_raw(server.addr, first, false, give_up)));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let addr = server.addr.to_string();
+    let (ok, text) = tokio::task::spawn_blocking(move || openssl_get(&addr, "-tls1_3"))
+        .await
+        .unwrap();
+    assert!(
+        ok,
+        "/healthz over TLS answers while the cap is full: {text}"
+    );
+    for (i, c) in conns.into_iter().enumerate() {
+        let closed = c.await.unwrap();
+        assert!(
+            closed.is_some_and(|t| t < Duration::from_millis(4500)),
+            "TLS connection {i} was not closed by the header timeout: {closed:?}"
+        );
+    }
+}
+
+/// Opens a session as `token` the way a client does (initialize, then `initialized`) and
+/// returns its id.
+async fn open_session(mcp: &str, token: &str) -> String {
+    let r = mcp_post(mcp, token)
+        .body(initialize().to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let id = r.headers()["mcp-session-id"].to_str().unwrap().to_string();
+    drop(r);
+    let r = mcp_post(mcp, token)
+        .header("mcp-session-id", &id)
+        .body(json!({"jsonrpc": "2.0", "method": "notifications/initialized"}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    id
+}
+
+/// tools/list in a session: the status, and the body (an SSE stream that ends after the
+/// answer), read with a deadline.
+async fn list_tools_in(mcp: &str, token: &str, session: &str) -> (u16, String) {
+    let r = mcp_post(mcp, token)
+        .header("mcp-session-id", session)
+        .body(json!({"jsonrpc": "2.0", "id": 7, "method": "tools/list"}).to_string())
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    let body = tokio::time::timeout(Duration::from_secs(10), r.text())
+        .await
+        .map(|t| t.unwrap_or_default())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// A session belongs to the principal that opened it: another principal, with its own valid
+/// token, cannot resume its stream, post into it or delete it — to it the session does not
+/// exist — and the owner's session goes on working.
+#[tokio::test]
+async fn another_principal_cannot_use_or_end_a_session() {
+    let sb = Sandbox::new(&["basic"]);
+    let server = HttpServer::start(&env(&sb, &[]), &[]);
+    let mcp = server.url("/mcp");
+    let alices = open_session(&mcp, ALICE).await;
+
+    // Resume the stream (GET), as a client does to read results.
+    let r = client()
+        .get(&mcp)
+        .header("authorization", format!("Bearer {BOB}"))
+        .header("accept", "text/event-stream")
+        .header("mcp-session-id", &alices)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404, "bob resumed alice's stream");
+    drop(r);
+    // Post into it.
+    let (status, body) = list_tools_in(&mcp, BOB, &alices).await;
+    assert_eq!(status, 404, "bob posted into alice's session: {body}");
+    assert!(!body.contains("terraform_plan"), "{body}");
+    // End it.
+    let r = client()
+        .delete(&mcp)
+        .header("authorization", format!("Bearer {BOB}"))
+        .header("mcp-session-id", &alices)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404, "bob deleted alice's session");
+    // Refused exactly as an unknown session is.
+    let (status, unknown) = list_tools_in(&mcp, BOB, "0123456789abcdef0123456789abcdef").await;
+    assert_eq!(status, 404);
+    let (_, refused) = list_tools_in(&mcp, BOB, &alices).await;
+    assert_eq!(
+        refused, unknown,
+        "the answer does not confirm the id exists"
+    );
+
+    // Alice's session is untouched and still hers.
+    let (status, body) = list_tools_in(&mcp, ALICE, &alices).await;
+    assert_eq!(status, 200);
+    assert!(body.contains("terraform_plan"), "{body}");
+    let refusals = sb
+        .all_audit_events()
+        .into_iter()
+        .filter(|e| e["event"] == "session_refused" && e["principal"] == "bob")
+        .count();
+    assert_eq!(refusals, 5);
+    assert!(
+        !sb.audit_text().contains(&alices),
+        "session ids stay out of the trail"
+    );
+    // Her own DELETE ends it.
+    let r = client()
+        .delete(&mcp)
+        .header("authorization", format!("Bearer {ALICE}"))
+        .header("mcp-session-id", &alices)
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
+    let (status, _) = list_tools_in(&mcp, ALICE, &alices).await;
+    assert_eq!(status, 404);
+}
+
+/// One principal cannot take every session the server allows: it has its own cap in front of
+/// the global one, and another principal can still open sessions.
+#[tokio::test]
+async fn one_principal_cannot_fill_the_session_cap() {
+    let sb = Sandbox::new(&["basic"]);
+    let server = HttpServer::start(
+        &env(
+            &sb,
+            // By default a principal's share is half the server's sessions.
+            &[("TERRARIUM_HTTP_MAX_SESSIONS", "4")],
+        ),
+        &[],
+    );
+    let mcp = server.url("/mcp");
+    let body = initialize().to_string();
+    let first = open_session(&mcp, ALICE).await;
+    open_session(&mcp, ALICE).await;
+    for _ in 0..3 {
+        let r = post(&mcp, Some(ALICE), &body, "application/json").await;
+        assert_eq!(r.status(), 429, "alice's share is two sessions");
+        assert!(r.headers().contains_key("retry-after"));
+    }
+    let bobs = open_session(&mcp, BOB).await;
+    let (status, _) = list_tools_in(&mcp, BOB, &bobs).await;
+    assert_eq!(status, 200, "bob still gets a session");
+    // Ending one of hers gives alice room again.
+    let r = client()
+        .delete(&mcp)
+        .header("authorization", format!("Bearer {ALICE}"))
+        .header("mcp-session-id", &first)
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+    open_session(&mcp, ALICE).await;
+}
+
+/// One principal's slow runs hold only its share of the run slots: another principal's run
+/// still starts at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_principals_slow_runs_do_not_starve_another() {
+    let sb = Sandbox::new(&["basic", "replace", "noop"]);
+    let mut e = env(
+        &sb,
+        &[
+            // Two slots: by default a principal may hold one of them.
+            ("TERRARIUM_MAX_CONCURRENT_RUNS", "2"),
+            ("TERRARIUM_QUEUE_WAIT_SECS", "3"),
+            ("TERRARIUM_KILL_GRACE_SECS", "1"),
+            ("TERRARIUM_TIMEOUT_SECS", "30"),
+        ],
+    );
+    e.insert(
+        "TERRARIUM_TERRAFORM_BIN".into(),
+        standin("stubborn.sh").display().to_string(),
+    );
+    let server = HttpServer::start(&e, &[]);
+    let alice = connect_http(&server.url("/mcp"), ALICE).await;
+    let bob = connect_http(&server.url("/mcp"), BOB).await;
+    let a1 = start_call(&alice, "terraform_validate", json!({"path": "basic"})).await;
+    read_pid(&sb.root.join("basic/parent.pid"));
+    let a2 = start_call(&alice, "terraform_validate", json!({"path": "replace"})).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let b = start_call(&bob, "terraform_validate", json!({"path": "noop"})).await;
+    let b_pid = sb.root.join("noop/parent.pid");
+    let started = std::time::Instant::now();
+    while !b_pid.exists() && started.elapsed() < Duration::from_secs(6) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        b_pid.exists(),
+        "bob's run did not start while alice's runs held the slots"
+    );
+    assert!(
+        !sb.root.join("replace/parent.pid").exists(),
+        "alice's second run waits for her own share"
+    );
+    // Alice's second call gives up waiting for her share, with the usual answer.
+    let r = tokio::time::timeout(Duration::from_secs(10), a2.await_response())
+        .await
+        .expect("alice's queued call is answered");
+    let text = format!("{r:?}");
+    assert!(text.contains("maximum number of terraform runs"), "{text}");
+    a1.cancel(Some("test".into())).await.unwrap();
+    b.cancel(Some("test".into())).await.unwrap();
+    assert!(none_left_in(&sb.root.join("basic"), 10));
+    assert!(none_left_in(&sb.root.join("noop"), 10));
+}
+
+/// Starts the server through `sh -c 'ulimit -n N; exec terrarium ...'`: a process with few file
+/// descriptors, where connections run out of descriptors before they reach a large cap.
+fn start_with_open_files_limit(
+    env: &std::collections::BTreeMap<String, String>,
+    nofile: u32,
+) -> HttpServer {
+    use std::io::BufRead;
+    use std::sync::{Arc, Mutex};
+    let mut child = std::process::Command::new("/bin/sh")
+        .args([
+            "-c",
+            &format!("ulimit -n {nofile} && exec \"$0\" serve --http --listen 127.0.0.1:0"),
+            env!("CARGO_BIN_EXE_terrarium"),
+        ])
+        .env_clear()
+        .envs(env)
+        .current_dir("/")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = Arc::new(Mutex::new(String::new()));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let pipe = child.stderr.take().unwrap();
+    let sink = stderr.clone();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(pipe).lines().map_while(Result::ok) {
+            sink.lock().unwrap().push_str(&format!("{line}\n"));
+            if let Some(rest) = line.strip_prefix("terrarium: serving MCP at http://") {
+                let _ = tx.send(rest.trim_end_matches("/mcp").to_string());
+            }
+        }
+    });
+    let addr = match rx.recv_timeout(Duration::from_secs(20)) {
+        Ok(a) => a.parse().unwrap(),
+        Err(_) => {
+            let _ = child.kill();
+            panic!("the HTTP server did not start: {}", stderr.lock().unwrap());
+        }
+    };
+    HttpServer {
+        child,
+        addr,
+        stderr,
+    }
+}
+
+/// The lock-out itself: a server allowed few open files, and more silent connections than it
+/// can hold. The default cap is fitted under the descriptor limit, so the flood is closed to
+/// make room and `/healthz` and clients still get in (before, accept failed for want of
+/// descriptors and nobody got in until the flood went away).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_connections_cannot_exhaust_the_servers_file_descriptors() {
+    let sb = Sandbox::new(&["basic"]);
+    let server = start_with_open_files_limit(&env(&sb, &[]), 200);
+    let mut flood = Vec::new();
+    for _ in 0..300 {
+        if let Ok(Ok(s)) = tokio::time::timeout(
+            Duration::from_millis(200),
+            tokio::net::TcpStream::connect(server.addr),
+        )
+        .await
+        {
+            flood.push(s);
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let quick = reqwest::Client::builder()
+        .timeout(Duration::from_secs(3))
+        .build()
+        .unwrap();
+    let r = quick
+        .get(server.url("/healthz"))
+        .send()
+        .await
+        .expect("/healthz answers with the flood connected");
+    assert_eq!(r.status(), 200);
+    let r = quick
+        .post(server.url("/mcp"))
+        .header("authorization", format!("Bearer {ALICE}"))
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .body(initialize().to_string())
+        .send()
+        .await
+        .expect("an authenticated initialize answers with the flood connected");
+    assert_eq!(r.status(), 200);
+    drop(flood);
+}
+
+/// Long requests (resumed SSE streams) holding every connection the cap allows do not lock
+/// out the probes: a little headroom beyond the cap is kept for short requests.
+#[tokio::test]
+async fn probes_answer_while_long_requests_hold_every_connection() {
+    let sb = Sandbox::new(&["basic"]);
+    let server = HttpServer::start(
+        &env(
+            &sb,
+            &[
+                ("TERRARIUM_HTTP_MAX_CONNECTIONS", "4"),
+                ("TERRARIUM_HTTP_HEADER_TIMEOUT_SECS", "2"),
+            ],
+        ),
+        &[],
+    );
+    let mcp = server.url("/mcp");
+    let mut streams = Vec::new();
+    for token in [ALICE, ALICE, BOB, BOB] {
+        let session = open_session(&mcp, token).await;
+        let r = client()
+            .get(&mcp)
+            .header("authorization", format!("Bearer {token}"))
+            .header("accept", "text/event-stream")
+            .header("mcp-session-id", &session)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        streams.push(r);
+    }
+    let quick = reqwest::Client::builder()
+        .timeout(Duration::from_secs(3))
+        .build()
+        .unwrap();
+    for _ in 0..3 {
+        let r = quick
+            .get(server.url("/healthz"))
+            .send()
+            .await
+            .expect("/healthz answers while streams hold the cap");
+        assert_eq!(r.status(), 200);
+    }
+    drop(streams);
 }
 
 /// A policy giving alice and bob every scope on every workspace; `bob_extra` is added to bob's

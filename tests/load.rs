@@ -31,6 +31,8 @@ async fn two_hundred_concurrent_sessions_make_cheap_calls_without_errors() {
             // One client address for every session: the limits are raised for this test.
             ("TERRARIUM_RATE_LIMIT_PER_SEC", "100000"),
             ("TERRARIUM_RATE_LIMIT_BURST", "100000"),
+            // One principal for every session, too.
+            ("TERRARIUM_HTTP_MAX_SESSIONS_PER_PRINCIPAL", "256"),
         ],
     );
     let server = HttpServer::start(&env, &[]);

@@ -4,6 +4,8 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::workspace::{Workspace, WorkspaceRoot};
+
 use super::archive::{self, Extracted, Limits};
 use super::{GitHubError, RepoClient, RepoName};
 use crate::config::GitHubConfig;
@@ -17,20 +19,26 @@ pub const MARKER: &str = ".terrarium-fetched";
 /// The fetched repository a workspace lies in, if any: `<root>/<github|.terrarium-pulls>/<owner>/
 /// <repo>/<dir>` holding [`MARKER`]. A run in a subdirectory of a repository may then read the
 /// rest of it, as `source = "../../modules/x"` needs, and nothing beyond it.
-pub fn repository_tree(root: &Path, workspace: &Path) -> Option<PathBuf> {
-    let rel = workspace.strip_prefix(root).ok()?;
-    let parts: Vec<_> = rel.components().take(4).collect();
-    if parts.len() < 4 {
+pub fn repository_tree(workspace: &str) -> Option<String> {
+    let parts: Vec<&str> = workspace.split('/').take(4).collect();
+    if parts.len() < 4
+        || parts
+            .iter()
+            .any(|p| p.is_empty() || *p == "." || *p == "..")
+    {
         return None;
     }
-    let first = parts[0].as_os_str();
-    if first != PREPARED_DIR && first != super::webhook::PULLS_DIR {
+    if parts[0] != PREPARED_DIR && parts[0] != super::webhook::PULLS_DIR {
         return None;
     }
-    let tree: PathBuf = parts.iter().fold(root.to_path_buf(), |p, c| p.join(c));
-    // Not a link: the marker must be a plain file the fetch wrote.
-    let marker = std::fs::symlink_metadata(tree.join(MARKER)).ok()?;
-    marker.is_file().then_some(tree)
+    Some(parts.join("/"))
+}
+
+/// [`repository_tree`], opened: resolved by descriptor with no symlink on the way, and holding
+/// the marker as a plain file. Only such a tree widens what a run may read.
+pub fn trusted_tree(root: &WorkspaceRoot, workspace: &str) -> Option<Workspace> {
+    let tree = root.plain_dir("path", &repository_tree(workspace)?).ok()?;
+    tree.has_plain_file(MARKER).then_some(tree)
 }
 
 /// A fresh, not yet existing directory for `repo` at `reference`:
@@ -55,14 +63,17 @@ pub fn fresh_dir(root: &Path, parent: &str, repo: &RepoName, reference: &str) ->
     (root.join(&relative), relative)
 }
 
-/// Downloads `reference` of the repository and extracts it into `dest` (which must not exist).
-/// On any failure nothing is left at `dest`.
+/// Downloads `reference` of the repository and extracts it into `root/relative` (which must
+/// not exist; a name from [`fresh_dir`]). On any failure nothing is left there. The directories
+/// on the way are walked from `root` without following links (see
+/// [`archive::extract_beneath`]).
 /// The download stops at `deadline` or when `cancel` fires (a slow server cannot hold a call
 /// forever); extraction, bounded by the caps, always runs to its end.
 pub async fn fetch_into(
     client: &RepoClient,
     reference: &str,
-    dest: &Path,
+    root: &Path,
+    relative: &str,
     config: &GitHubConfig,
     deadline: std::time::Duration,
     cancel: &tokio_util::sync::CancellationToken,
@@ -84,30 +95,28 @@ pub async fn fetch_into(
             .saturating_add(config.extract_max_files.saturating_mul(1024))
             .saturating_add(1 << 20),
     };
-    if let Some(parent) = dest.parent() {
-        std::fs::create_dir_all(parent)
-            .map_err(|e| GitHubError::Io(format!("creating {}: {e}", parent.display())))?;
-    }
-    let top = dest.to_path_buf();
-    let dest = dest.to_path_buf();
+    let root = root.to_path_buf();
+    let relative = PathBuf::from(relative);
     let marker = format!("{}@{reference}\n", client.repo);
     tokio::task::spawn_blocking(move || {
-        let stats = archive::extract_tar_gz(std::io::Cursor::new(bytes), &dest, limits)?;
-        let path = dest.join(MARKER);
-        // Replaces whatever the archive put there (a link included).
-        let _ = std::fs::remove_file(&path);
-        std::fs::write(&path, marker).map_err(|source| archive::ArchiveError::Write {
-            path: path.clone(),
-            source,
-        })?;
-        Ok::<_, archive::ArchiveError>(stats)
+        archive::extract_beneath(
+            std::io::Cursor::new(bytes),
+            &root,
+            &relative,
+            limits,
+            Some((MARKER, marker.as_bytes())),
+        )
     })
     .await
     .map_err(|e| GitHubError::Io(format!("extraction task: {e}")))?
-    .map_err(|e| {
-        let _ = std::fs::remove_dir_all(&top);
-        GitHubError::from(e)
-    })
+    .map_err(GitHubError::from)
+}
+
+/// Removes a fetched tree (`relative` to `root`), never following a link on the way.
+pub fn remove_tree(root: &Path, relative: &str) {
+    if let Err(e) = archive::remove_beneath(root, Path::new(relative)) {
+        tracing::warn!("removing the fetched tree {relative}: {e}");
+    }
 }
 
 #[cfg(test)]
@@ -117,26 +126,34 @@ mod tests {
     #[test]
     fn only_marked_fetched_trees_widen_reads() {
         let d = tempfile::tempdir().expect("tempdir");
-        let root = d.path();
+        let root = d.path().canonicalize().expect("canonical");
+        let r = WorkspaceRoot::open(root.clone()).expect("root");
         let tree = root.join("github/acme/infra/main-1234abcd");
-        let ws = tree.join("envs/staging");
-        std::fs::create_dir_all(&ws).expect("mkdir");
+        std::fs::create_dir_all(tree.join("envs/staging")).expect("mkdir");
+        let rel = "github/acme/infra/main-1234abcd";
+        let tree_of = |ws: &str| trusted_tree(&r, ws).map(|t| t.relative);
         // Without the marker the shape alone grants nothing.
-        assert_eq!(repository_tree(root, &ws), None);
+        assert_eq!(tree_of(&format!("{rel}/envs/staging")), None);
         std::fs::write(tree.join(MARKER), "acme/infra@main\n").expect("marker");
-        assert_eq!(repository_tree(root, &ws), Some(tree.clone()));
-        assert_eq!(repository_tree(root, &tree), Some(tree.clone()));
-        // Shallower paths, other top directories and paths outside the root: nothing.
-        assert_eq!(repository_tree(root, &root.join("github/acme/infra")), None);
-        let own = root.join("mine/a/b/c");
-        std::fs::create_dir_all(&own).expect("mkdir");
+        assert_eq!(
+            tree_of(&format!("{rel}/envs/staging")),
+            Some(rel.to_string())
+        );
+        assert_eq!(tree_of(rel), Some(rel.to_string()));
+        // Shallower paths and other top directories: nothing.
+        assert_eq!(tree_of("github/acme/infra"), None);
+        std::fs::create_dir_all(root.join("mine/a/b/c")).expect("mkdir");
         std::fs::write(root.join("mine/a/b").join(MARKER), "").expect("marker");
-        assert_eq!(repository_tree(root, &own), None);
-        assert_eq!(repository_tree(&root.join("github"), &ws), None);
+        assert_eq!(tree_of("mine/a/b/c"), None);
         // A marker that is a link is not trusted.
         let linked = root.join(".terrarium-pulls/acme/infra/x");
         std::fs::create_dir_all(linked.join("d")).expect("mkdir");
         std::os::unix::fs::symlink(tree.join(MARKER), linked.join(MARKER)).expect("link");
-        assert_eq!(repository_tree(root, &linked.join("d")), None);
+        assert_eq!(tree_of(".terrarium-pulls/acme/infra/x/d"), None);
+        // A tree reached through a symlinked component is not trusted either (it could be
+        // swapped to point anywhere).
+        std::os::unix::fs::symlink(root.join("github/acme"), root.join("github/evil"))
+            .expect("link");
+        assert_eq!(tree_of("github/evil/infra/main-1234abcd"), None);
     }
 }

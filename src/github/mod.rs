@@ -8,6 +8,7 @@ pub mod client;
 pub mod fetch;
 pub mod pull;
 pub mod report;
+pub mod seen;
 pub mod webhook;
 
 pub use client::{GitHub, RepoClient};

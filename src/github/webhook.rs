@@ -3,10 +3,10 @@
 //!
 //! The answer is quick (GitHub gives a delivery 10 seconds); the plan runs later, with a
 //! bounded queue so that a burst of pushes cannot pile up unbounded work. Deliveries are
-//! de-duplicated by their `X-GitHub-Delivery` id, so a replayed (even correctly signed)
-//! delivery plans nothing twice.
+//! de-duplicated by their `X-GitHub-Delivery` id *and* the digest of their signed body,
+//! remembered in the state dir across restarts ([`super::seen`]), so a replayed (even correctly
+//! signed, even under a fresh id) delivery plans nothing twice.
 
-use std::collections::{HashSet, VecDeque};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
@@ -17,6 +17,7 @@ use tokio::sync::mpsc;
 
 use super::client::PullInfo;
 use super::pull::PullRun;
+use super::seen::{self, Seen};
 use super::{GitHub, RepoName, fetch};
 use crate::audit;
 use crate::config::Secret;
@@ -24,9 +25,6 @@ use crate::executor::Executor;
 
 /// Fetched pull requests are extracted here (relative to the root), and removed after the plan.
 pub const PULLS_DIR: &str = ".terrarium-pulls";
-
-/// Delivery ids remembered for de-duplication.
-const REMEMBERED_DELIVERIES: usize = 10_000;
 
 /// `X-Hub-Signature-256: sha256=<hex>` over the raw body, compared in constant time.
 pub fn verify_signature(secret: &[u8], body: &[u8], header: Option<&str>) -> bool {
@@ -68,6 +66,9 @@ pub enum Rejected {
     BadRequest(String),
     #[error("the plan queue is full; redeliver later")]
     Busy,
+    /// The delivery could not be recorded (so its replay could not be recognized): not handled.
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 /// One queued plan.
@@ -79,41 +80,19 @@ pub struct Job {
     pub pr: PullInfo,
 }
 
-/// Remembers recent delivery ids, oldest forgotten first.
-#[derive(Default)]
-struct Deliveries {
-    set: HashSet<String>,
-    order: VecDeque<String>,
-}
-
-impl Deliveries {
-    /// `false` if the id was already seen.
-    fn insert(&mut self, id: &str) -> bool {
-        if self.set.contains(id) {
-            return false;
-        }
-        if self.order.len() >= REMEMBERED_DELIVERIES
-            && let Some(old) = self.order.pop_front()
-        {
-            self.set.remove(&old);
-        }
-        self.set.insert(id.to_string());
-        self.order.push_back(id.to_string());
-        true
-    }
-
-    fn forget(&mut self, id: &str) {
-        self.set.remove(id);
-        self.order.retain(|x| x != id);
-    }
-}
-
 pub struct Receiver {
     exec: Arc<Executor>,
     gh: Arc<GitHub>,
     secret: Secret,
-    seen: Mutex<Deliveries>,
+    seen: Mutex<Seen>,
     queue: mpsc::Sender<Job>,
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 impl Receiver {
@@ -131,7 +110,10 @@ impl Receiver {
             exec: exec.clone(),
             gh,
             secret,
-            seen: Mutex::new(Deliveries::default()),
+            seen: Mutex::new(Seen::open(
+                exec.config().state_dir.join(seen::FILE),
+                unix_now(),
+            )),
             queue: tx,
         });
         tokio::spawn(worker(exec, receiver.gh.clone(), rx));
@@ -192,18 +174,38 @@ impl Receiver {
         let event = event.ok_or_else(|| Rejected::BadRequest("missing X-GitHub-Event".into()))?;
         let payload: Value = serde_json::from_slice(body)
             .map_err(|e| Rejected::BadRequest(format!("the body is not JSON: {e}")))?;
-        if !self.remember(delivery) {
-            return Ok(Accepted::Duplicate);
-        }
-        let accepted = self.route(event, delivery, &payload);
+        let keys = seen::keys(delivery, body);
+        let now = unix_now();
+        let horizon = {
+            let mut seen = self
+                .seen
+                .lock()
+                .map_err(|_| Rejected::Unavailable("the delivery record is unusable".into()))?;
+            if !seen.check_and_remember(&keys, now).map_err(|e| {
+                tracing::error!("webhook delivery not handled: {e}");
+                Rejected::Unavailable(e.to_string())
+            })? {
+                return Ok(Accepted::Duplicate);
+            }
+            seen.horizon(now)
+        };
+        let accepted = self.route(event, delivery, &payload, horizon);
         if matches!(accepted, Err(Rejected::Busy)) {
             // Nothing was done: a redelivery must be able to succeed.
-            self.forget(delivery);
+            if let Ok(mut seen) = self.seen.lock() {
+                seen.forget(&keys, now);
+            }
         }
         accepted
     }
 
-    fn route(&self, event: &str, delivery: &str, payload: &Value) -> Result<Accepted, Rejected> {
+    fn route(
+        &self,
+        event: &str,
+        delivery: &str,
+        payload: &Value,
+        horizon: u64,
+    ) -> Result<Accepted, Rejected> {
         match event {
             "ping" => return Ok(Accepted::Pong),
             "pull_request" => {}
@@ -213,6 +215,16 @@ impl Receiver {
         if !matches!(action, "opened" | "synchronize" | "reopened") {
             return Ok(Accepted::Ignored(format!(
                 "pull_request action {action} does not need a plan"
+            )));
+        }
+        // A replay of a delivery forgotten since (expired or evicted) is older than the horizon.
+        if let Some(updated) = payload["pull_request"]["updated_at"].as_str()
+            && let Some(t) = unix_seconds(updated)
+            && t < horizon
+        {
+            return Ok(Accepted::Ignored(format!(
+                "the pull request event is from {updated}, older than the deliveries remembered \
+                 for de-duplication; it is not planned (push again to plan)"
             )));
         }
         let full = payload["repository"]["full_name"]
@@ -245,19 +257,12 @@ impl Receiver {
             Err(_) => Err(Rejected::Busy),
         }
     }
+}
 
-    fn remember(&self, delivery: &str) -> bool {
-        self.seen
-            .lock()
-            .map(|mut s| s.insert(delivery))
-            .unwrap_or(false)
-    }
-
-    fn forget(&self, delivery: &str) {
-        if let Ok(mut s) = self.seen.lock() {
-            s.forget(delivery);
-        }
-    }
+/// Seconds since the epoch of an RFC 3339 timestamp (GitHub's `updated_at`).
+fn unix_seconds(s: &str) -> Option<u64> {
+    let t = chrono::DateTime::parse_from_rfc3339(s).ok()?;
+    u64::try_from(t.timestamp()).ok()
 }
 
 /// Runs queued plans one at a time (each is itself several terraform runs under the executor's
@@ -281,12 +286,12 @@ async fn worker(exec: Arc<Executor>, gh: Arc<GitHub>, mut rx: mpsc::Receiver<Job
     }
 }
 
-/// Removes a directory when dropped: the fetched tree never outlives its plan.
-struct RemoveOnDrop(PathBuf);
+/// Removes a fetched tree (root, relative) when dropped: it never outlives its plan.
+struct RemoveOnDrop(PathBuf, String);
 
 impl Drop for RemoveOnDrop {
     fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+        fetch::remove_tree(&self.0, &self.1);
     }
 }
 
@@ -295,12 +300,13 @@ async fn plan_job(exec: &Executor, gh: &GitHub, job: &Job) -> Result<u8, super::
     let run = PullRun::start(&client, job.pr.clone(), &gh.config().check_name).await;
     let root = exec.config().workspace_root.clone();
     let fetched = async {
-        let (dest, relative) = fetch::fresh_dir(&root, PULLS_DIR, &job.repo, &job.pr.head_sha);
-        let guard = RemoveOnDrop(dest.clone());
+        let (_, relative) = fetch::fresh_dir(&root, PULLS_DIR, &job.repo, &job.pr.head_sha);
+        let guard = RemoveOnDrop(root.clone(), relative.clone());
         fetch::fetch_into(
             &client,
             &job.pr.head_sha,
-            &dest,
+            &root,
+            &relative,
             gh.config(),
             exec.config().timeout,
             &exec.shutdown_token(),
@@ -354,16 +360,9 @@ mod tests {
     }
 
     #[test]
-    fn deliveries_are_remembered_and_bounded() {
-        let mut d = Deliveries::default();
-        assert!(d.insert("a"));
-        assert!(!d.insert("a"));
-        d.forget("a");
-        assert!(d.insert("a"));
-        for i in 0..REMEMBERED_DELIVERIES {
-            d.insert(&i.to_string());
-        }
-        assert_eq!(d.order.len(), REMEMBERED_DELIVERIES);
-        assert!(d.insert("a"), "the oldest id was forgotten");
+    fn github_timestamps_parse() {
+        assert_eq!(unix_seconds("1970-01-01T00:01:00Z"), Some(60));
+        assert_eq!(unix_seconds("2026-01-01T00:00:00Z"), Some(1_767_225_600));
+        assert_eq!(unix_seconds("yesterday"), None);
     }
 }

@@ -24,6 +24,12 @@ pub struct ToolName {
     pub tool: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CloseReason {
+    /// `header_timeout`, `idle_timeout` or `cap` (closed to make room for a new connection).
+    pub reason: &'static str,
+}
+
 pub struct Metrics {
     registry: Registry,
     pub requests: Family<RouteLabels, Counter>,
@@ -34,6 +40,8 @@ pub struct Metrics {
     pub rate_limited: Counter,
     pub runs_in_flight: Gauge<i64, std::sync::atomic::AtomicI64>,
     pub sessions: Gauge<i64, std::sync::atomic::AtomicI64>,
+    pub connections: Gauge<i64, std::sync::atomic::AtomicI64>,
+    pub connections_closed: Family<CloseReason, Counter>,
 }
 
 fn histogram() -> Histogram {
@@ -53,6 +61,8 @@ impl Metrics {
         let rate_limited = Counter::default();
         let runs_in_flight = Gauge::default();
         let sessions = Gauge::default();
+        let connections = Gauge::default();
+        let connections_closed = Family::<CloseReason, Counter>::default();
         registry.register(
             "http_requests",
             "HTTP requests by route and status",
@@ -89,6 +99,16 @@ impl Metrics {
             runs_in_flight.clone(),
         );
         registry.register("sessions", "Open MCP sessions", sessions.clone());
+        registry.register(
+            "http_connections",
+            "Open HTTP connections",
+            connections.clone(),
+        );
+        registry.register(
+            "http_connections_closed",
+            "Connections the server closed: past the header or idle deadline, or for the cap",
+            connections_closed.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -99,6 +119,8 @@ impl Metrics {
             rate_limited,
             runs_in_flight,
             sessions,
+            connections,
+            connections_closed,
         }
     }
 

@@ -2,15 +2,18 @@
 //! executor as stdio) behind authentication, request checks and security headers, plus the
 //! unauthenticated probes `/healthz`, `/readyz` and `/metrics`.
 //!
-//! Layering, outermost first: security headers → metrics → (for everything but the probes)
-//! bearer authentication → content-type and session-cap checks → rmcp, which validates `Host`
-//! and `Origin` (DNS rebinding), enforces the body size limit and parses JSON-RPC.
+//! Layering, outermost first: the listener (`serve.rs`: header and idle deadlines, connection
+//! cap) → security headers → metrics → (for everything but the probes) bearer authentication →
+//! session ownership, content-type and session-cap checks → rmcp, which validates `Host` and
+//! `Origin` (DNS rebinding), enforces the body size limit and parses JSON-RPC.
 
 pub mod auth;
 pub mod jwt;
 pub mod limits;
 pub mod metrics;
 mod probes;
+mod serve;
+mod sessions;
 mod tls;
 mod webhook;
 
@@ -71,6 +74,9 @@ pub struct HttpState {
     pub metrics: Arc<Metrics>,
     sessions: Arc<LocalSessionManager>,
     max_sessions: usize,
+    /// Who opened each session: only that principal may use it.
+    owners: sessions::Owners,
+    max_sessions_per_principal: usize,
     started: Instant,
     limiters: limits::Limiters,
     jwt: Option<jwt::JwtVerifier>,
@@ -240,6 +246,8 @@ pub async fn start(exec: Arc<Executor>) -> Result<Running, HttpError> {
         metrics: metrics.clone(),
         sessions,
         max_sessions: cfg.max_sessions,
+        owners: sessions::Owners::default(),
+        max_sessions_per_principal: cfg.max_sessions_per_principal,
         started: Instant::now(),
         limiters: limits::Limiters::new(
             cfg.rate_per_sec,
@@ -257,6 +265,7 @@ pub async fn start(exec: Arc<Executor>) -> Result<Running, HttpError> {
         loop {
             tick.tick().await;
             prune_state.limiters.prune();
+            live_sessions(&prune_state).await;
         }
     });
 
@@ -345,31 +354,21 @@ pub async fn start(exec: Arc<Executor>) -> Result<Running, HttpError> {
     };
     let is_tls = tls.is_some();
     let stop = CancellationToken::new();
-    let stop_signal = stop.clone();
-    let make = app.into_make_service_with_connect_info::<SocketAddr>();
-    let task = match tls {
-        None => tokio::spawn(async move {
-            axum::serve(listener, make)
-                .with_graceful_shutdown(async move { stop_signal.cancelled().await })
-                .await
-                .map_err(HttpError::Serve)
-        }),
-        Some(tls_config) => {
-            let std_listener = listener.into_std().map_err(HttpError::Serve)?;
-            let handle = axum_server::Handle::new();
-            let server = axum_server::tls_rustls::from_tcp_rustls(
-                std_listener,
-                axum_server::tls_rustls::RustlsConfig::from_config(tls_config),
-            )
-            .map_err(HttpError::Serve)?
-            .handle(handle.clone());
-            tokio::spawn(async move {
-                stop_signal.cancelled().await;
-                handle.graceful_shutdown(Some(Duration::from_secs(10)));
-            });
-            tokio::spawn(async move { server.serve(make).await.map_err(HttpError::Serve) })
-        }
+    let limits = serve::Limits {
+        header_timeout: cfg.header_timeout,
+        idle_timeout: cfg.idle_timeout,
+        max_connections: cfg.max_connections,
     };
+    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
+    let serving = serve::serve(
+        listener,
+        app,
+        acceptor,
+        limits,
+        state.metrics.clone(),
+        stop.clone(),
+    );
+    let task = tokio::spawn(async move { serving.await.map_err(HttpError::Serve) });
     tracing::info!(%addr, "serving MCP over Streamable HTTP at /mcp");
     Ok(Running {
         tls: is_tls,
@@ -565,10 +564,71 @@ fn json_error(status: StatusCode, error: &str, message: &str) -> Response {
         .into_response()
 }
 
-/// Request checks rmcp does not make (or makes differently): the content type of posted
-/// messages, the body size, well-formed JSON (a JSON-RPC parse error otherwise), and the
-/// session cap. Nothing that fails here reaches the executor.
+/// Forgets the owners of sessions that have ended (closed, or expired when idle) and updates
+/// the sessions gauge.
+async fn live_sessions(state: &HttpState) {
+    let mark = state.owners.mark();
+    let live: std::collections::HashSet<String> = state
+        .sessions
+        .sessions
+        .read()
+        .await
+        .keys()
+        .map(|k| k.to_string())
+        .collect();
+    state.owners.retain_live(mark, &live);
+    state.metrics.sessions.set(live.len() as i64);
+}
+
+/// What rmcp answers for an unknown session: also the answer for another principal's session,
+/// so that a guessed or leaked id is not even confirmed to exist.
+fn session_not_found() -> Response {
+    (StatusCode::NOT_FOUND, "Not Found: Session not found").into_response()
+}
+
+/// 503 (the server's cap) or 429 (the caller's own share), with `Retry-After`.
+fn too_many_sessions(status: StatusCode, message: &str) -> Response {
+    let mut r = (
+        status,
+        axum::Json(json!({"error": "too_many_sessions", "message": message})),
+    )
+        .into_response();
+    r.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("30"));
+    r
+}
+
+/// Request checks rmcp does not make (or makes differently): a session id must name one of the
+/// caller's own sessions; the content type of posted messages, the body size, well-formed JSON
+/// (a JSON-RPC parse error otherwise); the per-principal and the global session caps. Nothing
+/// that fails here reaches the executor.
 async fn mcp_checks(State(state): State<Arc<HttpState>>, req: Request, next: Next) -> Response {
+    let principal = req
+        .extensions()
+        .get::<auth::Principal>()
+        .map(|p| p.0.clone())
+        .unwrap_or_default();
+    // `Some(None)`: a session id that is not even text.
+    let session_id = req
+        .headers()
+        .get("mcp-session-id")
+        .map(|v| v.to_str().ok().map(str::to_string));
+    if let Some(id) = &session_id {
+        let owned = id
+            .as_deref()
+            .is_some_and(|id| state.owners.access(id, &principal) == sessions::Access::Owner);
+        if !owned {
+            let _ = state.exec.auditor().record(audit::event(
+                "session_refused",
+                "warn",
+                json!({"transport": "http", "source_ip": client_ip(&req), "principal": principal,
+                       "method": req.method().as_str()}),
+            ));
+            return session_not_found();
+        }
+    }
+    let deleting = req.method() == Method::DELETE;
+    let mut opening = None;
     let req = if req.method() == Method::POST {
         let json_body = req
             .headers()
@@ -589,7 +649,7 @@ async fn mcp_checks(State(state): State<Arc<HttpState>>, req: Request, next: Nex
             return json_error(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "payload_too_large",
-                &format!("the request body is larger than {limit} bytes"),
+                &format!("the request body is larger than {limit} bytes (or arrived too slowly)"),
             );
         };
         if serde_json::from_slice::<serde_json::Value>(&bytes).is_err() {
@@ -600,19 +660,31 @@ async fn mcp_checks(State(state): State<Arc<HttpState>>, req: Request, next: Nex
                 .into_response();
         }
         let req = Request::from_parts(parts, axum::body::Body::from(bytes));
-        let new_session = !req.headers().contains_key("mcp-session-id");
-        if new_session {
-            let open = state.sessions.sessions.read().await.len();
-            state.metrics.sessions.set(open as i64);
-            if open >= state.max_sessions {
-                let mut r = (
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    axum::Json(json!({"error": "too_many_sessions", "message": "the server's session limit is reached; retry later"})),
-                )
-                    .into_response();
-                r.headers_mut()
-                    .insert(header::RETRY_AFTER, HeaderValue::from_static("30"));
-                return r;
+        if session_id.is_none() {
+            // Forget ended sessions, then: the server's cap, and below it each caller's share,
+            // so that one principal cannot take every session.
+            live_sessions(&state).await;
+            match state.owners.try_open(
+                &principal,
+                state.max_sessions_per_principal,
+                state.max_sessions,
+            ) {
+                Ok(o) => opening = Some(o),
+                Err(sessions::Full::Server) => {
+                    return too_many_sessions(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "the server's session limit is reached; retry later",
+                    );
+                }
+                Err(sessions::Full::Principal(held)) => {
+                    return too_many_sessions(
+                        StatusCode::TOO_MANY_REQUESTS,
+                        &format!(
+                            "you hold {held} open sessions, the most one caller may; close one \
+                             (DELETE /mcp with its Mcp-Session-Id) or let it expire"
+                        ),
+                    );
+                }
             }
         }
         req
@@ -620,6 +692,20 @@ async fn mcp_checks(State(state): State<Arc<HttpState>>, req: Request, next: Nex
         req
     };
     let response = next.run(req).await;
+    if let Some(opening) = opening
+        && let Some(id) = response
+            .headers()
+            .get("mcp-session-id")
+            .and_then(|v| v.to_str().ok())
+    {
+        opening.opened(id);
+    }
+    if deleting
+        && response.status().is_success()
+        && let Some(Some(id)) = &session_id
+    {
+        state.owners.forget(id);
+    }
     let open = state.sessions.sessions.read().await.len();
     state.metrics.sessions.set(open as i64);
     response

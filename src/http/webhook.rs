@@ -65,5 +65,11 @@ pub async fn receive(
                 .insert("retry-after", axum::http::HeaderValue::from_static("60"));
             r
         }
+        // The reason (a path in the state dir) is in the log and the audit trail, not here.
+        Err(Rejected::Unavailable(_)) => json_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "the delivery could not be recorded; redeliver later",
+        ),
     }
 }

@@ -4,7 +4,9 @@
 //! do not exist on this system (say `/lib32`) are skipped; every path the run itself needs (the
 //! workspace, the run dir, terraform) must exist.
 
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use landlock::{
     ABI, Access, AccessFs, AccessNet, CompatLevel, Compatible, NetPort, PathBeneath, PathFd,
@@ -58,15 +60,68 @@ pub const SYSTEM_READ: &[&str] = &[
 /// Device files that are written too.
 pub const SYSTEM_READ_WRITE: &[&str] = &["/dev/null", "/dev/full"];
 
+/// A place a run is granted: named by path (system and server-owned locations, which workspace
+/// content cannot rename), or held by descriptor (a workspace or a fetched tree: resolved once
+/// by `workspace`, never by name again, so the rule covers the directory that was checked).
+#[derive(Debug, Clone)]
+pub enum Grant {
+    Path(PathBuf),
+    Held {
+        fd: Arc<OwnedFd>,
+        /// Where it was when resolved: where the run sees it (mount namespace) and messages.
+        path: PathBuf,
+    },
+}
+
+impl Grant {
+    pub fn path(&self) -> &Path {
+        match self {
+            Grant::Path(p) | Grant::Held { path: p, .. } => p,
+        }
+    }
+
+    fn is_dir(&self) -> bool {
+        match self {
+            Grant::Path(p) => p.is_dir(),
+            Grant::Held { fd, .. } => nix::sys::stat::fstat(fd.as_fd()).is_ok_and(|st| {
+                nix::sys::stat::SFlag::from_bits_truncate(st.st_mode)
+                    & nix::sys::stat::SFlag::S_IFMT
+                    == nix::sys::stat::SFlag::S_IFDIR
+            }),
+        }
+    }
+}
+
+impl From<PathBuf> for Grant {
+    fn from(p: PathBuf) -> Grant {
+        Grant::Path(p)
+    }
+}
+
+/// A Landlock rule's descriptor: opened here by path, or the held one.
+enum RuleFd {
+    Opened(PathFd),
+    Held(Arc<OwnedFd>),
+}
+
+impl AsFd for RuleFd {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        match self {
+            RuleFd::Opened(f) => f.as_fd(),
+            RuleFd::Held(f) => f.as_fd(),
+        }
+    }
+}
+
 /// What one run may touch, besides the system paths above.
 #[derive(Debug, Clone, Default)]
 pub struct RunAccess {
     /// Read, write, create, delete and execute: the workspace and the run's private dir.
-    pub read_write: Vec<PathBuf>,
+    pub read_write: Vec<Grant>,
     /// Read and execute: terraform's own directory, the plugin cache.
-    pub read_exec: Vec<PathBuf>,
-    /// Read only: configured extra paths, a saved plan being shown.
-    pub read_only: Vec<PathBuf>,
+    pub read_exec: Vec<Grant>,
+    /// Read only: configured extra paths, a fetched repository's tree.
+    pub read_only: Vec<Grant>,
     /// TCP ports the run may connect to; empty means no TCP at all. Binding is never allowed.
     pub connect_ports: Vec<u16>,
 }
@@ -107,14 +162,18 @@ pub fn ruleset(
     let read = AccessFs::ReadFile | AccessFs::ReadDir;
     let file_rw = AccessFs::ReadFile | AccessFs::WriteFile;
 
-    let mut rules: Vec<PathBeneath<PathFd>> = Vec::new();
-    let mut add = |path: &Path,
+    let mut rules: Vec<PathBeneath<RuleFd>> = Vec::new();
+    let mut add = |grant: &Grant,
                    rights: landlock::BitFlags<AccessFs>,
                    required: bool|
      -> Result<(), AccessError> {
-        if let Some(fd) = open(path, required)? {
+        let fd = match grant {
+            Grant::Path(path) => open(path, required)?.map(RuleFd::Opened),
+            Grant::Held { fd, .. } => Some(RuleFd::Held(fd.clone())),
+        };
+        if let Some(fd) = fd {
             // A rule on a file may only carry file rights; directories get the full set.
-            let rights = if path.is_dir() {
+            let rights = if grant.is_dir() {
                 rights
             } else {
                 rights & AccessFs::from_file(abi)
@@ -123,23 +182,27 @@ pub fn ruleset(
         }
         Ok(())
     };
-    for p in SYSTEM_READ_EXEC {
-        add(Path::new(p), read_exec, false)?;
+    let system = |p: &&str| Grant::Path(PathBuf::from(p));
+    for g in SYSTEM_READ_EXEC.iter().map(system) {
+        add(&g, read_exec, false)?;
     }
-    for p in SYSTEM_READ {
-        add(Path::new(p), read, false)?;
+    for g in SYSTEM_READ.iter().map(system) {
+        add(&g, read, false)?;
     }
-    for p in SYSTEM_READ_WRITE {
-        add(Path::new(p), file_rw, false)?;
+    for g in SYSTEM_READ_WRITE.iter().map(system) {
+        add(&g, file_rw, false)?;
     }
-    for p in &access.read_exec {
-        add(p, read_exec, true)?;
+    for g in &access.read_exec {
+        add(g, read_exec, true)?;
     }
-    for p in access.read_only.iter().chain(extra_read) {
-        add(p, read, true)?;
+    for g in &access.read_only {
+        add(g, read, true)?;
     }
-    for p in &access.read_write {
-        add(p, all, true)?;
+    for p in extra_read {
+        add(&Grant::Path(p.clone()), read, true)?;
+    }
+    for g in &access.read_write {
+        add(g, all, true)?;
     }
 
     let rs = Ruleset::default()

@@ -3,10 +3,12 @@
 //!
 //! Order matters: session and limits first; then the namespaces, which need a fork (a new PID
 //! namespace applies to children, so the child forks once more and the grandchild, PID 1 of the
-//! namespace, becomes terraform while the child stays behind to relay its exit status); then
-//! Landlock and last seccomp, whose deny list includes the very calls made before it.
+//! namespace, becomes terraform while the child stays behind to relay its exit status) and the
+//! run's mount namespace view (`mounts`); then Landlock and last seccomp, whose deny list
+//! includes the very calls made before it.
 
 use std::io;
+use std::os::fd::AsFd;
 
 use nix::sys::prctl;
 use nix::sys::resource::{Resource, setrlimit};
@@ -24,6 +26,13 @@ pub unsafe fn prepare(setup: &mut ChildSetup) -> io::Result<()> {
     // A new session, so the run is its own process group: the group is what timeouts kill,
     // and no controlling terminal leaks in.
     setsid()?;
+    // Into the run's own cgroup first, so every process it ever starts is in it too.
+    if let Some(fd) = setup.cgroup_procs {
+        // SAFETY: a write of a static buffer to a descriptor the parent keeps open.
+        if unsafe { libc::write(fd, b"0".as_ptr().cast(), 1) } != 1 {
+            return Err(io::Error::last_os_error());
+        }
+    }
     let limits = &setup.limits;
     let set = |resource, value: u64| setrlimit(resource, value, value);
     set(Resource::RLIMIT_CORE, 0)?;
@@ -42,6 +51,11 @@ pub unsafe fn prepare(setup: &mut ChildSetup) -> io::Result<()> {
     // Every descriptor beyond stdio is closed at exec (the standard library's own exec-error
     // pipe is already close-on-exec, so it keeps working).
     close_range(3, libc::CLOSE_RANGE_CLOEXEC)?;
+    // The working directory is the descriptor that was checked, never a name (a name can be
+    // swapped for a symlink between the check and this moment).
+    if let Some(cwd) = &setup.cwd {
+        nix::unistd::fchdir(cwd)?;
+    }
 
     if setup.namespaces != 0 {
         // SAFETY: plain syscalls; the child is single-threaded after fork.
@@ -58,6 +72,12 @@ pub unsafe fn prepare(setup: &mut ChildSetup) -> io::Result<()> {
                 }
                 pid => relay(pid),
             }
+        }
+        // PID 1 of the namespace enters the run's own view of the file system (its /proc must
+        // be mounted from inside the PID namespace).
+        if let Some(mounts) = &setup.mounts {
+            // SAFETY: we are between fork and exec; `enter` makes only syscalls.
+            unsafe { mounts.enter(setup.landlock_fd.as_ref().map(|f| f.as_fd()))? };
         }
     }
     if let Some(ruleset) = setup.landlock.take() {

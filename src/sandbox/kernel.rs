@@ -5,14 +5,16 @@
 //! network namespace for actions that need no network). The mode decides what happens when a
 //! layer is missing: `strict` refuses to run, `best-effort` runs and warns, `off` applies none.
 
-use std::path::PathBuf;
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use landlock::RulesetCreated;
 use seccompiler::BpfProgram;
 use serde::Serialize;
 
-use super::access::{self, RunAccess};
+use super::access::{self, Grant, RunAccess};
+use super::mounts::MountPlan;
 use super::seccomp;
 use crate::config::{Config, Limits, SandboxMode};
 
@@ -46,6 +48,18 @@ pub struct ChildSetup {
     pub namespaces: libc::c_int,
     pub landlock: Option<RulesetCreated>,
     pub seccomp: Option<Arc<Vec<BpfProgram>>>,
+    /// The directory the run starts in, held open: the child `fchdir`s to it (never a name).
+    pub cwd: Option<Arc<OwnedFd>>,
+    /// The run's own mount namespace view (with the namespaces layer).
+    pub mounts: Option<MountPlan>,
+    /// The run's cgroup, where the server may create cgroups: the parent keeps it (to kill it
+    /// at the end), the child joins it through `cgroup_procs`.
+    pub cgroup: Option<super::cgroup::RunCgroup>,
+    /// Raw descriptor of the cgroup's `cgroup.procs`, valid in the child until exec.
+    pub cgroup_procs: Option<libc::c_int>,
+    /// A second descriptor of the Landlock ruleset, so the child can grant reading the `/proc`
+    /// it mounts itself (a new superblock no rule made in the server can name).
+    pub landlock_fd: Option<OwnedFd>,
 }
 
 impl std::fmt::Debug for ChildSetup {
@@ -55,6 +69,8 @@ impl std::fmt::Debug for ChildSetup {
             .field("namespaces", &self.namespaces)
             .field("landlock", &self.landlock.is_some())
             .field("seccomp", &self.seccomp.is_some())
+            .field("cwd", &self.cwd)
+            .field("mounts", &self.mounts)
             .finish()
     }
 }
@@ -67,8 +83,31 @@ impl ChildSetup {
             namespaces: 0,
             landlock: None,
             seccomp: None,
+            cwd: None,
+            mounts: None,
+            cgroup: None,
+            cgroup_procs: None,
+            landlock_fd: None,
         }
     }
+
+    /// The skeleton of the mount namespace view, to remove once the run has ended.
+    pub fn skeleton(&self) -> Option<&Path> {
+        self.mounts.as_ref().map(|m| m.skeleton())
+    }
+}
+
+/// Where and how one run starts, besides its limits.
+#[derive(Debug)]
+pub struct RunPlace<'a> {
+    /// What it may touch.
+    pub access: RunAccess,
+    /// Whether the action may use the network.
+    pub network: bool,
+    /// Its working directory.
+    pub cwd: &'a Grant,
+    /// A path that does not exist yet, in the server's state dir, for the mount skeleton.
+    pub scratch: &'a Path,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -88,6 +127,8 @@ pub struct KernelSandbox {
     seccomp: Option<Arc<Vec<BpfProgram>>>,
     connect_ports: Vec<u16>,
     extra_read: Vec<PathBuf>,
+    /// Per-run cgroups for teardown, or why there are none.
+    cgroups: Result<super::cgroup::RunCgroups, String>,
 }
 
 const LANDLOCK: &str = "landlock";
@@ -134,7 +175,8 @@ impl KernelSandbox {
             available: ns.is_ok(),
             detail: match &ns {
                 Ok(()) => {
-                    "user + PID namespace per run; empty network namespace for offline actions"
+                    "user + PID + mount namespace per run (the run sees only what it is granted); \
+                     empty network namespace for offline actions"
                         .into()
                 }
                 Err(e) => format!("unshare failed: {e}"),
@@ -150,6 +192,20 @@ impl KernelSandbox {
             seccomp: filters.ok().map(Arc::new),
             connect_ports: config.sandbox_connect_ports.clone(),
             extra_read: config.sandbox_read_paths.clone(),
+            cgroups: if config.sandbox_disable.iter().any(|d| d == "cgroup") {
+                Err("per-run cgroups disabled by TERRARIUM_SANDBOX_DISABLE".into())
+            } else {
+                super::cgroup::RunCgroups::open()
+            },
+        }
+    }
+
+    /// How a run's leftover processes are ended: by its cgroup where the server may create
+    /// cgroups, else by process group, PID namespace and the subreaper sweep.
+    pub fn teardown(&self) -> String {
+        match &self.cgroups {
+            Ok(c) => format!("cgroup per run under {} (cgroup.kill)", c.path().display()),
+            Err(why) => format!("process group, PID namespace and subreaper sweep ({why})"),
         }
     }
 
@@ -207,17 +263,38 @@ impl KernelSandbox {
             })
     }
 
-    /// The child set-up for one run. `network` says whether the action may use the network.
-    pub fn setup(
-        &self,
-        limits: Limits,
-        mut run: RunAccess,
-        network: bool,
-    ) -> Result<ChildSetup, SandboxError> {
+    /// The child set-up for one run.
+    pub fn setup(&self, limits: Limits, place: RunPlace<'_>) -> Result<ChildSetup, SandboxError> {
         if let Some(refusal) = self.refusal() {
             return Err(refusal);
         }
+        let RunPlace {
+            access: mut run,
+            network,
+            cwd,
+            scratch,
+        } = place;
         let mut setup = ChildSetup::plain(limits);
+        // Teardown hygiene, like the process group: in every mode.
+        if let Ok(cgroups) = &self.cgroups {
+            match cgroups.create() {
+                Ok(cg) => setup.cgroup = Some(cg),
+                Err(e) => tracing::warn!(error = %e, "cannot create the run's cgroup"),
+            }
+        }
+        setup.cwd = Some(match cwd {
+            Grant::Held { fd, .. } => fd.clone(),
+            Grant::Path(p) => Arc::new(
+                nix::fcntl::open(
+                    p,
+                    nix::fcntl::OFlag::O_PATH
+                        | nix::fcntl::OFlag::O_DIRECTORY
+                        | nix::fcntl::OFlag::O_CLOEXEC,
+                    nix::sys::stat::Mode::empty(),
+                )
+                .map_err(|e| SandboxError::Setup(format!("{}: {e}", p.display())))?,
+            ),
+        });
         if self.mode == SandboxMode::Off {
             return Ok(setup);
         }
@@ -240,10 +317,20 @@ impl KernelSandbox {
             setup.seccomp = self.seccomp.clone();
         }
         if self.usable(NAMESPACES) {
-            setup.namespaces = libc::CLONE_NEWUSER | libc::CLONE_NEWPID;
+            setup.namespaces = libc::CLONE_NEWUSER | libc::CLONE_NEWPID | libc::CLONE_NEWNS;
             if !network {
                 setup.namespaces |= libc::CLONE_NEWNET;
             }
+            let plan = MountPlan::prepare(scratch, &run, &self.extra_read, cwd).map_err(|e| {
+                super::mounts::remove_skeleton(scratch);
+                SandboxError::Setup(format!("preparing the run's mount namespace: {e}"))
+            })?;
+            setup.mounts = Some(plan);
+            setup.landlock_fd = setup
+                .landlock
+                .as_ref()
+                .and_then(|rs| rs.try_clone().ok())
+                .and_then(|rs| rs.into());
         }
         Ok(setup)
     }
@@ -275,8 +362,20 @@ fn probe_namespaces() -> Result<(), String> {
         match libc::fork() {
             -1 => Err(std::io::Error::last_os_error().to_string()),
             0 => {
-                let flags = libc::CLONE_NEWUSER | libc::CLONE_NEWPID | libc::CLONE_NEWNET;
-                let code = if libc::unshare(flags) == 0 {
+                let flags = libc::CLONE_NEWUSER
+                    | libc::CLONE_NEWPID
+                    | libc::CLONE_NEWNET
+                    | libc::CLONE_NEWNS;
+                let private = libc::MS_REC | libc::MS_PRIVATE;
+                let code = if libc::unshare(flags) == 0
+                    && libc::mount(
+                        std::ptr::null(),
+                        c"/".as_ptr(),
+                        std::ptr::null(),
+                        private,
+                        std::ptr::null(),
+                    ) == 0
+                {
                     0
                 } else {
                     *libc::__errno_location()
@@ -321,15 +420,27 @@ mod tests {
             seccomp: None,
             connect_ports: vec![443],
             extra_read: Vec::new(),
+            cgroups: Err("not in unit tests".into()),
+        }
+    }
+
+    fn place(dir: &tempfile::TempDir, network: bool) -> RunPlace<'_> {
+        // Leaked for the test's lifetime: the place borrows them.
+        let cwd: &'static Grant = Box::leak(Box::new(Grant::Path(dir.path().to_path_buf())));
+        let scratch: &'static Path = Box::leak(dir.path().join("skeleton").into_boxed_path());
+        RunPlace {
+            access: RunAccess::default(),
+            network,
+            cwd,
+            scratch,
         }
     }
 
     #[test]
     fn strict_refuses_when_a_layer_is_missing() {
         let s = sandbox(SandboxMode::Strict, false);
-        let err = s
-            .setup(Limits::default(), RunAccess::default(), false)
-            .unwrap_err();
+        let dir = tempfile::tempdir().unwrap();
+        let err = s.setup(Limits::default(), place(&dir, false)).unwrap_err();
         let m = err.to_string();
         assert!(
             m.contains("landlock") && m.contains("TERRARIUM_SANDBOX=best-effort"),
@@ -341,14 +452,14 @@ mod tests {
     #[test]
     fn best_effort_runs_without_the_missing_layer_and_warns() {
         let s = sandbox(SandboxMode::BestEffort, false);
-        let setup = s
-            .setup(Limits::default(), RunAccess::default(), false)
-            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let setup = s.setup(Limits::default(), place(&dir, false)).unwrap();
         assert!(setup.landlock.is_none());
         assert_eq!(
             setup.namespaces,
-            libc::CLONE_NEWUSER | libc::CLONE_NEWPID | libc::CLONE_NEWNET
+            libc::CLONE_NEWUSER | libc::CLONE_NEWPID | libc::CLONE_NEWNS | libc::CLONE_NEWNET
         );
+        assert!(setup.mounts.is_some() && dir.path().join("skeleton/usr").is_dir());
         assert_eq!(s.warnings().len(), 1);
         assert!(s.warnings()[0].contains("landlock"));
     }
@@ -356,18 +467,16 @@ mod tests {
     #[test]
     fn network_actions_keep_the_host_network() {
         let s = sandbox(SandboxMode::BestEffort, false);
-        let setup = s
-            .setup(Limits::default(), RunAccess::default(), true)
-            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let setup = s.setup(Limits::default(), place(&dir, true)).unwrap();
         assert_eq!(setup.namespaces & libc::CLONE_NEWNET, 0);
     }
 
     #[test]
     fn off_applies_nothing_and_says_so() {
         let s = sandbox(SandboxMode::Off, true);
-        let setup = s
-            .setup(Limits::default(), RunAccess::default(), false)
-            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let setup = s.setup(Limits::default(), place(&dir, false)).unwrap();
         assert!(setup.landlock.is_none() && setup.seccomp.is_none() && setup.namespaces == 0);
         assert!(s.warnings()[0].contains("TERRARIUM_SANDBOX=off"));
     }

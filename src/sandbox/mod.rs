@@ -9,13 +9,15 @@
 
 pub mod access;
 pub mod capture;
+pub mod cgroup;
 pub mod child;
 pub mod env;
 pub mod kernel;
+pub mod mounts;
 pub mod process;
 pub mod reaper;
 pub mod seccomp;
 
 pub use capture::Captured;
-pub use kernel::{ChildSetup, KernelSandbox, Layer, SandboxError};
+pub use kernel::{ChildSetup, KernelSandbox, Layer, RunPlace, SandboxError};
 pub use process::{ProcessRunner, RunOutcome, RunSpec, Runner, SpawnError, StreamLine};

@@ -2,6 +2,7 @@
 //! deadline, and a kill of the whole group at the end so no orphan outlives the run.
 
 use std::ffi::OsString;
+use std::os::fd::AsRawFd;
 use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
 use std::pin::Pin;
@@ -25,7 +26,6 @@ pub struct RunSpec {
     pub program: PathBuf,
     /// Arguments after the program name.
     pub argv: Vec<OsString>,
-    pub cwd: PathBuf,
     /// The complete environment; nothing of the server's own is inherited.
     pub env: Vec<(String, String)>,
     pub timeout: Duration,
@@ -136,7 +136,6 @@ async fn run(
 ) -> Result<RunOutcome, SpawnError> {
     let mut cmd = tokio::process::Command::new(&spec.program);
     cmd.args(&spec.argv)
-        .current_dir(&spec.cwd)
         .env_clear()
         .envs(spec.env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
@@ -145,6 +144,9 @@ async fn run(
     // Without a PID namespace, escaped descendants are swept up after the run.
     let sweep_after = spec.setup.namespaces & libc::CLONE_NEWPID == 0;
     let mut setup = spec.setup;
+    // The parent keeps the run's cgroup (to kill it at the end); the child joins it.
+    let mut cgroup = setup.cgroup.take();
+    setup.cgroup_procs = cgroup.as_ref().map(|c| c.procs.as_raw_fd());
     // SAFETY: `prepare` only makes async-signal-safe calls.
     unsafe {
         cmd.pre_exec(move || child::prepare(&mut setup));
@@ -225,6 +227,10 @@ async fn run(
     // Whatever terraform left behind in its group (provider plugins, provisioner children) goes
     // now. The group id stays reserved while any member lives, so this cannot hit a stranger.
     let mut stragglers_killed = signal_group(pgid, Signal::SIGKILL);
+    // Then whatever is still in the run's cgroup, whatever session or namespace it is in.
+    if let Some(cg) = cgroup.as_mut() {
+        stragglers_killed |= cg.teardown(spec.kill_grace);
+    }
     guard.armed = false;
     if let Some(pid) = child_pid {
         active.lock().remove(&pid);

@@ -27,31 +27,55 @@ pub fn become_subreaper() -> std::io::Result<()> {
     Ok(())
 }
 
+/// Passes over `/proc` before the sweep gives up on a lineage that keeps forking (each pass
+/// kills a generation; `RLIMIT_NPROC` bounds how many there can be).
+const MAX_PASSES: usize = 1000;
+
 /// Kills and reaps every child of this process that is not an active run: each is a descendant
 /// of some run that outlived it. Returns how many were found.
+///
+/// Killing an orphan re-parents its own children to this process, and a child can have a lower
+/// pid than its parent (after the pid counter wraps), so one ascending pass over `/proc` can
+/// miss them: passes repeat until one finds no unknown child.
 pub fn sweep(active: &ActiveRuns) -> usize {
     let me = std::process::id() as i32;
     let active = active.lock();
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return 0;
-    };
     let mut found = 0;
-    for e in entries.flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
-            continue;
-        };
-        if active.contains(&pid) || parent_of(pid) != Some(me) {
-            continue;
-        }
-        found += 1;
-        // SAFETY: signalling and reaping a child of ours that no other code waits for.
-        unsafe {
-            libc::kill(pid, libc::SIGKILL);
-            let mut status = 0;
-            libc::waitpid(pid, &mut status, 0);
+    for _ in 0..MAX_PASSES {
+        let this_pass = sweep_once(me, &active);
+        found += this_pass;
+        if this_pass == 0 {
+            break;
         }
     }
     found
+}
+
+fn sweep_once(me: i32, active: &HashSet<i32>) -> usize {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    let orphans: Vec<i32> = entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()))
+        .filter(|pid| !active.contains(pid) && parent_of(*pid) == Some(me))
+        .collect();
+    // Stop them all first, so none forks while its siblings are being killed.
+    for pid in &orphans {
+        // SAFETY: signalling a child of ours that no other code waits for.
+        unsafe {
+            libc::kill(*pid, libc::SIGSTOP);
+        }
+    }
+    for pid in &orphans {
+        // SAFETY: signalling and reaping a child of ours that no other code waits for.
+        unsafe {
+            libc::kill(*pid, libc::SIGKILL);
+            let mut status = 0;
+            libc::waitpid(*pid, &mut status, 0);
+        }
+    }
+    orphans.len()
 }
 
 fn parent_of(pid: i32) -> Option<i32> {

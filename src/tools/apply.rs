@@ -40,7 +40,7 @@ pub async fn run(ctx: &RunCtx<'_>, ws: &Workspace, args: Args) -> Result<ToolOut
         .flag("no-color")
         .flag("json")
         .path(plan_file);
-    let outcome = ctx.terraform(&ws.dir, &dir, &inv, true).await?;
+    let outcome = ctx.terraform(ws, &dir, &inv, true).await?;
     let report = stream::parse(&outcome.stdout.text);
     let messages = report.messages.join("\n");
     let changes = report.change_summary.clone().unwrap_or(Value::Null);

@@ -36,7 +36,7 @@ pub async fn run(ctx: &RunCtx<'_>, ws: &Workspace, args: Args) -> Result<ToolOut
             .flag_if(args.recursive, "recursive")
     };
     let dir = ctx.run_dir()?;
-    let outcome = ctx.terraform(&ws.dir, &dir, &inv, false).await?;
+    let outcome = ctx.terraform(ws, &dir, &inv, false).await?;
     let stdout = outcome.stdout.text.clone();
     let files: Vec<String> = if args.write {
         stdout

@@ -22,7 +22,7 @@ pub async fn run(ctx: &RunCtx<'_>, args: Args) -> Result<ToolOutput, ToolError> 
     let repo = RepoName::new(&args.owner, &args.repo)?;
     github::check_ref(&args.reference)?;
     let client = gh.repo(&repo, None).await?;
-    let (dest, relative) = fetch::fresh_dir(
+    let (_, relative) = fetch::fresh_dir(
         ctx.root().path(),
         fetch::PREPARED_DIR,
         &repo,
@@ -33,7 +33,8 @@ pub async fn run(ctx: &RunCtx<'_>, args: Args) -> Result<ToolOutput, ToolError> 
     let stats = fetch::fetch_into(
         &client,
         &args.reference,
-        &dest,
+        ctx.root().path(),
+        &relative,
         gh.config(),
         ctx.config().timeout,
         ctx.cancel_token(),
@@ -43,17 +44,19 @@ pub async fn run(ctx: &RunCtx<'_>, args: Args) -> Result<ToolOutput, ToolError> 
         None => relative.clone(),
         Some(sub) => {
             let candidate = format!("{relative}/{}", sub.trim_end_matches('/'));
-            // Confined to the extracted tree, not merely to the root.
-            let top = dest.canonicalize().unwrap_or_else(|_| dest.clone());
+            // Confined to the extracted tree, not merely to the root: the resolved (canonical,
+            // links followed) relative path must still lie in the tree.
             let inside = ctx
                 .root()
                 .workspace("subdir", &candidate)
                 .ok()
-                .filter(|ws| ws.dir.starts_with(&top));
+                .filter(|ws| {
+                    ws.relative == relative || ws.relative.starts_with(&format!("{relative}/"))
+                });
             match inside {
                 Some(ws) => ws.relative,
                 None => {
-                    let _ = std::fs::remove_dir_all(&dest);
+                    fetch::remove_tree(ctx.root().path(), &relative);
                     return Err(GitHubError::NoSubdir(sub.clone()).into());
                 }
             }

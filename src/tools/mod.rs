@@ -226,7 +226,7 @@ async fn simple(
     inv: Invocation,
 ) -> Result<ToolOutput, ToolError> {
     let dir = ctx.run_dir()?;
-    let outcome = ctx.terraform(&ws.dir, &dir, &inv, false).await?;
+    let outcome = ctx.terraform(ws, &dir, &inv, false).await?;
     Ok(from_run(outcome, &inv, String::new()))
 }
 

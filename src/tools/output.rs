@@ -22,7 +22,7 @@ pub struct Args {
 pub async fn run(ctx: &RunCtx<'_>, ws: &Workspace, args: Args) -> Result<ToolOutput, ToolError> {
     let inv = Invocation::new("output").flag("json").flag("no-color");
     let dir = ctx.run_dir()?;
-    let outcome = ctx.terraform_json(&ws.dir, &dir, &inv).await?;
+    let outcome = ctx.terraform_json(ws, &dir, &inv).await?;
     if !outcome.success() {
         return Ok(from_run(outcome, &inv, String::new()));
     }

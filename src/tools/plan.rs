@@ -55,16 +55,24 @@ pub async fn run(ctx: &RunCtx<'_>, ws: &Workspace, args: Args) -> Result<ToolOut
     let mut var_file_paths: Vec<PathBuf> = Vec::new();
     for (i, rel) in args.var_files.iter().enumerate() {
         let field = format!("var_files/{i}");
+        // Opened by descriptor beneath the workspace's own path, and only from a directory
+        // this caller may use: never by name after the check, never by the server on a path
+        // workspace content chose.
         let src = ctx.root().file_in(&field, ws, rel)?;
-        let size = std::fs::metadata(&src).map(|m| m.len()).unwrap_or(u64::MAX);
-        if size > MAX_VAR_FILE_BYTES {
-            return Err(ToolError::Validation(vec![crate::schema::FieldError {
+        ctx.check_workspace_grant(&src.parent_relative)?;
+        let too_big = |size: u64| {
+            ToolError::Validation(vec![crate::schema::FieldError {
                 pointer: format!("/{field}"),
                 message: format!("file is {size} bytes; the limit is {MAX_VAR_FILE_BYTES}"),
-            }]));
+            }])
+        };
+        if src.size > MAX_VAR_FILE_BYTES {
+            return Err(too_big(src.size));
         }
-        let bytes =
-            std::fs::read(&src).map_err(|e| ToolError::Internal(format!("{field}: {e}")))?;
+        let bytes = src
+            .read_limited(MAX_VAR_FILE_BYTES)
+            .map_err(|e| ToolError::Internal(format!("{field}: {e}")))?
+            .ok_or_else(|| too_big(MAX_VAR_FILE_BYTES + 1))?;
         let suffix = if rel.ends_with(".tfvars.json") {
             "tfvars.json"
         } else {
@@ -102,7 +110,7 @@ pub async fn run(ctx: &RunCtx<'_>, ws: &Workspace, args: Args) -> Result<ToolOut
         inv = inv.value("target", t.clone());
     }
 
-    let outcome = ctx.terraform(&ws.dir, &dir, &inv, true).await?;
+    let outcome = ctx.terraform(ws, &dir, &inv, true).await?;
     let report = stream::parse(&outcome.stdout.text);
     let text = report.messages.join("\n");
     if !outcome.success() {
@@ -179,7 +187,7 @@ async fn summarize(
         .flag("json")
         .flag("no-color")
         .path(plan_path.to_path_buf());
-    let shown = ctx.terraform_json(&ws.dir, dir, &inv).await?;
+    let shown = ctx.terraform_json(ws, dir, &inv).await?;
     if !shown.success() {
         return Err(ToolError::Terraform(format!(
             "terraform show of the new plan failed (exit code {:?}): {}",

@@ -32,7 +32,7 @@ pub async fn run(ctx: &RunCtx<'_>, ws: &Workspace, args: Args) -> Result<ToolOut
         // Terraform reads a verified copy in its run dir; the plan store stays out of its reach.
         let copy = dir.write("plan.tfplan", &bytes)?;
         let inv = Invocation::new("show").flag("no-color").path(copy);
-        let outcome = ctx.terraform(&ws.dir, &dir, &inv, false).await?;
+        let outcome = ctx.terraform(ws, &dir, &inv, false).await?;
         let mut out = from_run(outcome, &inv, String::new());
         out.data.insert("plan_id".into(), json!(id));
         out.data.insert("summary".into(), json!(record.summary));
@@ -40,7 +40,7 @@ pub async fn run(ctx: &RunCtx<'_>, ws: &Workspace, args: Args) -> Result<ToolOut
         return Ok(out);
     }
     let inv = Invocation::new("show").flag("json").flag("no-color");
-    let outcome = ctx.terraform_json(&ws.dir, &dir, &inv).await?;
+    let outcome = ctx.terraform_json(ws, &dir, &inv).await?;
     if !outcome.success() {
         return Ok(from_run(outcome, &inv, String::new()));
     }

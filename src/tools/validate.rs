@@ -10,7 +10,7 @@ use crate::workspace::Workspace;
 pub async fn run(ctx: &RunCtx<'_>, ws: &Workspace) -> Result<ToolOutput, ToolError> {
     let inv = Invocation::new("validate").flag("json").flag("no-color");
     let dir = ctx.run_dir()?;
-    let outcome = ctx.terraform(&ws.dir, &dir, &inv, false).await?;
+    let outcome = ctx.terraform(ws, &dir, &inv, false).await?;
     let parsed: Option<Value> = serde_json::from_str(outcome.stdout.text.trim()).ok();
     let Some(v) = parsed else {
         // Not JSON: terraform failed before validating (for instance, not initialized).

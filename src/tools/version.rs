@@ -10,7 +10,9 @@ pub async fn run(ctx: &RunCtx<'_>) -> Result<ToolOutput, ToolError> {
     let inv = Invocation::new("version").flag("json");
     let dir = ctx.run_dir()?;
     // Runs in its private dir: it needs no workspace.
-    let outcome = ctx.terraform(dir.path(), &dir, &inv, false).await?;
+    let outcome = ctx
+        .terraform(crate::executor::Cwd::RunDir, &dir, &inv, false)
+        .await?;
     let v = if outcome.success() {
         stdout_json(&outcome, "terraform version")?
     } else {

@@ -265,6 +265,36 @@ pub fn read_pid(path: &Path) -> i32 {
     panic!("no pid in {}", path.display());
 }
 
+/// Live processes on the host whose working directory is `dir` or below it. A run with the
+/// namespaces layer has its own PID namespace and `/proc`, so the pids it records mean nothing
+/// out here; where its processes work does (its workspace is mounted at the same path).
+pub fn processes_in(dir: &Path) -> Vec<i32> {
+    let dir = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
+    let mut found = Vec::new();
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        if std::fs::read_link(format!("/proc/{pid}/cwd")).is_ok_and(|c| c.starts_with(&dir))
+            && alive(pid)
+        {
+            found.push(pid);
+        }
+    }
+    found
+}
+
+/// Waits up to `secs` until no process works in `dir` (see [`processes_in`]).
+pub fn none_left_in(dir: &Path, secs: u64) -> bool {
+    for _ in 0..secs * 20 {
+        if processes_in(dir).is_empty() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
 /// Waits up to `secs` for a process to be gone.
 pub fn gone_within(pid: i32, secs: u64) -> bool {
     for _ in 0..secs * 20 {
@@ -487,4 +517,81 @@ pub fn spawn_call(
         peer.call_tool(CallToolRequestParams::new(tool).with_arguments(args))
             .await
     })
+}
+
+/// Plants `script` as the provider `registry.terraform.io/hashicorp/<name>` 1.0.0 in the
+/// workspace `ws`, with a matching `.terraform.lock.hcl` and a `main.tf` that requires it:
+/// terraform then runs the script at `validate` and `plan` time, without `init` or network —
+/// workspace code, the way an attacker's pull request would carry it.
+pub fn plant_provider(ws: &Path, name: &str, script: &str) {
+    use sha2::{Digest, Sha256};
+    use std::os::unix::fs::PermissionsExt;
+    let dir = ws.join(format!(
+        ".terraform/providers/registry.terraform.io/hashicorp/{name}/1.0.0/linux_amd64"
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = format!("terraform-provider-{name}_v1.0.0");
+    std::fs::write(dir.join(&file), script).unwrap();
+    std::fs::set_permissions(dir.join(&file), std::fs::Permissions::from_mode(0o755)).unwrap();
+    // Terraform's "h1" directory hash: sha256 over "<hex sha256 of file>  <name>\n" lines.
+    let line = format!(
+        "{}  {file}\n",
+        hex::encode(Sha256::digest(script.as_bytes()))
+    );
+    let h1 = base64(&Sha256::digest(line.as_bytes()));
+    std::fs::write(
+        ws.join(".terraform.lock.hcl"),
+        format!(
+            "provider \"registry.terraform.io/hashicorp/{name}\" {{\n  version = \"1.0.0\"\n  hashes = [\"h1:{h1}\"]\n}}\n"
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        ws.join("main.tf"),
+        format!(
+            "terraform {{\n  required_providers {{\n    {name} = {{\n      source  = \"hashicorp/{name}\"\n      version = \"1.0.0\"\n    }}\n  }}\n}}\n\nprovider \"{name}\" {{}}\n"
+        ),
+    )
+    .unwrap();
+}
+
+/// Standard base64 with padding (for the lock file's hash).
+pub fn base64(bytes: &[u8]) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(A[(n >> (18 - 6 * i)) as usize & 63] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// Pids of live processes whose command line contains `needle` (on the host, whatever
+/// namespaces the runs had).
+pub fn processes_running(needle: &str) -> Vec<i32> {
+    let mut found = Vec::new();
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+            continue;
+        };
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        if cmdline.contains(needle) && alive(pid) {
+            found.push(pid);
+        }
+    }
+    found
 }

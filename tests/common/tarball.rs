@@ -10,6 +10,8 @@ pub enum Kind {
     Symlink(&'static str),
     Hardlink(&'static str),
     CharDevice,
+    BlockDevice,
+    Fifo,
 }
 
 /// A gzip tarball with raw entry names (the tar crate's path checks are bypassed on purpose).
@@ -41,6 +43,14 @@ pub fn tarball(entries: &[(&str, Kind)]) -> Vec<u8> {
             }
             Kind::CharDevice => {
                 h.set_entry_type(tar::EntryType::Char);
+                b""
+            }
+            Kind::BlockDevice => {
+                h.set_entry_type(tar::EntryType::Block);
+                b""
+            }
+            Kind::Fifo => {
+                h.set_entry_type(tar::EntryType::Fifo);
                 b""
             }
         };
