@@ -16,7 +16,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::audit::{AuditError, Auditor, ToolEvent, rfc3339_now};
 use crate::config::Config;
-use crate::plans::{PlanError, PlanStore, create_private_dir, write_private_file};
+use crate::plans::{
+    PlanError, PlanOwner, PlanStore, Requester, create_private_dir, write_private_file,
+};
 use crate::policy::{self, PolicyError};
 use crate::redact::Redactor;
 use crate::sandbox::access::{Grant, RunAccess};
@@ -25,6 +27,7 @@ use crate::sandbox::{
     KernelSandbox, RunOutcome, RunPlace, RunSpec, Runner, SandboxError, SpawnError, StreamLine,
 };
 use crate::schema::{FieldError, SchemaError, Schemas};
+use crate::secrets::SecretStore;
 use crate::terraform::{Invocation, stream};
 use crate::tools::{self, ToolKind, ToolOutput};
 use crate::workspace::{FileId, Workspace, WorkspaceError, WorkspaceRoot};
@@ -98,7 +101,7 @@ impl ToolError {
         match self {
             ToolError::Validation(_) => "validation",
             ToolError::Workspace(_) => "confinement",
-            ToolError::Policy(_) => "policy",
+            ToolError::Policy(_) | ToolError::Plan(PlanError::NotYours { .. }) => "policy",
             ToolError::Plan(_) => "plan",
             ToolError::Busy(_) | ToolError::NoSlot => "busy",
             ToolError::Spawn(_) => "spawn",
@@ -220,6 +223,8 @@ pub struct Executor {
     schemas: Schemas,
     root: WorkspaceRoot,
     plans: PlanStore,
+    /// Secret values remembered per workspace (see `secrets`).
+    secrets: SecretStore,
     runner: Arc<dyn Runner>,
     audit: Arc<Auditor>,
     host_env: BTreeMap<String, String>,
@@ -271,6 +276,7 @@ impl Executor {
         let plans = PlanStore::open(&config.state_dir, config.plan_ttl)
             .map_err(state_err(&config.state_dir))?;
         plans.sweep();
+        let secrets = SecretStore::open(&config.state_dir).map_err(state_err(&config.state_dir))?;
         let audit = Arc::new(Auditor::new(&config.audit)?);
         let sandbox = KernelSandbox::new(&config);
         let github = crate::github::GitHub::from_config(&config.github)?.map(Arc::new);
@@ -284,6 +290,7 @@ impl Executor {
             schemas: Schemas::load()?,
             root,
             plans,
+            secrets,
             runner,
             audit,
             host_env,
@@ -394,6 +401,8 @@ impl Executor {
         response.text = redactor.text(&response.text);
         let mut event = event;
         event.error = event.error.map(|e| redactor.text(&e));
+        event.command = event.command.map(|c| redactor.text(&c));
+        event.action = event.action.map(|a| redactor.text(&a));
         // A failure here is logged and reported by `healthy()`; this call's result still goes
         // back (read-only work continues), but apply is refused until the trail is writable.
         let _ = self.audit.record_tool(&event);
@@ -454,7 +463,27 @@ impl Executor {
             Some(&ws.relative),
         )?;
         let _guard = self.lock_workspace(&ws, &ctx.call.cancel).await?;
-        tools::run(kind, ctx, Some(&ws), arguments).await
+        // Secrets of earlier calls on this workspace (now in its plans and state) are masked in
+        // this one; the ones this call adds are remembered for later calls, under the lock, so
+        // the next call on the workspace sees them.
+        let known = self
+            .secrets
+            .load(&ws.dir)
+            .map_err(|e| ToolError::Internal(e.to_string()))?;
+        ctx.add_secrets(&known);
+        let out = tools::run(kind, ctx, Some(&ws), arguments).await;
+        let learned = ctx.secret_values();
+        if learned.len() > known.len()
+            && let Err(e) = self.secrets.remember(&ws.dir, &learned)
+        {
+            tracing::error!(workspace = %ws.relative, error = %e, "remembering secrets failed");
+            if out.is_ok() {
+                return Err(ToolError::Internal(format!(
+                    "the run finished, but the values to redact from later results could not be recorded: {e}"
+                )));
+            }
+        }
+        out
     }
 
     async fn lock_workspace(
@@ -654,7 +683,9 @@ impl Executor {
         let kind = match err {
             ToolError::Validation(_) => "validation_rejected",
             ToolError::Workspace(_) => "confinement_rejected",
-            ToolError::Policy(_) => "authorization_denied",
+            ToolError::Policy(_) | ToolError::Plan(PlanError::NotYours { .. }) => {
+                "authorization_denied"
+            }
             _ => "terraform_operation",
         };
         let event = ToolEvent {
@@ -922,10 +953,48 @@ impl RunCtx<'_> {
     }
 
     /// Marks a value as secret for the rest of this call: it is masked in the result, in
-    /// progress messages and in the audit event.
+    /// progress messages and in the audit event. In a call on a workspace it is also
+    /// remembered with the workspace, and masked in every later call on it.
     pub fn add_secret(&self, v: &Value) {
         if let Ok(mut r) = self.redactor.lock() {
             r.add_value(v);
+        }
+    }
+
+    /// Marks several strings as secret (see [`RunCtx::add_secret`]).
+    pub fn add_secrets(&self, values: &[String]) {
+        if let Ok(mut r) = self.redactor.lock() {
+            r.add_all(values);
+        }
+    }
+
+    /// Every value this call treats as secret (pass-through credentials, the workspace's and
+    /// the plan's remembered secrets, and what the tool added), to remember with a saved plan.
+    pub fn secret_values(&self) -> Vec<String> {
+        self.redactor
+            .lock()
+            .map(|r| r.sources().to_vec())
+            .unwrap_or_default()
+    }
+
+    /// This caller as the owner of a plan it makes.
+    pub fn plan_owner(&self) -> PlanOwner {
+        PlanOwner {
+            principal: self.call.principal.clone(),
+            transport: self.call.transport.to_string(),
+        }
+    }
+
+    /// This caller as it asks for a saved plan, with what the policy lets it do with others'.
+    pub fn plan_requester(&self, how: policy::PlanUse) -> Requester {
+        Requester {
+            caller: self.plan_owner(),
+            others_allowed: policy::may_use_others_plans(
+                &self.exec.policy(),
+                self.call.transport,
+                &self.call.principal,
+                how,
+            ),
         }
     }
 

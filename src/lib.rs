@@ -18,6 +18,7 @@ pub mod policy;
 pub mod redact;
 pub mod sandbox;
 pub mod schema;
+pub mod secrets;
 pub mod terraform;
 pub mod tools;
 pub mod workspace;

@@ -4,6 +4,12 @@
 //! `<id>.json` record of its workspace, creation time, sha256 and summary. Applying takes the
 //! record away first (an atomic rename), so a plan id is good for exactly one apply even when
 //! two calls race, and the bytes applied are the bytes that were hashed.
+//!
+//! A plan belongs to the principal (and transport) that made it: it was made with that caller's
+//! variables, so another remote caller may neither show nor apply it unless the policy says so
+//! (`apply_others_plans`, `show_others_plans`); the check comes before anything else about the
+//! plan is revealed. Beside the plan, `<id>.secrets.json` keeps the values that were secret in
+//! the call that made it, so every later call that shows or applies it redacts them.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -27,10 +33,34 @@ pub enum PlanError {
         "plan_id: the saved plan file changed since it was made (sha256 mismatch); run terraform_plan again"
     )]
     Tampered,
+    #[error(
+        "plan_id: this plan was made by another caller; {principal} may show and apply only its own plans (the server's policy can allow more with apply_others_plans or show_others_plans under principals.{principal})"
+    )]
+    NotYours { principal: String },
     #[error("plan store: {0}")]
     Io(#[from] std::io::Error),
     #[error("plan store: corrupt plan record: {0}")]
     Corrupt(String),
+}
+
+/// Who made a plan.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlanOwner {
+    pub principal: String,
+    pub transport: String,
+}
+
+/// Who asks for a plan, and whether the policy lets them use plans other callers made.
+#[derive(Debug, Clone)]
+pub struct Requester {
+    pub caller: PlanOwner,
+    pub others_allowed: bool,
+}
+
+impl Requester {
+    fn may_use(&self, owner: Option<&PlanOwner>) -> bool {
+        self.others_allowed || owner == Some(&self.caller)
+    }
 }
 
 /// The record kept beside a saved plan.
@@ -42,6 +72,17 @@ pub struct PlanRecord {
     pub created_at: u64,
     pub sha256: String,
     pub summary: PlanSummary,
+    /// Who made it (absent in records from before owners were kept: then nobody owns it, and
+    /// only callers allowed to use others' plans may).
+    #[serde(default)]
+    pub owner: Option<PlanOwner>,
+}
+
+/// A verified plan, not consumed: its record, bytes, and the secrets of the call that made it.
+pub struct VerifiedPlan {
+    pub record: PlanRecord,
+    pub bytes: Vec<u8>,
+    pub secrets: Vec<String>,
 }
 
 /// A plan taken out of the store for applying: its verified bytes.
@@ -87,23 +128,34 @@ impl PlanStore {
         self.dir.join(format!("{id}.json"))
     }
 
+    fn secrets_path(&self, id: &str) -> PathBuf {
+        self.dir.join(format!("{id}.secrets.json"))
+    }
+
     /// Saves a plan terraform wrote into its run dir (terraform itself never sees the store:
-    /// its sandbox gives it no access to other plans).
+    /// its sandbox gives it no access to other plans), with its owner and the values that were
+    /// secret in the call that made it. The record is written last, so a plan that can be found
+    /// always has its secrets beside it.
     pub fn record(
         &self,
         id: &str,
         workspace: &str,
+        owner: PlanOwner,
         summary: PlanSummary,
         written: &Path,
+        secrets: &[String],
     ) -> Result<PlanRecord, PlanError> {
         let bytes = std::fs::read(written)?;
         write_private(&self.plan_path(id), &bytes)?;
+        let secrets = serde_json::to_vec(secrets).map_err(|e| PlanError::Corrupt(e.to_string()))?;
+        write_private(&self.secrets_path(id), &secrets)?;
         let record = PlanRecord {
             plan_id: id.to_string(),
             workspace: workspace.to_string(),
             created_at: now(),
             sha256: sha256_hex(&bytes),
             summary,
+            owner: Some(owner),
         };
         let tmp = self.dir.join(format!("{id}.json.tmp"));
         let text = serde_json::to_vec(&record).map_err(|e| PlanError::Corrupt(e.to_string()))?;
@@ -112,27 +164,50 @@ impl PlanStore {
         Ok(record)
     }
 
-    /// Reads a plan's record without consuming it (for `terraform_show`).
-    pub fn get(&self, id: &str, workspace: &str) -> Result<PlanRecord, PlanError> {
+    /// Reads a plan's record without consuming it.
+    pub fn get(&self, id: &str, workspace: &str, who: &Requester) -> Result<PlanRecord, PlanError> {
         let record = read_record(&self.record_path(id))?;
-        self.check(&record, workspace)?;
+        self.check(&record, workspace, who)?;
         Ok(record)
     }
 
     /// Verifies a plan without consuming it (before an apply is authorized, so a refused
-    /// apply leaves the plan usable; and for `terraform_show`). Returns the verified bytes.
-    pub fn verify(&self, id: &str, workspace: &str) -> Result<(PlanRecord, Vec<u8>), PlanError> {
-        let record = self.get(id, workspace)?;
+    /// apply leaves the plan usable; and for `terraform_show`). Returns the verified bytes and
+    /// the plan's secrets.
+    pub fn verify(
+        &self,
+        id: &str,
+        workspace: &str,
+        who: &Requester,
+    ) -> Result<VerifiedPlan, PlanError> {
+        let record = self.get(id, workspace, who)?;
         let bytes = std::fs::read(self.plan_path(id)).map_err(|_| PlanError::Unknown)?;
         if sha256_hex(&bytes) != record.sha256 {
             return Err(PlanError::Tampered);
         }
-        Ok((record, bytes))
+        let secrets = self.secrets(id)?;
+        Ok(VerifiedPlan {
+            record,
+            bytes,
+            secrets,
+        })
+    }
+
+    /// The values that were secret in the call that made a plan (none for plans recorded
+    /// before they were kept).
+    fn secrets(&self, id: &str) -> Result<Vec<String>, PlanError> {
+        match std::fs::read(self.secrets_path(id)) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map_err(|_| PlanError::Corrupt("the plan's secrets file is not valid".into())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+            Err(e) => Err(PlanError::Io(e)),
+        }
     }
 
     /// Consumes a plan: after this no other call can take it. The returned bytes are hashed
-    /// again here, after the record is gone, so what is applied is what was verified.
-    pub fn take(&self, id: &str, workspace: &str) -> Result<TakenPlan, PlanError> {
+    /// again here, after the record is gone, so what is applied is what was verified. A caller
+    /// the plan is not for (another owner, another workspace) puts the record back untouched.
+    pub fn take(&self, id: &str, workspace: &str, who: &Requester) -> Result<TakenPlan, PlanError> {
         let claimed = self.dir.join(format!("{id}.json.taken-{}", new_id()));
         std::fs::rename(self.record_path(id), &claimed).map_err(|e| match e.kind() {
             std::io::ErrorKind::NotFound => PlanError::Unknown,
@@ -140,19 +215,38 @@ impl PlanStore {
         })?;
         let result = (|| {
             let record = read_record(&claimed)?;
-            self.check(&record, workspace)?;
+            self.check(&record, workspace, who)?;
             let bytes = std::fs::read(self.plan_path(id)).map_err(|_| PlanError::Unknown)?;
             if sha256_hex(&bytes) != record.sha256 {
                 return Err(PlanError::Tampered);
             }
             Ok(TakenPlan { record, bytes })
         })();
+        if matches!(
+            result,
+            Err(PlanError::NotYours { .. } | PlanError::WrongWorkspace { .. })
+        ) && std::fs::rename(&claimed, self.record_path(id)).is_ok()
+        {
+            return result;
+        }
         let _ = std::fs::remove_file(&claimed);
         let _ = std::fs::remove_file(self.plan_path(id));
+        let _ = std::fs::remove_file(self.secrets_path(id));
         result
     }
 
-    fn check(&self, record: &PlanRecord, workspace: &str) -> Result<(), PlanError> {
+    fn check(
+        &self,
+        record: &PlanRecord,
+        workspace: &str,
+        who: &Requester,
+    ) -> Result<(), PlanError> {
+        // First, so that nothing about someone else's plan (its workspace, its age) is told.
+        if !who.may_use(record.owner.as_ref()) {
+            return Err(PlanError::NotYours {
+                principal: who.caller.principal.clone(),
+            });
+        }
         if record.workspace != workspace {
             return Err(PlanError::WrongWorkspace {
                 planned: record.workspace.clone(),
@@ -243,44 +337,134 @@ mod tests {
         (d, s)
     }
 
+    fn owner(name: &str) -> PlanOwner {
+        PlanOwner {
+            principal: name.into(),
+            transport: "http".into(),
+        }
+    }
+
+    fn asks(name: &str) -> Requester {
+        Requester {
+            caller: owner(name),
+            others_allowed: false,
+        }
+    }
+
+    fn make(s: &PlanStore, id: &str, bytes: &[u8]) -> PlanRecord {
+        let written = s.dir.join("written.tfplan");
+        std::fs::write(&written, bytes).unwrap();
+        s.record(
+            id,
+            "ws",
+            owner("alice"),
+            summary(),
+            &written,
+            &["pw-0123456789".to_string()],
+        )
+        .unwrap()
+    }
+
     #[test]
     fn a_plan_is_taken_once() {
         let (_d, s) = store(60);
         let id = new_id();
-        let written = s.dir.join("written.tfplan");
-        std::fs::write(&written, b"plan bytes").unwrap();
-        s.record(&id, "ws", summary(), &written).unwrap();
-        assert_eq!(s.verify(&id, "ws").unwrap().1, b"plan bytes");
-        let taken = s.take(&id, "ws").unwrap();
+        make(&s, &id, b"plan bytes");
+        let v = s.verify(&id, "ws", &asks("alice")).unwrap();
+        assert_eq!(v.bytes, b"plan bytes");
+        assert_eq!(v.secrets, vec!["pw-0123456789".to_string()]);
+        let taken = s.take(&id, "ws", &asks("alice")).unwrap();
         assert_eq!(taken.bytes, b"plan bytes");
-        assert!(matches!(s.take(&id, "ws"), Err(PlanError::Unknown)));
+        assert!(matches!(
+            s.take(&id, "ws", &asks("alice")),
+            Err(PlanError::Unknown)
+        ));
+        assert!(!s.secrets_path(&id).exists(), "secrets go with the plan");
+    }
+
+    #[test]
+    fn plans_belong_to_their_maker() {
+        let (_d, s) = store(60);
+        let id = new_id();
+        make(&s, &id, b"plan bytes");
+        for (who, ws) in [("bob", "ws"), ("bob", "other")] {
+            let err = s.verify(&id, ws, &asks(who)).err().unwrap();
+            assert!(matches!(err, PlanError::NotYours { .. }), "{err}");
+            // Neither the workspace nor anything else of the plan is told.
+            assert!(!err.to_string().contains("ws"), "{err}");
+            assert!(matches!(
+                s.take(&id, ws, &asks(who)),
+                Err(PlanError::NotYours { .. })
+            ));
+        }
+        // The same name over another transport is someone else.
+        let stdio = Requester {
+            caller: PlanOwner {
+                principal: "alice".into(),
+                transport: "stdio".into(),
+            },
+            others_allowed: false,
+        };
+        assert!(s.verify(&id, "ws", &stdio).is_err());
+        // A refused take leaves the plan usable; a caller allowed others' plans may use it.
+        let granted = Requester {
+            others_allowed: true,
+            ..asks("bob")
+        };
+        assert!(s.verify(&id, "ws", &granted).is_ok());
+        assert!(matches!(
+            s.take(&id, "other", &asks("alice")),
+            Err(PlanError::WrongWorkspace { .. })
+        ));
+        assert!(s.take(&id, "ws", &asks("alice")).is_ok());
     }
 
     #[test]
     fn tampered_plans_are_refused() {
         let (_d, s) = store(60);
         let id = new_id();
-        let written = s.dir.join("written.tfplan");
-        std::fs::write(&written, b"plan bytes").unwrap();
-        s.record(&id, "ws", summary(), &written).unwrap();
+        make(&s, &id, b"plan bytes");
         std::fs::write(s.plan_path(&id), b"other bytes").unwrap();
-        assert!(matches!(s.verify(&id, "ws"), Err(PlanError::Tampered)));
-        assert!(matches!(s.take(&id, "ws"), Err(PlanError::Tampered)));
+        assert!(matches!(
+            s.verify(&id, "ws", &asks("alice")),
+            Err(PlanError::Tampered)
+        ));
+        assert!(matches!(
+            s.take(&id, "ws", &asks("alice")),
+            Err(PlanError::Tampered)
+        ));
     }
 
     #[test]
     fn wrong_workspace_and_expiry() {
         let (_d, s) = store(0);
         let id = new_id();
-        let written = s.dir.join("written.tfplan");
-        std::fs::write(&written, b"p").unwrap();
-        let mut rec = s.record(&id, "ws", summary(), &written).unwrap();
+        let mut rec = make(&s, &id, b"p");
         assert!(matches!(
-            s.get(&id, "other"),
+            s.get(&id, "other", &asks("alice")),
             Err(PlanError::WrongWorkspace { .. })
         ));
         rec.created_at -= 10;
         std::fs::write(s.record_path(&id), serde_json::to_vec(&rec).unwrap()).unwrap();
-        assert!(matches!(s.get(&id, "ws"), Err(PlanError::Expired { .. })));
+        assert!(matches!(
+            s.get(&id, "ws", &asks("alice")),
+            Err(PlanError::Expired { .. })
+        ));
+    }
+
+    #[test]
+    fn records_without_an_owner_are_nobodys() {
+        let (_d, s) = store(60);
+        let id = new_id();
+        let rec = make(&s, &id, b"p");
+        let mut old = serde_json::to_value(&rec).unwrap();
+        old.as_object_mut().unwrap().remove("owner");
+        std::fs::write(s.record_path(&id), serde_json::to_vec(&old).unwrap()).unwrap();
+        assert!(s.get(&id, "ws", &asks("alice")).is_err());
+        let local = Requester {
+            others_allowed: true,
+            ..asks("stdio")
+        };
+        assert!(s.get(&id, "ws", &local).is_ok());
     }
 }

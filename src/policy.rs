@@ -35,6 +35,13 @@ pub struct Grant {
     /// Globs over workspace paths relative to the root (`*` matches any run of characters).
     #[serde(default = "everything")]
     pub workspaces: Vec<String>,
+    /// May show and apply (within its scopes) saved plans another caller made. Off by default:
+    /// a plan carries its maker's variables, and its id must not work as a bearer capability.
+    #[serde(default)]
+    pub apply_others_plans: bool,
+    /// May show (not apply) saved plans another caller made.
+    #[serde(default)]
+    pub show_others_plans: bool,
 }
 
 fn everything() -> Vec<String> {
@@ -277,6 +284,29 @@ pub fn check_access(
     Ok(())
 }
 
+/// What a caller wants to do with a saved plan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PlanUse {
+    Show,
+    Apply,
+}
+
+/// May this caller use saved plans made by other callers? Local front doors (the server's own
+/// user, who can read the plan store anyway) always may; a remote principal only when its
+/// grant says so (`apply_others_plans` for show and apply, `show_others_plans` for show).
+pub fn may_use_others_plans(
+    policy: &Policy,
+    transport: &str,
+    principal: &str,
+    how: PlanUse,
+) -> bool {
+    if !is_remote(transport) {
+        return true;
+    }
+    grant_for(policy, principal)
+        .is_some_and(|g| g.apply_others_plans || (how == PlanUse::Show && g.show_others_plans))
+}
+
 /// Whether a principal may see a workspace at all (for `workspace_list`).
 pub fn workspace_visible(
     policy: &Policy,
@@ -439,6 +469,36 @@ scopes = ["read", "plan", "apply"]
         let p = default_policy();
         assert!(check_access(&p, "http", "anyone", ToolKind::Plan, Some("x")).is_ok());
         assert!(check_access(&p, "http", "anyone", ToolKind::Apply, Some("x")).is_err());
+    }
+
+    #[test]
+    fn others_plans_need_an_explicit_grant() {
+        let p = Policy::parse(
+            r#"
+[tools]
+allow = ["terraform_apply", "terraform_show"]
+[principals.ops]
+scopes = ["read", "apply"]
+[principals.lead]
+scopes = ["read", "apply"]
+apply_others_plans = true
+[principals.auditor]
+scopes = ["read"]
+show_others_plans = true
+"#,
+            "t",
+        )
+        .unwrap();
+        for how in [PlanUse::Show, PlanUse::Apply] {
+            assert!(!may_use_others_plans(&p, "http", "ops", how));
+            assert!(!may_use_others_plans(&p, "http", "stranger", how));
+            assert!(may_use_others_plans(&p, "http", "lead", how));
+            assert!(may_use_others_plans(&p, "stdio", "stdio", how));
+        }
+        assert!(may_use_others_plans(&p, "http", "auditor", PlanUse::Show));
+        assert!(!may_use_others_plans(&p, "http", "auditor", PlanUse::Apply));
+        let d = default_policy();
+        assert!(!may_use_others_plans(&d, "http", "anyone", PlanUse::Show));
     }
 
     #[test]

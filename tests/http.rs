@@ -1440,3 +1440,134 @@ async fn probes_answer_while_long_requests_hold_every_connection() {
     }
     drop(streams);
 }
+
+/// A policy giving alice and bob every scope on every workspace; `bob_extra` is added to bob's
+/// entry.
+fn plan_owner_policy(sb: &Sandbox, name: &str, bob_extra: &str) -> String {
+    let path = sb.dir.path().join(name);
+    let mut text = terrarium::policy::DEFAULT_POLICY.replace(
+        "[principals.\"*\"]\nscopes = [\"read\", \"plan\"]\nworkspaces = [\"*\"]",
+        "",
+    );
+    text.push_str(&format!(
+        "\n[principals.alice]\nscopes = [\"read\", \"plan\", \"apply\"]\n\n[principals.bob]\nscopes = [\"read\", \"plan\", \"apply\"]\n{bob_extra}\n"
+    ));
+    std::fs::write(&path, text).unwrap();
+    path.display().to_string()
+}
+
+/// Issue 11, item 9: a plan id is not a bearer capability. Bob, with apply scope on the
+/// workspace, can neither apply nor show a plan alice made (and learns nothing of it), unless
+/// the policy grants him `apply_others_plans`; alice can use her own.
+#[tokio::test]
+async fn plans_belong_to_the_principal_that_made_them() {
+    let sb = Sandbox::new(&["basic", "noop"]);
+    let strict = plan_owner_policy(&sb, "strict.toml", "");
+    let server = HttpServer::start(
+        &env(
+            &sb,
+            &[
+                ("TERRARIUM_ENABLE_APPLY", "true"),
+                ("TERRARIUM_POLICY_FILE", &strict),
+            ],
+        ),
+        &[],
+    );
+    let alice = connect_http(&server.url("/mcp"), ALICE).await;
+    let bob = connect_http(&server.url("/mcp"), BOB).await;
+    call_ok(&alice, "terraform_init", json!({"path": "basic"})).await;
+    let plan = call_ok(
+        &alice,
+        "terraform_plan",
+        json!({"path": "basic", "vars": {"name": "alice-only-value"}}),
+    )
+    .await;
+    let id = plan["plan_id"].as_str().unwrap().to_string();
+    for tool in ["terraform_apply", "terraform_show"] {
+        let r = call(&bob, tool, json!({"path": "basic", "plan_id": id})).await;
+        assert!(is_error(&r), "{tool}: {}", text(&r));
+        let s = sc(&r);
+        assert_eq!(s["error"]["kind"], "policy", "{s}");
+        let m = s["error"]["message"].as_str().unwrap();
+        assert!(m.contains("made by another caller"), "{m}");
+        assert!(m.contains("apply_others_plans"), "{m}");
+        let all = serde_json::to_string(&r).unwrap();
+        for detail in ["alice", "alice-only-value", "terraform_data", "greeting"] {
+            assert!(!all.contains(detail), "{tool} told bob {detail:?}: {all}");
+        }
+    }
+    // Also from another workspace: the plan's own workspace is not told.
+    let r = call(
+        &bob,
+        "terraform_show",
+        json!({"path": "noop", "plan_id": id}),
+    )
+    .await;
+    assert!(is_error(&r));
+    assert!(text(&r).contains("made by another caller"), "{}", text(&r));
+    assert!(!text(&r).contains("basic"), "{}", text(&r));
+    assert!(
+        !sb.root.join("basic/terraform.tfstate").exists(),
+        "nothing was applied"
+    );
+    let denied: Vec<Value> = sb
+        .audit_events()
+        .into_iter()
+        .filter(|e| e["event"] == "authorization_denied" && e["principal"] == "bob")
+        .collect();
+    assert_eq!(denied.len(), 3, "the refusals are audited as such");
+
+    // The refusals left the plan usable: alice shows and applies her own plan.
+    let shown = call_ok(
+        &alice,
+        "terraform_show",
+        json!({"path": "basic", "plan_id": id}),
+    )
+    .await;
+    assert_eq!(shown["plan_id"], id.as_str());
+    let applied = call_ok(
+        &alice,
+        "terraform_apply",
+        json!({"path": "basic", "plan_id": id}),
+    )
+    .await;
+    assert_eq!(applied["resources_affected"]["add"], 1);
+    let second = call_ok(
+        &alice,
+        "terraform_plan",
+        json!({"path": "basic", "vars": {"name": "second"}}),
+    )
+    .await;
+    let second = second["plan_id"].as_str().unwrap().to_string();
+    alice.cancel().await.unwrap();
+    bob.cancel().await.unwrap();
+    drop(server);
+
+    // With the explicit grant, bob may show and apply alice's plan.
+    let granted = plan_owner_policy(&sb, "granted.toml", "apply_others_plans = true");
+    let server = HttpServer::start(
+        &env(
+            &sb,
+            &[
+                ("TERRARIUM_ENABLE_APPLY", "true"),
+                ("TERRARIUM_POLICY_FILE", &granted),
+            ],
+        ),
+        &[],
+    );
+    let bob = connect_http(&server.url("/mcp"), BOB).await;
+    call_ok(
+        &bob,
+        "terraform_show",
+        json!({"path": "basic", "plan_id": second}),
+    )
+    .await;
+    let applied = call_ok(
+        &bob,
+        "terraform_apply",
+        json!({"path": "basic", "plan_id": second}),
+    )
+    .await;
+    assert_eq!(applied["resources_affected"]["change"], 1, "{applied}");
+    bob.cancel().await.unwrap();
+}

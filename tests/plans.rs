@@ -316,3 +316,143 @@ protected = ["terraform_data.serv*"]
     );
     session.cancel().await.unwrap();
 }
+
+const DB_PASSWORD: &str = "Hunter2-Db-Pw-0987654321";
+const CONN: &str = "Conn-String-7a6b5c4d3e2f";
+const API_TOKEN: &str = "Api-Token-1q2w3e4r5t6y";
+
+/// Everything a caller or the audit trail saw, to search for secrets.
+struct Seen(Vec<(String, String)>);
+
+impl Seen {
+    fn result(&mut self, what: &str, r: &rmcp::model::CallToolResult) {
+        self.0
+            .push((what.into(), serde_json::to_string(r).expect("result JSON")));
+    }
+
+    fn progress(&mut self, what: &str, session: &Session) {
+        let messages: Vec<String> = session
+            .service()
+            .progress
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|p| p.message.clone())
+            .collect();
+        self.0.push((what.into(), messages.join("\n")));
+    }
+
+    /// Asserts no secret appears in anything seen, as written or in another letter case.
+    fn assert_clean(&self, secrets: &[&str]) {
+        for (what, text) in &self.0 {
+            let lower = text.to_lowercase();
+            for s in secrets {
+                assert!(
+                    !lower.contains(&s.to_lowercase()),
+                    "{s} leaked in {what}: {text}"
+                );
+            }
+        }
+    }
+}
+
+/// Issue 11, item 7: a secret-named or sensitive variable's value, given through `vars` or a var
+/// file, stays masked in every later call that shows what carries it — the saved plan, the
+/// apply, the outputs, the state (a terraform_data's `output`) — also after a restart.
+#[tokio::test]
+async fn secrets_stay_masked_in_later_calls_and_after_a_restart() {
+    let sb = Sandbox::new(&["secret_data"]);
+    let ws = sb.root.join("secret_data");
+    std::fs::write(
+        ws.join("conn.tfvars"),
+        format!("# the connection string\nconn = \"{CONN}\"\n"),
+    )
+    .unwrap();
+    std::fs::write(
+        ws.join("token.tfvars.json"),
+        json!({ "api_token": API_TOKEN }).to_string(),
+    )
+    .unwrap();
+    let env = sb.env(&terraform(), &[("TERRARIUM_ENABLE_APPLY", "true")]);
+    let mut seen = Seen(Vec::new());
+    let secrets = [DB_PASSWORD, CONN, API_TOKEN];
+
+    let session = connect(&env).await;
+    call_ok(&session, "terraform_init", json!({"path": "secret_data"})).await;
+    let plan = call(
+        &session,
+        "terraform_plan",
+        json!({"path": "secret_data", "vars": {"db_password": DB_PASSWORD},
+               "var_files": ["conn.tfvars", "token.tfvars.json"]}),
+    )
+    .await;
+    let id = ok(&plan)["plan_id"].as_str().unwrap().to_string();
+    seen.result("plan", &plan);
+
+    // Each in a call of its own: the plan's secrets are not in these calls' arguments.
+    let shown = call(
+        &session,
+        "terraform_show",
+        json!({"path": "secret_data", "plan_id": id}),
+    )
+    .await;
+    let shown_text = serde_json::to_string(ok(&shown)).unwrap();
+    assert!(
+        shown_text.contains("terraform_data.db") && shown_text.contains("[REDACTED]"),
+        "the plan's rendering shows the values, masked: {shown_text}"
+    );
+    seen.result("show of the plan", &shown);
+    let applied = call(
+        &session,
+        "terraform_apply",
+        json!({"path": "secret_data", "plan_id": id}),
+    )
+    .await;
+    assert_eq!(ok(&applied)["resources_affected"]["add"], 3);
+    seen.result("apply", &applied);
+    let outputs = call(&session, "terraform_output", json!({"path": "secret_data"})).await;
+    for name in ["db", "conn", "token"] {
+        assert_eq!(
+            ok(&outputs)["outputs"][name]["value"],
+            "[REDACTED]",
+            "output {name}"
+        );
+    }
+    seen.result("output", &outputs);
+    let state = call(&session, "terraform_show", json!({"path": "secret_data"})).await;
+    let resources = ok(&state)["state"]["resources"].as_array().unwrap().clone();
+    assert_eq!(resources.len(), 3);
+    for r in &resources {
+        assert_eq!(r["values"]["output"], "[REDACTED]", "{r}");
+    }
+    seen.result("show of state", &state);
+    seen.progress("progress", &session);
+    session.cancel().await.unwrap();
+
+    // A new server knows the workspace's secrets from its state dir.
+    let session = connect(&env).await;
+    let outputs = call(&session, "terraform_output", json!({"path": "secret_data"})).await;
+    assert_eq!(ok(&outputs)["outputs"]["db"]["value"], "[REDACTED]");
+    seen.result("output after a restart", &outputs);
+    let one = call(
+        &session,
+        "terraform_output",
+        json!({"path": "secret_data", "name": "token"}),
+    )
+    .await;
+    assert_eq!(ok(&one)["outputs"]["token"]["value"], "[REDACTED]");
+    seen.result("one output after a restart", &one);
+    let state = call(&session, "terraform_show", json!({"path": "secret_data"})).await;
+    ok(&state);
+    seen.result("show of state after a restart", &state);
+    seen.progress("progress after a restart", &session);
+    session.cancel().await.unwrap();
+
+    seen.0.push(("audit".into(), sb.audit_text()));
+    seen.assert_clean(&secrets);
+    // Nothing but the server's private state dir holds them (terraform's own files aside).
+    let store = sb.state.join("secrets");
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&store).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o700);
+}

@@ -268,3 +268,123 @@ async fn the_global_run_cap_holds_across_workspaces() {
     assert!(none_left_in(&sb.root.join("basic"), 5));
     session.cancel().await.unwrap();
 }
+
+/// A plain base64 encoder (standard alphabet, padded), to know what `base64` prints.
+fn base64(data: &[u8]) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in data.chunks(3) {
+        let b = [
+            chunk[0],
+            chunk.get(1).copied().unwrap_or(0),
+            chunk.get(2).copied().unwrap_or(0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(A[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// Issue 11, item 7: a pass-through credential that code in the workspace prints in another
+/// shape (base64 alone and inside a longer blob, URL-safe base64, upper case, hex in either case,
+/// spaced out) is masked in the result, the progress messages and the audit trail.
+#[tokio::test]
+async fn pass_through_credentials_are_masked_in_their_common_encodings() {
+    const TOKEN: &str = "Tok-0123456789-Secret-abcXYZ";
+    let sb = Sandbox::new(&["escape_exec"]);
+    let mut env = sb.env(
+        &terraform(),
+        &[
+            ("TERRARIUM_ENABLE_APPLY", "true"),
+            ("TERRARIUM_PASSTHROUGH_ENV", "CLOUD_TOKEN"),
+        ],
+    );
+    env.insert("CLOUD_TOKEN".into(), TOKEN.into());
+    let command = [
+        r#"T="$CLOUD_TOKEN""#,
+        r#"printf '%s' "$T" | base64"#,
+        r#"printf 'user:%s@host' "$T" | base64 -w0; echo"#,
+        r#"printf '%s' "$T" | base64 | tr '+/' '-_'"#,
+        r#"printf '%s' "$T" | tr a-z A-Z; echo"#,
+        r#"printf '%s' "$T" | od -An -tx1 | tr -d ' \n'; echo"#,
+        r#"printf '%s' "$T" | od -An -tx1 | tr -d ' \n' | tr a-f A-F; echo"#,
+        r#"printf '%s' "$T" | sed 's/./& /g'; echo"#,
+        r#"printf '%s' "$T" | sed 's/./&-/g'; echo"#,
+        r#"echo "end of encodings""#,
+    ]
+    .join("\n");
+    let session = connect(&env).await;
+    call_ok(&session, "terraform_init", json!({"path": "escape_exec"})).await;
+    let plan = call_ok(
+        &session,
+        "terraform_plan",
+        json!({"path": "escape_exec", "vars": {"command": command}}),
+    )
+    .await;
+    let applied = call(
+        &session,
+        "terraform_apply",
+        json!({"path": "escape_exec", "plan_id": plan["plan_id"]}),
+    )
+    .await;
+    let result = serde_json::to_string(ok(&applied)).unwrap();
+    let progress: Vec<String> = session
+        .service()
+        .progress
+        .lock()
+        .unwrap()
+        .iter()
+        .filter_map(|p| p.message.clone())
+        .collect();
+    session.cancel().await.unwrap();
+    // The encodings were printed (and masked): otherwise this test would prove nothing.
+    assert!(result.contains("end of encodings"), "{result}");
+    let stdout = ok(&applied)["stdout"].as_str().unwrap().to_string();
+    let masked_lines = stdout
+        .lines()
+        .filter(|l| l.contains("(local-exec): ") && l.contains("[REDACTED]"))
+        .count();
+    assert_eq!(masked_lines, 8, "masked lines in {stdout}");
+
+    let b64 = base64(TOKEN.as_bytes());
+    let embedded = base64(format!("user:{TOKEN}@host").as_bytes());
+    let spaced: String = TOKEN.chars().map(|c| format!("{c} ")).collect();
+    let dashed: String = TOKEN.chars().map(|c| format!("{c}-")).collect();
+    let hex: String = TOKEN.bytes().map(|b| format!("{b:02x}")).collect();
+    // The characters that depend on the token alone (an encoding's edges also carry
+    // neighbouring bytes and may stay).
+    let forms = [
+        TOKEN.to_string(),
+        b64[..b64.len() - 4].to_string(),
+        b64[..b64.len() - 4].replace('+', "-").replace('/', "_"),
+        embedded[7..44].to_string(),
+        hex,
+        spaced.trim_end().to_string(),
+        dashed.trim_end_matches('-').to_string(),
+    ];
+    for (what, text) in [
+        ("result", result.as_str()),
+        ("progress", &progress.join("\n")),
+        ("audit", &sb.audit_text()),
+    ] {
+        let text = text.to_lowercase();
+        for form in &forms {
+            let form = form.to_lowercase();
+            let window = 12.min(form.len());
+            for i in 0..=form.len() - window {
+                let piece = &form[i..i + window];
+                assert!(
+                    !text.contains(piece),
+                    "{piece:?} (of {form:?}) leaked in the {what}: {text}"
+                );
+            }
+        }
+    }
+    assert!(!progress.is_empty(), "progress was reported");
+}

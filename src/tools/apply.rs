@@ -1,7 +1,8 @@
 //! `terraform_apply`: exactly one saved plan, exactly once.
 //!
-//! Order matters: verify (without consuming) → policy (a refused plan stays usable) → take
-//! (consumed, re-hashed) → apply the verified bytes from the run's private dir.
+//! Order matters: verify (without consuming; a plan another caller made is refused unless the
+//! policy allows it) → policy (a refused plan stays usable) → take (consumed, re-hashed) → apply
+//! the verified bytes from the run's private dir, with the plan's secrets masked.
 
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -21,9 +22,17 @@ pub struct Args {
 }
 
 pub async fn run(ctx: &RunCtx<'_>, ws: &Workspace, args: Args) -> Result<ToolOutput, ToolError> {
-    let (record, _) = ctx.plans().verify(&args.plan_id, &ws.relative)?;
-    policy::check_apply(ctx.config().enable_destroy, &ctx.policy(), &record.summary)?;
-    let taken = ctx.plans().take(&args.plan_id, &ws.relative)?;
+    let who = ctx.plan_requester(policy::PlanUse::Apply);
+    let verified = ctx.plans().verify(&args.plan_id, &ws.relative, &who)?;
+    // The plan holds the variables of the call that made it; whatever the apply prints of them
+    // is masked here, and the executor remembers them with the workspace (they go into state).
+    ctx.add_secrets(&verified.secrets);
+    policy::check_apply(
+        ctx.config().enable_destroy,
+        &ctx.policy(),
+        &verified.record.summary,
+    )?;
+    let taken = ctx.plans().take(&args.plan_id, &ws.relative, &who)?;
     let dir = ctx.run_dir()?;
     let plan_file = dir.write("plan.tfplan", &taken.bytes)?;
     let inv = Invocation::new("apply")

@@ -4,6 +4,11 @@
 //! run dir. Var files are read (confined to the root, size-capped) and copied there too, so
 //! terraform reads exactly what was checked. The plan file goes to the server's state dir; its
 //! `show -json` gives the summary stored with it and returned to the caller.
+//!
+//! Secrets: values of secret-named variables (from `vars` and from var files) are masked from
+//! the start; after the plan, every variable terraform resolved (from any source) that is
+//! secret-named or `sensitive` in the configuration is too. They are saved with the plan and,
+//! through the executor, with the workspace, so later calls mask them as well.
 
 use std::path::PathBuf;
 
@@ -14,6 +19,7 @@ use super::{ToolOutput, diagnostics_text, from_run, stdout_json};
 use crate::executor::{RunCtx, ToolError};
 use crate::plans::new_id;
 use crate::redact::name_looks_secret;
+use crate::secrets::var_file_values;
 use crate::terraform::plan_summary::{self, PlanSummary};
 use crate::terraform::{Invocation, stream};
 use crate::workspace::Workspace;
@@ -43,11 +49,8 @@ fn yes() -> bool {
 }
 
 pub async fn run(ctx: &RunCtx<'_>, ws: &Workspace, args: Args) -> Result<ToolOutput, ToolError> {
-    for (name, value) in &args.vars {
-        if name_looks_secret(name) {
-            ctx.add_secret(value);
-        }
-    }
+    // Every variable the caller supplied, from var files and `vars` (which win, as in terraform).
+    let mut supplied: Map<String, Value> = Map::new();
     let dir = ctx.run_dir()?;
     let mut var_file_paths: Vec<PathBuf> = Vec::new();
     for (i, rel) in args.var_files.iter().enumerate() {
@@ -76,6 +79,13 @@ pub async fn run(ctx: &RunCtx<'_>, ws: &Workspace, args: Args) -> Result<ToolOut
             "tfvars"
         };
         var_file_paths.push(dir.write(&format!("var-file-{i}.{suffix}"), &bytes)?);
+        supplied.extend(var_file_values(&bytes, suffix == "tfvars.json"));
+    }
+    supplied.extend(args.vars.clone());
+    for (name, value) in &supplied {
+        if name_looks_secret(name) {
+            ctx.add_secret(value);
+        }
     }
     if !args.vars.is_empty() {
         let text =
@@ -115,10 +125,15 @@ pub async fn run(ctx: &RunCtx<'_>, ws: &Workspace, args: Args) -> Result<ToolOut
         return Ok(out);
     }
 
-    let summary = summarize(ctx, ws, &dir, &plan_path, args.destroy, &args.vars).await?;
-    let record = ctx
-        .plans()
-        .record(&plan_id, &ws.relative, summary.clone(), &plan_path)?;
+    let summary = summarize(ctx, ws, &dir, &plan_path, args.destroy, &supplied).await?;
+    let record = ctx.plans().record(
+        &plan_id,
+        &ws.relative,
+        ctx.plan_owner(),
+        summary.clone(),
+        &plan_path,
+        &ctx.secret_values(),
+    )?;
     let c = &summary.counts;
     let mut text_out = format!(
         "Plan {plan_id}: {} to add, {} to change, {} to destroy{}.",
@@ -181,9 +196,30 @@ async fn summarize(
         )));
     }
     let plan = stdout_json(&shown, "terraform show -json")?;
-    for name in plan_summary::sensitive_variables(&plan) {
-        if let Some(v) = vars.get(&name) {
+    let sensitive = plan_summary::sensitive_variables(&plan);
+    for name in &sensitive {
+        if let Some(v) = vars.get(name) {
             ctx.add_secret(v);
+        }
+    }
+    // The values terraform itself resolved, whatever their source (var files, `*.auto.tfvars`,
+    // `TF_VAR_*`), except a configured default: that is the configuration's, not a secret the
+    // caller brought, and masking it would let workspace content blank out words of the plan.
+    if let Some(resolved) = plan.get("variables").and_then(Value::as_object) {
+        for (name, v) in resolved {
+            if !(name_looks_secret(name) || sensitive.contains(name)) {
+                continue;
+            }
+            let Some(value) = v.get("value") else {
+                continue;
+            };
+            let default = plan.pointer(&format!(
+                "/configuration/root_module/variables/{}/default",
+                name.replace('~', "~0").replace('/', "~1")
+            ));
+            if default != Some(value) {
+                ctx.add_secret(value);
+            }
         }
     }
     plan_summary::summarize(&plan, destroy).map_err(|e| ToolError::Terraform(e.to_string()))

@@ -1,4 +1,5 @@
-//! `terraform_show`: the current state, or a saved plan, with sensitive values redacted.
+//! `terraform_show`: the current state, or a saved plan, with sensitive values redacted (and the
+//! secrets remembered with the plan and the workspace, which the executor loads).
 
 use serde::Deserialize;
 use serde_json::json;
@@ -21,7 +22,13 @@ pub async fn run(ctx: &RunCtx<'_>, ws: &Workspace, args: Args) -> Result<ToolOut
     if let Some(id) = &args.plan_id {
         // The human rendering of the saved plan (terraform masks sensitive values in it) and
         // the summary recorded when it was made.
-        let (record, bytes) = ctx.plans().verify(id, &ws.relative)?;
+        let who = ctx.plan_requester(crate::policy::PlanUse::Show);
+        let crate::plans::VerifiedPlan {
+            record,
+            bytes,
+            secrets,
+        } = ctx.plans().verify(id, &ws.relative, &who)?;
+        ctx.add_secrets(&secrets);
         // Terraform reads a verified copy in its run dir; the plan store stays out of its reach.
         let copy = dir.write("plan.tfplan", &bytes)?;
         let inv = Invocation::new("show").flag("no-color").path(copy);
