@@ -134,7 +134,9 @@ impl ToolError {
                     Cow::Borrowed("plan_id: the plan was made for another workspace")
                 }
                 PlanError::Corrupt(_) => Cow::Borrowed("plan store: corrupt plan record"),
-                PlanError::Unknown
+                // Names the requesting principal (already in the event), never the plan.
+                PlanError::NotYours { .. }
+                | PlanError::Unknown
                 | PlanError::Expired { .. }
                 | PlanError::Tampered
                 | PlanError::Io(_) => Cow::Owned(e.to_string()),
@@ -898,6 +900,50 @@ impl RunDir {
         write_private_file(&p, bytes)
             .map_err(|e| ToolError::Internal(format!("writing run file: {e}")))?;
         Ok(p)
+    }
+}
+
+impl RunDir {
+    /// Reads back a file the run wrote into this dir. The run could have replaced it with a
+    /// link (to a server file), a FIFO (to hang the server) or a device: it is opened
+    /// relative to the dir, never following a link, without blocking, and must be a regular
+    /// file with one name and at most `limit` bytes.
+    pub fn read_back(&self, name: &str, limit: u64) -> Result<Vec<u8>, ToolError> {
+        use nix::fcntl::{OFlag, open, openat};
+        use nix::sys::stat::{Mode, SFlag, fstat};
+        use std::io::Read;
+        let fail = |why: String| ToolError::Terraform(format!("the run's {name}: {why}"));
+        let dir = open(
+            &self.path,
+            OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC | OFlag::O_RDONLY,
+            Mode::empty(),
+        )
+        .map_err(|e| ToolError::Internal(format!("opening the run dir: {e}")))?;
+        let fd = openat(
+            &dir,
+            name,
+            OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| fail(format!("cannot be opened as a plain file ({e})")))?;
+        let st = fstat(&fd).map_err(|e| fail(e.to_string()))?;
+        if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT != SFlag::S_IFREG
+            || st.st_nlink != 1
+        {
+            return Err(fail("is not a plain file".into()));
+        }
+        if st.st_size as u64 > limit {
+            return Err(fail(format!("is larger than {limit} bytes")));
+        }
+        let mut bytes = Vec::new();
+        std::fs::File::from(fd)
+            .take(limit + 1)
+            .read_to_end(&mut bytes)
+            .map_err(|e| fail(e.to_string()))?;
+        if bytes.len() as u64 > limit {
+            return Err(fail(format!("is larger than {limit} bytes")));
+        }
+        Ok(bytes)
     }
 }
 

@@ -142,18 +142,17 @@ impl PlanStore {
         workspace: &str,
         owner: PlanOwner,
         summary: PlanSummary,
-        written: &Path,
+        bytes: &[u8],
         secrets: &[String],
     ) -> Result<PlanRecord, PlanError> {
-        let bytes = std::fs::read(written)?;
-        write_private(&self.plan_path(id), &bytes)?;
+        write_private(&self.plan_path(id), bytes)?;
         let secrets = serde_json::to_vec(secrets).map_err(|e| PlanError::Corrupt(e.to_string()))?;
         write_private(&self.secrets_path(id), &secrets)?;
         let record = PlanRecord {
             plan_id: id.to_string(),
             workspace: workspace.to_string(),
             created_at: now(),
-            sha256: sha256_hex(&bytes),
+            sha256: sha256_hex(bytes),
             summary,
             owner: Some(owner),
         };
@@ -352,14 +351,12 @@ mod tests {
     }
 
     fn make(s: &PlanStore, id: &str, bytes: &[u8]) -> PlanRecord {
-        let written = s.dir.join("written.tfplan");
-        std::fs::write(&written, bytes).unwrap();
         s.record(
             id,
             "ws",
             owner("alice"),
             summary(),
-            &written,
+            bytes,
             &["pw-0123456789".to_string()],
         )
         .unwrap()

@@ -992,3 +992,50 @@ async fn another_instance_on_the_same_state_dir_never_removes_a_live_runs_files(
     );
     session.cancel().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_plan_file_swapped_in_the_run_dir_is_never_read_through() {
+    // The plan file lies in the run's writable dir and workspace code can run again before the
+    // server stores it: a link to a file outside (the server would copy it into the plan store
+    // and return its hash) or a FIFO (the server would block forever) must be refused.
+    let sb = scene();
+    let secret = sb.dir.path().join("outside/secret.txt");
+    for swap in [format!("link:{}", secret.display()), "fifo".to_string()] {
+        let mut env = sb.env(
+            &standin("plan_swap.sh"),
+            &[("TERRARIUM_PASSTHROUGH_ENV", "STANDIN_SWAP")],
+        );
+        env.insert("STANDIN_SWAP".into(), swap.clone());
+        let session = connect(&env).await;
+        let r = tokio::time::timeout(
+            Duration::from_secs(60),
+            call(&session, "terraform_plan", json!({"path": "victim"})),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("{swap}: the server hung on the plan file"));
+        assert!(
+            is_error(&r),
+            "{swap}: the swapped plan file was stored: {}",
+            text(&r)
+        );
+        assert!(text(&r).contains("plan.tfplan"), "{}", text(&r));
+        assert_eq!(leaks(&r, &[OUTSIDE_SECRET]), None);
+        session.cancel().await.unwrap();
+    }
+    // Nothing outside reached the plan store.
+    let mut stack = vec![sb.state.clone()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if let Ok(bytes) = std::fs::read(&p) {
+                assert!(
+                    !String::from_utf8_lossy(&bytes).contains(OUTSIDE_SECRET),
+                    "{} holds the outside file",
+                    p.display()
+                );
+            }
+        }
+    }
+}

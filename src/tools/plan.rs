@@ -24,6 +24,9 @@ use crate::terraform::plan_summary::{self, PlanSummary};
 use crate::terraform::{Invocation, stream};
 use crate::workspace::Workspace;
 
+/// Largest saved plan accepted from a run.
+const MAX_PLAN_BYTES: u64 = 256 << 20;
+
 /// Largest var file accepted.
 const MAX_VAR_FILE_BYTES: u64 = 1 << 20;
 
@@ -125,13 +128,20 @@ pub async fn run(ctx: &RunCtx<'_>, ws: &Workspace, args: Args) -> Result<ToolOut
         return Ok(out);
     }
 
-    let summary = summarize(ctx, ws, &dir, &plan_path, args.destroy, &supplied).await?;
+    // The plan file lies in the run's writable dir, and workspace code (a provider) may still
+    // run there during `show`: its bytes are taken now, by descriptor (no link, FIFO or device
+    // followed, size capped), and those exact bytes are what is summarized, checked, stored and
+    // later applied — `show` reads a server-written copy in a fresh dir.
+    let bytes = dir.read_back("plan.tfplan", MAX_PLAN_BYTES)?;
+    let show_dir = ctx.run_dir()?;
+    let shown = show_dir.write("plan.tfplan", &bytes)?;
+    let summary = summarize(ctx, ws, &show_dir, &shown, args.destroy, &supplied).await?;
     let record = ctx.plans().record(
         &plan_id,
         &ws.relative,
         ctx.plan_owner(),
         summary.clone(),
-        &plan_path,
+        &bytes,
         &ctx.secret_values(),
     )?;
     let c = &summary.counts;
