@@ -15,7 +15,8 @@ use std::collections::VecDeque;
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::io::Read;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 
@@ -67,6 +68,9 @@ impl WorkspaceError {
         }
     }
 }
+
+/// Directories a listing visits at most (a workspace can create any number).
+const MAX_LISTED_DIRS: usize = 20_000;
 
 /// Symlinks followed in one resolution before giving up (the kernel's own limit).
 const MAX_LINKS: usize = 40;
@@ -419,33 +423,62 @@ impl WorkspaceRoot {
         max_entries: usize,
     ) -> Vec<String> {
         let mut found = Vec::new();
-        let Ok(root) = nix::fcntl::openat(
-            start,
-            ".",
-            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
-            Mode::empty(),
-        ) else {
+        let Ok(start) = start.try_clone_to_owned() else {
             return found;
         };
-        let mut stack: Vec<(OwnedFd, String, usize)> = vec![(root, String::new(), 0)];
-        while let Some((fd, rel, depth)) = stack.pop() {
+        // Directories are opened only when their turn comes, each relative to its parent's
+        // descriptor (shared by its pending siblings): at most one descriptor per level is open,
+        // however many directories a workspace creates; and the walk is bounded.
+        let mut stack: Vec<(Arc<OwnedFd>, OsString, String, usize)> =
+            vec![(Arc::new(start), OsString::from("."), String::new(), 0)];
+        let mut visited = 0usize;
+        while let Some((parent, name, rel, depth)) = stack.pop() {
+            visited += 1;
+            if visited > MAX_LISTED_DIRS {
+                tracing::warn!(
+                    limit = MAX_LISTED_DIRS,
+                    "workspace listing stopped at its directory limit"
+                );
+                break;
+            }
+            let Ok(fd) = openat(
+                parent.as_fd(),
+                name.as_os_str(),
+                OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+                Mode::empty(),
+            ) else {
+                continue;
+            };
+            drop(parent);
+            let Ok(this) = fd.try_clone() else {
+                continue;
+            };
             let Ok(mut dir) = nix::dir::Dir::from_fd(fd) else {
                 continue;
             };
-            let dir_fd = dir.as_raw_fd();
+            let this = Arc::new(this);
             let mut has_tf = false;
-            let mut subdirs = Vec::new();
             for entry in dir.iter().flatten() {
-                let name = entry.file_name().to_bytes();
-                if name == b"." || name == b".." {
+                let raw = entry.file_name().to_bytes();
+                if raw == b"." || raw == b".." {
                     continue;
                 }
-                let name = String::from_utf8_lossy(name).into_owned();
+                let name = String::from_utf8_lossy(raw).into_owned();
                 match entry.file_type() {
                     Some(nix::dir::Type::Directory)
                         if !name.starts_with('.') && depth < max_depth =>
                     {
-                        subdirs.push(name)
+                        let sub_rel = if rel.is_empty() {
+                            name
+                        } else {
+                            format!("{rel}/{name}")
+                        };
+                        stack.push((
+                            this.clone(),
+                            OsStr::from_bytes(raw).to_os_string(),
+                            sub_rel,
+                            depth + 1,
+                        ));
                     }
                     Some(nix::dir::Type::File)
                         if name.ends_with(".tf") || name.ends_with(".tf.json") =>
@@ -465,25 +498,6 @@ impl WorkspaceRoot {
                     break;
                 }
             }
-            // SAFETY: `dir` owns this descriptor and outlives its use here.
-            let parent = unsafe { BorrowedFd::borrow_raw(dir_fd) };
-            for name in subdirs {
-                let Ok(sub) = openat(
-                    parent,
-                    name.as_str(),
-                    OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-                    Mode::empty(),
-                ) else {
-                    continue;
-                };
-                let sub_rel = if rel.is_empty() {
-                    name
-                } else {
-                    format!("{rel}/{name}")
-                };
-                stack.push((sub, sub_rel, depth + 1));
-            }
-            drop(dir);
         }
         found.sort();
         found

@@ -44,7 +44,9 @@ pub unsafe fn prepare(setup: &mut ChildSetup) -> io::Result<()> {
     prctl::set_no_new_privs()?;
     // If the server dies, the run dies with it rather than running on unsupervised.
     prctl::set_pdeathsig(Signal::SIGKILL)?;
-    if getppid().as_raw() == 1 {
+    // The server may itself have a subreaper above it, so "re-parented" means "not the server
+    // any more", not "parent is 1".
+    if getppid().as_raw() != setup.server_pid {
         return Err(io::Error::other("server exited during spawn"));
     }
     umask(Mode::from_bits_truncate(0o077));

@@ -44,6 +44,8 @@ impl Layer {
 /// Everything the child applies before exec (see `child::prepare`).
 pub struct ChildSetup {
     pub limits: Limits,
+    /// The server's pid, taken before the fork: the child's parent must still be it.
+    pub server_pid: libc::pid_t,
     /// `unshare` flags; 0 for none.
     pub namespaces: libc::c_int,
     pub landlock: Option<RulesetCreated>,
@@ -80,6 +82,7 @@ impl ChildSetup {
     pub fn plain(limits: Limits) -> ChildSetup {
         ChildSetup {
             limits,
+            server_pid: std::process::id() as libc::pid_t,
             namespaces: 0,
             landlock: None,
             seccomp: None,
@@ -129,6 +132,8 @@ pub struct KernelSandbox {
     extra_read: Vec<PathBuf>,
     /// Per-run cgroups for teardown, or why there are none.
     cgroups: Result<super::cgroup::RunCgroups, String>,
+    /// The kernel's Landlock ABI: below the wanted one, best-effort still applies what it has.
+    landlock_abi: i32,
 }
 
 const LANDLOCK: &str = "landlock";
@@ -192,6 +197,7 @@ impl KernelSandbox {
             seccomp: filters.ok().map(Arc::new),
             connect_ports: config.sandbox_connect_ports.clone(),
             extra_read: config.sandbox_read_paths.clone(),
+            landlock_abi: abi,
             cgroups: if config.sandbox_disable.iter().any(|d| d == "cgroup") {
                 Err("per-run cgroups disabled by TERRARIUM_SANDBOX_DISABLE".into())
             } else {
@@ -303,7 +309,11 @@ impl KernelSandbox {
         } else {
             Vec::new()
         };
-        if self.usable(LANDLOCK) {
+        // Best-effort on an older kernel still gets the Landlock rules its ABI can enforce.
+        let partial = self.mode == SandboxMode::BestEffort
+            && self.landlock_abi > 0
+            && self.layer(LANDLOCK).is_some_and(|l| !l.disabled);
+        if self.usable(LANDLOCK) || partial {
             let strict = self.mode == SandboxMode::Strict;
             match access::ruleset(&run, &self.extra_read, strict) {
                 Ok(rs) => setup.landlock = Some(rs),
@@ -461,6 +471,11 @@ mod tests {
             connect_ports: vec![443],
             extra_read: Vec::new(),
             cgroups: Err("not in unit tests".into()),
+            landlock_abi: if landlock {
+                access::WANTED_ABI as i32
+            } else {
+                0
+            },
         }
     }
 
@@ -487,6 +502,20 @@ mod tests {
             "{m}"
         );
         assert!(s.refusal().is_some());
+    }
+
+    #[test]
+    fn best_effort_on_an_older_landlock_still_applies_what_it_has() {
+        // An ABI below the wanted one (say 4, a 6.8 kernel) is "unavailable" for strict mode,
+        // but best-effort still builds the ruleset, with the features that ABI has.
+        let mut s = sandbox(SandboxMode::BestEffort, false);
+        s.landlock_abi = 4;
+        let dir = tempfile::tempdir().unwrap();
+        let setup = s.setup(Limits::default(), place(&dir, false)).unwrap();
+        assert!(setup.landlock.is_some());
+        let mut strict = sandbox(SandboxMode::Strict, false);
+        strict.landlock_abi = 4;
+        assert!(strict.setup(Limits::default(), place(&dir, false)).is_err());
     }
 
     #[test]
