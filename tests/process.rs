@@ -269,28 +269,6 @@ async fn the_global_run_cap_holds_across_workspaces() {
     session.cancel().await.unwrap();
 }
 
-/// A plain base64 encoder (standard alphabet, padded), to know what `base64` prints.
-fn base64(data: &[u8]) -> String {
-    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for chunk in data.chunks(3) {
-        let b = [
-            chunk[0],
-            chunk.get(1).copied().unwrap_or(0),
-            chunk.get(2).copied().unwrap_or(0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(A[((n >> (18 - 6 * i)) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
 /// Issue 11, item 7: a pass-through credential that code in the workspace prints in another
 /// shape (base64 alone and inside a longer blob, URL-safe base64, upper case, hex in either case,
 /// spaced out) is masked in the result, the progress messages and the audit trail.
