@@ -134,7 +134,7 @@ async fn main() -> anyhow::Result<()> {
     session.cancel().await?;
     println!("\naudit trail ({}):", tmp.path().join("audit").display());
     let mut audit = String::new();
-    for f in terrarium::audit::file::files(&tmp.path().join("audit")) {
+    for f in terrarium_core::audit::file::files(&tmp.path().join("audit")) {
         audit.push_str(&std::fs::read_to_string(f)?);
     }
     for line in audit.lines() {

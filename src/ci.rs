@@ -5,15 +5,22 @@
 //! This file only decides which directories and renders the report; every run goes through
 //! [`Executor::call`].
 
-use std::path::Path;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
 
+use anyhow::Context;
 use serde_json::{Value, json};
+use terrarium_core::sandbox::ProcessRunner;
+use terrarium_core::{CallContext, Executor, Transport};
 
-use crate::executor::{CallContext, Executor};
+use crate::github::{GitHub, pull};
+use crate::settings::Settings;
 
 /// One directory's result.
 #[derive(Debug, Clone)]
-pub struct DirResult {
+pub(crate) struct DirResult {
     pub path: String,
     pub ok: bool,
     pub changes: bool,
@@ -24,7 +31,7 @@ pub struct DirResult {
 }
 
 #[derive(Debug, Clone, Default)]
-pub struct Report {
+pub(crate) struct Report {
     pub dirs: Vec<DirResult>,
     /// Why the sandbox the runs had was weaker than strict (a layer missing in best-effort
     /// mode, a layer disabled, the sandbox off); empty when every layer was enforced. Stated
@@ -35,7 +42,7 @@ pub struct Report {
 
 impl Report {
     /// The notice for a sandbox that is not strict, `None` when it is.
-    pub fn sandbox_notice(&self) -> Option<String> {
+    pub(crate) fn sandbox_notice(&self) -> Option<String> {
         if self.sandbox.is_empty() {
             return None;
         }
@@ -51,7 +58,7 @@ impl Report {
     }
 
     /// 1 if any directory failed, else 2 if any has changes, else 0.
-    pub fn exit_code(&self) -> u8 {
+    pub(crate) fn exit_code(&self) -> u8 {
         if self.dirs.iter().any(|d| !d.ok) {
             1
         } else if self.dirs.iter().any(|d| d.changes) {
@@ -65,7 +72,7 @@ impl Report {
 /// Root modules under `base` (a directory relative to the root, `""` for the root itself):
 /// directories with `.tf` files that are not inside a `modules` directory (those are called by
 /// root modules, not planned on their own). Paths are relative to `base`.
-pub fn root_modules(exec: &Executor, base: &str) -> Vec<String> {
+pub(crate) fn root_modules(exec: &Executor, base: &str) -> Vec<String> {
     let root = exec.root();
     let found = if base.is_empty() {
         root.list(8, 1000)
@@ -86,7 +93,7 @@ pub fn root_modules(exec: &Executor, base: &str) -> Vec<String> {
 }
 
 /// `dir` (relative to `base`) as a path relative to the root.
-pub fn under(base: &str, dir: &str) -> String {
+pub(crate) fn under(base: &str, dir: &str) -> String {
     match (base, dir) {
         ("", d) => d.to_string(),
         (b, ".") => b.to_string(),
@@ -96,7 +103,7 @@ pub fn under(base: &str, dir: &str) -> String {
 
 /// Root modules under `base` holding the given changed files (paths relative to `base`, as a
 /// pull request lists them); the result is relative to `base` too.
-pub fn dirs_of_changed_files(exec: &Executor, base: &str, files: &[String]) -> Vec<String> {
+pub(crate) fn dirs_of_changed_files(exec: &Executor, base: &str, files: &[String]) -> Vec<String> {
     let roots = root_modules(exec, base);
     let mut dirs: Vec<String> = files
         .iter()
@@ -125,16 +132,16 @@ pub fn dirs_of_changed_files(exec: &Executor, base: &str, files: &[String]) -> V
 }
 
 /// Inits and plans each directory, one after another, as the local CI caller.
-pub async fn plan(exec: &Executor, dirs: &[String]) -> Report {
-    plan_as(exec, dirs, "ci", "cli").await
+pub(crate) async fn plan(exec: &Executor, dirs: &[String]) -> Report {
+    plan_as(exec, dirs, "ci", Transport::Cli).await
 }
 
 /// Inits and plans each directory (relative to the root) with the given caller identity.
-pub async fn plan_as(
+pub(crate) async fn plan_as(
     exec: &Executor,
     dirs: &[String],
     principal: &str,
-    transport: &'static str,
+    transport: Transport,
 ) -> Report {
     let mut report = Report {
         sandbox: exec.sandbox().warnings(),
@@ -201,7 +208,7 @@ fn first_line(s: &str) -> String {
 
 /// The Markdown summary: a table, then per directory its changes, errors and the full output
 /// folded under `<details>`.
-pub fn markdown(report: &Report) -> String {
+pub(crate) fn markdown(report: &Report) -> String {
     let mut md = String::from("## Terraform plan\n\n");
     if let Some(notice) = report.sandbox_notice() {
         md.push_str(&notice);
@@ -313,4 +320,109 @@ mod tests {
         assert!(notice < md.find("| Directory").expect("table"), "{md}");
         assert!(md.contains("seccomp is disabled"), "{md}");
     }
+}
+
+/// `terrarium ci plan`: plans the chosen directories of the checkout at the workspace root,
+/// reports on the pull request when GitHub credentials and a pull request are known, prints
+/// the Markdown summary (and appends it to `GITHUB_STEP_SUMMARY`), and returns the exit code.
+pub(crate) async fn run(
+    settings: Settings,
+    host_env: BTreeMap<String, String>,
+    dirs: Vec<String>,
+    base: Option<String>,
+    pull: Option<(String, u64)>,
+) -> anyhow::Result<ExitCode> {
+    let gh = GitHub::from_config(&settings.github)?.map(Arc::new);
+    let mut config = settings.core;
+    let root = config.workspace_root.clone();
+    // The root is one repository's checkout: a directory may read the rest of it (its
+    // `../../modules`), as in a fetched repository. Writes stay confined to the directory.
+    config.sandbox_read_paths.push(root.clone());
+    let event_path = host_env.get("GITHUB_EVENT_PATH").map(PathBuf::from);
+    let summary_path = host_env.get("GITHUB_STEP_SUMMARY").map(PathBuf::from);
+    let exec = Executor::new(config, Arc::new(ProcessRunner::new()), host_env, None)?;
+    let target = pull::ci_target(
+        pull.as_ref().map(|p| p.0.as_str()),
+        pull.as_ref().map(|p| p.1),
+        event_path.as_deref(),
+    )?;
+    let report = match (gh, target) {
+        (Some(gh), Some((repo, number))) => {
+            // Report back on the pull request; its files decide the directories.
+            let client = gh.repo(&repo, None).await?;
+            let pr = client.pull(number).await?;
+            let run = pull::PullRun::start(&client, pr, &gh.config().check_name).await;
+            let dirs = if dirs.is_empty() {
+                match run.changed_dirs(&exec, "").await {
+                    Ok(d) => d,
+                    Err(e) => {
+                        run.fail(&e.to_string()).await;
+                        return Err(e.into());
+                    }
+                }
+            } else {
+                dirs
+            };
+            let report = run.plan(&exec, "", &dirs, "ci", Transport::Cli).await;
+            run.finish(&report).await?;
+            report
+        }
+        (None, Some((repo, number))) => {
+            tracing::warn!(%repo, number, "no GitHub credentials: planning without reporting on the pull request");
+            plan(&exec, &chosen_dirs(&exec, &root, dirs, base)?).await
+        }
+        (_, None) => plan(&exec, &chosen_dirs(&exec, &root, dirs, base)?).await,
+    };
+    let md = markdown(&report);
+    print!("{md}");
+    if let Some(path) = summary_path {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(&path)
+            .context("writing GITHUB_STEP_SUMMARY")?;
+        f.write_all(md.as_bytes())?;
+    }
+    Ok(ExitCode::from(report.exit_code()))
+}
+
+/// Directories for a plain CI run: given, changed since `--base`, or every root module.
+fn chosen_dirs(
+    exec: &Executor,
+    root: &Path,
+    dirs: Vec<String>,
+    base: Option<String>,
+) -> anyhow::Result<Vec<String>> {
+    Ok(if !dirs.is_empty() {
+        dirs
+    } else if let Some(base) = base {
+        dirs_of_changed_files(exec, "", &changed_since(root, &base)?)
+    } else {
+        root_modules(exec, "")
+    })
+}
+
+/// Files changed between `base` and `HEAD` in the checkout at `root` (`git diff base...HEAD`).
+/// git runs on the operator's own checkout, never on fetched content, and with the ref checked
+/// so that it cannot be read as an option.
+fn changed_since(root: &Path, base: &str) -> anyhow::Result<Vec<String>> {
+    if base.starts_with('-') || base.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        anyhow::bail!("--base {base:?} is not a git ref");
+    }
+    let out = std::process::Command::new("git")
+        .args(["diff", "--name-only", &format!("{base}...HEAD"), "--"])
+        .current_dir(root)
+        .output()
+        .context("running git diff (is git installed and the root a checkout?)")?;
+    if !out.status.success() {
+        anyhow::bail!(
+            "git diff {base}...HEAD failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(String::from)
+        .collect())
 }

@@ -1,21 +1,28 @@
-//! The `terrarium` binary: argument parsing, logging set-up, signals, and the choice of front
-//! door. `anyhow` lives only here.
+//! The `terrarium` binary: argument parsing, logging set-up, and the choice of command. The
+//! front doors ([`serve`] over [`mcp`] and [`http`], [`ci`], the [`github`] webhook) and the
+//! [`settings`] loader are this crate's private modules, on top of `terrarium_core`; nothing in
+//! the core imports them. `anyhow` lives only in this crate.
+
+mod check;
+mod ci;
+mod github;
+mod http;
+mod mcp;
+mod metrics;
+mod serve;
+mod settings;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use serde_json::json;
-use terrarium::audit::{self, AUDIT_TARGET, verify};
-use terrarium::config::sources::{Prepared, Request};
-use terrarium::config::{Config, parse_log_level};
-use terrarium::executor::{CallContext, Executor};
-use terrarium::sandbox::ProcessRunner;
-use tokio::signal::unix::{SignalKind, signal};
+use serve::Door;
+use settings::sources::{Prepared, Request};
+use settings::{Settings, parse_log_level};
+use terrarium_core::audit::AUDIT_TARGET;
 use tracing_subscriber::Layer;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -132,10 +139,10 @@ fn main() -> ExitCode {
     } = &cli.command
     {
         // Needs no configuration: it can run anywhere the files are.
-        return audit_verify(files, *json);
+        return check::audit_verify(files, *json);
     }
     if let Command::Healthcheck { addr } = &cli.command {
-        return healthcheck(addr.clone());
+        return check::healthcheck(addr.clone());
     }
     // Configuration never comes from workspace content (see `config::sources`): the sources
     // are checked before anything of them is used.
@@ -146,11 +153,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    for (k, v) in &sources.additions {
-        // SAFETY: single-threaded here; no other thread reads the environment yet.
-        unsafe { std::env::set_var(k, v) };
-    }
-    match run(cli, &sources, &cwd) {
+    match run(cli, sources, &cwd) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("terrarium: {e:#}");
@@ -188,63 +191,18 @@ fn prepare_sources(cli: &Cli) -> anyhow::Result<(Prepared, PathBuf)> {
     Ok((sources, cwd))
 }
 
-fn healthcheck(addr: Option<String>) -> ExitCode {
-    use std::io::{Read, Write};
-    let addr = addr
-        .or_else(|| std::env::var("TERRARIUM_HTTP_LISTEN").ok())
-        .unwrap_or_else(|| "127.0.0.1:8080".into())
-        .replace("0.0.0.0", "127.0.0.1");
-    let check = || -> std::io::Result<bool> {
-        let target: std::net::SocketAddr = addr.parse().map_err(std::io::Error::other)?;
-        let mut s = std::net::TcpStream::connect_timeout(&target, Duration::from_secs(3))?;
-        s.set_read_timeout(Some(Duration::from_secs(3)))?;
-        write!(
-            s,
-            "GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
-        )?;
-        let mut head = [0u8; 12];
-        s.read_exact(&mut head)?;
-        Ok(head.starts_with(b"HTTP/1.1 200") || head.starts_with(b"HTTP/1.0 200"))
-    };
-    match check() {
-        Ok(true) => ExitCode::SUCCESS,
-        Ok(false) => ExitCode::FAILURE,
-        Err(e) => {
-            eprintln!("terrarium: healthcheck {addr}: {e}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-fn audit_verify(files: &[PathBuf], as_json: bool) -> ExitCode {
-    match verify::verify(files) {
-        Ok(report) => {
-            if as_json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&report).unwrap_or_default()
-                );
-            } else {
-                print!("{}", verify::describe(&report, files));
-            }
-            ExitCode::from(report.exit_code())
-        }
-        Err(e) => {
-            eprintln!("terrarium: audit verify: {e}");
-            ExitCode::from(3)
-        }
-    }
-}
-
-fn run(cli: Cli, sources: &Prepared, cwd: &std::path::Path) -> anyhow::Result<ExitCode> {
-    let config = Config::load(&sources.env, cwd).context("invalid configuration")?;
-    sources.check_loaded(&config)?;
+fn run(cli: Cli, sources: Prepared, cwd: &std::path::Path) -> anyhow::Result<ExitCode> {
+    let settings = Settings::load(&sources.env, cwd).context("invalid configuration")?;
+    sources.check_loaded(&settings.core)?;
     let level = match &cli.log_level {
         Some(l) => parse_log_level(l).map_err(|m| anyhow::anyhow!("--log-level: {m}"))?,
-        None => config.log_level.clone(),
+        None => settings.log_level.clone(),
     };
-    let log_file = cli.log_file.clone().or_else(|| config.log_file.clone());
+    let log_file = cli.log_file.clone().or_else(|| settings.log_file.clone());
     init_logging(&level, log_file.as_deref())?;
+    // The server's environment with the `--env-file`/`.env` additions: the only source of
+    // pass-through credentials (the process environment itself is never modified).
+    let host_env = sources.env;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -252,19 +210,21 @@ fn run(cli: Cli, sources: &Prepared, cwd: &std::path::Path) -> anyhow::Result<Ex
     let result = runtime.block_on(async move {
         match cli.command {
             Command::Serve {
-                http: true,
+                http,
                 listen,
                 behind_proxy,
             } => {
-                let mut config = config;
-                if let Some(addr) = listen {
-                    config.http.listen = addr;
-                }
-                config.http.behind_proxy |= behind_proxy;
-                serve_http(config).await
+                let door = if http {
+                    Door::Http {
+                        listen,
+                        behind_proxy,
+                    }
+                } else {
+                    Door::Stdio
+                };
+                serve::run(settings, host_env, door).await
             }
-            Command::Serve { .. } => serve(config).await,
-            Command::CheckConfig => check_config(config).await,
+            Command::CheckConfig => check::check_config(settings, host_env).await,
             Command::Ci {
                 command:
                     CiCommand::Plan {
@@ -273,7 +233,7 @@ fn run(cli: Cli, sources: &Prepared, cwd: &std::path::Path) -> anyhow::Result<Ex
                         repo,
                         pr,
                     },
-            } => ci_plan(config, dirs, base, repo.zip(pr)).await,
+            } => ci::run(settings, host_env, dirs, base, repo.zip(pr)).await,
             Command::Audit { .. } | Command::Healthcheck { .. } => Ok(ExitCode::SUCCESS),
         }
     });
@@ -310,304 +270,4 @@ fn init_logging(level: &str, file: Option<&std::path::Path>) -> anyhow::Result<(
     };
     tracing_subscriber::registry().with(layer).init();
     Ok(())
-}
-
-fn host_env() -> BTreeMap<String, String> {
-    std::env::vars().collect()
-}
-
-fn startup_event(exec: &Executor, transport: &str) -> serde_json::Value {
-    let config: serde_json::Map<String, serde_json::Value> = exec
-        .config()
-        .effective()
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), json!(v)))
-        .collect();
-    let sandbox: serde_json::Map<String, serde_json::Value> = exec
-        .sandbox()
-        .layers()
-        .iter()
-        .map(|l| (l.name.to_string(), json!(l.state(exec.sandbox().mode()))))
-        .collect();
-    audit::event(
-        "startup",
-        "info",
-        json!({
-            "version": env!("CARGO_PKG_VERSION"),
-            "transport": transport,
-            "pid": std::process::id(),
-            "config": config,
-            "sandbox": {"mode": exec.sandbox().mode().as_str(), "layers": sandbox},
-            "audit_recovered_torn_line": exec.auditor().recovered_torn(),
-        }),
-    )
-}
-
-async fn serve(config: Config) -> anyhow::Result<ExitCode> {
-    tracing::info!(
-        workspace_root = %config.workspace_root.display(),
-        terraform = %config.terraform_bin.display(),
-        apply = config.enable_apply,
-        destroy = config.enable_destroy,
-        "terrarium starting (stdio)"
-    );
-    let grace = config.shutdown_grace;
-    let exec = Arc::new(Executor::new(
-        config,
-        Arc::new(ProcessRunner::new()),
-        host_env(),
-    )?);
-    log_sandbox(&exec);
-    if exec.auditor().recovered_torn() {
-        tracing::warn!(
-            "the audit trail ended in a torn line (a crash while writing); `terrarium audit verify` reports it"
-        );
-    }
-    let _ = exec.auditor().record(startup_event(&exec, "stdio"));
-
-    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
-    let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
-    let server = terrarium::mcp::serve_stdio(exec.clone());
-    tokio::pin!(server);
-    let reason = loop {
-        tokio::select! {
-            r = &mut server => {
-                r?;
-                break "stdin closed";
-            }
-            _ = term.recv() => break "SIGTERM",
-            _ = int.recv() => break "SIGINT",
-            _ = hup.recv() => reload(&exec),
-        }
-    };
-    let interrupted = exec.shutdown(grace).await;
-    let _ = exec.auditor().record(audit::event(
-        "shutdown",
-        "info",
-        json!({"reason": reason, "runs_interrupted": interrupted}),
-    ));
-    Ok(ExitCode::SUCCESS)
-}
-
-async fn serve_http(config: Config) -> anyhow::Result<ExitCode> {
-    let grace = config.shutdown_grace;
-    let exec = Arc::new(Executor::new(
-        config,
-        Arc::new(ProcessRunner::new()),
-        host_env(),
-    )?);
-    log_sandbox(&exec);
-    let running = terrarium::http::start(exec.clone()).await?;
-    let mut startup = startup_event(&exec, "http");
-    startup["listen"] = json!(running.addr.to_string());
-    let _ = exec.auditor().record(startup);
-    let scheme = if running.tls { "https" } else { "http" };
-    eprintln!("terrarium: serving MCP at {scheme}://{}/mcp", running.addr);
-
-    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
-    let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
-    let reason = loop {
-        tokio::select! {
-            _ = term.recv() => break "SIGTERM",
-            _ = int.recv() => break "SIGINT",
-            _ = hup.recv() => {
-                reload(&exec);
-                if exec.config().http.tokens_file.is_some() {
-                    let (level, fields) = match running.state.reload_tokens() {
-                        Ok(n) => ("info", json!({"what": "auth_tokens", "success": true, "tokens": n})),
-                        Err(e) => {
-                            tracing::error!(error = %e, "token reload failed; the previous tokens stay valid");
-                            ("error", json!({"what": "auth_tokens", "success": false, "error": e}))
-                        }
-                    };
-                    let _ = exec.auditor().record(audit::event("config_reload", level, fields));
-                }
-            }
-        }
-    };
-    tracing::info!(
-        reason,
-        "shutting down: no new connections; runs in flight get the grace period"
-    );
-    let interrupted = running.shutdown(grace).await?;
-    let _ = exec.auditor().record(audit::event(
-        "shutdown",
-        "info",
-        json!({"reason": reason, "runs_interrupted": interrupted}),
-    ));
-    Ok(ExitCode::SUCCESS)
-}
-
-async fn ci_plan(
-    config: Config,
-    dirs: Vec<String>,
-    base: Option<String>,
-    pull: Option<(String, u64)>,
-) -> anyhow::Result<ExitCode> {
-    let root = config.workspace_root.clone();
-    // The root is one repository's checkout: a directory may read the rest of it (its
-    // `../../modules`), as in a fetched repository. Writes stay confined to the directory.
-    let mut config = config;
-    config.sandbox_read_paths.push(root.clone());
-    let exec = Executor::new(config, Arc::new(ProcessRunner::new()), host_env())?;
-    let event_path = std::env::var_os("GITHUB_EVENT_PATH").map(PathBuf::from);
-    let target = terrarium::github::pull::ci_target(
-        pull.as_ref().map(|p| p.0.as_str()),
-        pull.as_ref().map(|p| p.1),
-        event_path.as_deref(),
-    )?;
-    let report = match (exec.github(), target) {
-        (Some(gh), Some((repo, number))) => {
-            // Report back on the pull request; its files decide the directories.
-            let client = gh.repo(&repo, None).await?;
-            let pr = client.pull(number).await?;
-            let run =
-                terrarium::github::pull::PullRun::start(&client, pr, &gh.config().check_name).await;
-            let dirs = if dirs.is_empty() {
-                match run.changed_dirs(&exec, "").await {
-                    Ok(d) => d,
-                    Err(e) => {
-                        run.fail(&e.to_string()).await;
-                        return Err(e.into());
-                    }
-                }
-            } else {
-                dirs
-            };
-            let report = run.plan(&exec, "", &dirs, "ci", "cli").await;
-            run.finish(&report).await?;
-            report
-        }
-        (None, Some((repo, number))) => {
-            tracing::warn!(%repo, number, "no GitHub credentials: planning without reporting on the pull request");
-            terrarium::ci::plan(&exec, &ci_dirs(&exec, &root, dirs, base)?).await
-        }
-        (_, None) => terrarium::ci::plan(&exec, &ci_dirs(&exec, &root, dirs, base)?).await,
-    };
-    let md = terrarium::ci::markdown(&report);
-    print!("{md}");
-    if let Some(path) = std::env::var_os("GITHUB_STEP_SUMMARY") {
-        use std::io::Write;
-        let mut f = std::fs::OpenOptions::new()
-            .append(true)
-            .create(true)
-            .open(&path)
-            .context("writing GITHUB_STEP_SUMMARY")?;
-        f.write_all(md.as_bytes())?;
-    }
-    Ok(ExitCode::from(report.exit_code()))
-}
-
-/// Directories for a plain CI run: given, changed since `--base`, or every root module.
-fn ci_dirs(
-    exec: &Executor,
-    root: &std::path::Path,
-    dirs: Vec<String>,
-    base: Option<String>,
-) -> anyhow::Result<Vec<String>> {
-    Ok(if !dirs.is_empty() {
-        dirs
-    } else if let Some(base) = base {
-        // A ref that looks like an option would be read by git as one.
-        if base.starts_with('-') || base.chars().any(|c| c.is_whitespace() || c.is_control()) {
-            anyhow::bail!("--base {base:?} is not a git ref");
-        }
-        let out = std::process::Command::new("git")
-            .args(["diff", "--name-only", &format!("{base}...HEAD"), "--"])
-            .current_dir(root)
-            .output()
-            .context("running git diff (is git installed and the root a checkout?)")?;
-        if !out.status.success() {
-            anyhow::bail!(
-                "git diff {base}...HEAD failed: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
-        }
-        let files: Vec<String> = String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .map(String::from)
-            .collect();
-        terrarium::ci::dirs_of_changed_files(exec, "", &files)
-    } else {
-        terrarium::ci::root_modules(exec, "")
-    })
-}
-
-/// SIGHUP: re-read the policy file; the outcome is audited either way.
-fn reload(exec: &Executor) {
-    let (level, fields) = match exec.reload_policy() {
-        Ok(()) => ("info", json!({"what": "policy", "success": true})),
-        Err(e) => {
-            tracing::error!(error = %e, "policy reload failed; the previous policy stays in force");
-            (
-                "error",
-                json!({"what": "policy", "success": false, "error": e.to_string()}),
-            )
-        }
-    };
-    let _ = exec
-        .auditor()
-        .record(audit::event("config_reload", level, fields));
-}
-
-/// Reports each sandbox layer at start-up; missing layers and `off` as warnings.
-fn log_sandbox(exec: &Executor) {
-    let sandbox = exec.sandbox();
-    for l in sandbox.layers() {
-        tracing::info!(layer = l.name, state = l.state(sandbox.mode()), detail = %l.detail, "sandbox layer");
-    }
-    tracing::info!(teardown = %sandbox.teardown(), "run teardown");
-    for w in sandbox.warnings() {
-        tracing::warn!("{w}");
-    }
-    if let Some(refusal) = sandbox.refusal() {
-        tracing::error!("{refusal}");
-    }
-}
-
-async fn check_config(config: Config) -> anyhow::Result<ExitCode> {
-    print!("{config}");
-    let mut config = config;
-    config.timeout = Duration::from_secs(30);
-    let exec = Executor::new(config, Arc::new(ProcessRunner::new()), host_env())?;
-    let sandbox = exec.sandbox();
-    for l in sandbox.layers() {
-        println!(
-            "# sandbox {}: {} ({})",
-            l.name,
-            l.state(sandbox.mode()),
-            l.detail
-        );
-    }
-    println!("# run teardown: {}", sandbox.teardown());
-    for w in sandbox.warnings() {
-        println!("# warning: {w}");
-    }
-    if let Some(refusal) = sandbox.refusal() {
-        eprintln!("terrarium: {refusal}");
-        return Ok(ExitCode::FAILURE);
-    }
-    let response = exec
-        .call(
-            "terraform_version",
-            serde_json::json!({}),
-            CallContext::new("check-config", "cli"),
-        )
-        .await;
-    if response.is_error {
-        eprintln!("terrarium: terraform is not runnable: {}", response.text);
-        return Ok(ExitCode::FAILURE);
-    }
-    if let Err(e) = exec.auditor().healthy() {
-        eprintln!("terrarium: {e}");
-        return Ok(ExitCode::FAILURE);
-    }
-    let version = response.structured["terraform_version"]
-        .as_str()
-        .unwrap_or("?");
-    println!("# terraform runnable: v{version}");
-    println!("# configuration OK");
-    Ok(ExitCode::SUCCESS)
 }

@@ -16,29 +16,35 @@ use rmcp::{ServerHandler, ServiceExt};
 use serde_json::Value;
 use tokio::sync::mpsc;
 
-use crate::executor::{CallContext, Executor};
-use crate::http::ClientIp;
-use crate::http::auth::Principal;
-use crate::http::metrics::{Metrics, ToolLabels, ToolName};
-use crate::tools::ToolKind;
+use crate::metrics::{Metrics, ToolLabels, ToolName};
+use terrarium_core::tools::ToolKind;
+use terrarium_core::{CallContext, Executor, Transport};
+
+/// The authenticated caller, put on each request by the transport in front (HTTP's
+/// authentication middleware) for [`TerrariumServer`] to read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Principal(pub String);
+
+/// The caller's address as the server sees it, put on each request by the HTTP front door.
+#[derive(Debug, Clone)]
+pub(crate) struct ClientIp(pub String);
 
 /// Progress messages buffered per call; beyond this, messages are dropped (the final result
 /// still carries the whole output), so a flood cannot build up memory or swamp the client.
 const PROGRESS_BUFFER: usize = 256;
 
 #[derive(Clone)]
-pub struct TerrariumServer {
+pub(crate) struct TerrariumServer {
     exec: Arc<Executor>,
-    /// "stdio" or "http".
-    transport: &'static str,
+    transport: Transport,
     principal: String,
     metrics: Option<Arc<Metrics>>,
 }
 
 impl TerrariumServer {
-    pub fn new(
+    pub(crate) fn new(
         exec: Arc<Executor>,
-        transport: &'static str,
+        transport: Transport,
         principal: impl Into<String>,
     ) -> TerrariumServer {
         TerrariumServer {
@@ -50,7 +56,7 @@ impl TerrariumServer {
     }
 
     /// Records tool calls in the HTTP front door's metrics.
-    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> TerrariumServer {
+    pub(crate) fn with_metrics(mut self, metrics: Arc<Metrics>) -> TerrariumServer {
         self.metrics = Some(metrics);
         self
     }
@@ -88,8 +94,8 @@ impl TerrariumServer {
 }
 
 /// Serves MCP over stdin/stdout until the client disconnects.
-pub async fn serve_stdio(exec: Arc<Executor>) -> Result<(), std::io::Error> {
-    let server = TerrariumServer::new(exec, "stdio", "stdio");
+pub(crate) async fn serve_stdio(exec: Arc<Executor>) -> Result<(), std::io::Error> {
+    let server = TerrariumServer::new(exec, Transport::Stdio, "stdio");
     let running = server
         .serve(rmcp::transport::stdio())
         .await

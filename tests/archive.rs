@@ -7,14 +7,14 @@ use std::path::Path;
 
 use common::tarball::{Kind, tarball};
 
-use terrarium::github::archive::{ArchiveError, Limits, extract_tar_gz};
+use terrarium_core::archive::{ArchiveError, Limits, extract_tar_gz};
 
 fn extract(
     bytes: &[u8],
     limits: Limits,
 ) -> (
     tempfile::TempDir,
-    Result<terrarium::github::archive::Extracted, ArchiveError>,
+    Result<terrarium_core::archive::Extracted, ArchiveError>,
 ) {
     let d = tempfile::tempdir().unwrap();
     let r = extract_tar_gz(bytes, &d.path().join("ws"), limits);
@@ -484,7 +484,7 @@ fn links_inside_the_tree_stay_allowed() {
 
 #[test]
 fn the_destination_is_reached_without_following_links() {
-    use terrarium::github::archive::extract_beneath;
+    use terrarium_core::archive::extract_beneath;
     let d = arena();
     let root = d.path().join("root");
     std::fs::create_dir_all(&root).unwrap();

@@ -194,9 +194,9 @@ async fn verify_finds_edits_deletions_insertions_and_reorders() {
     .as_object()
     .unwrap()
     .clone();
-    terrarium::audit::chain::link(
+    terrarium_core::audit::chain::link(
         &mut forged,
-        &terrarium::audit::chain::Head {
+        &terrarium_core::audit::chain::Head {
             seq: prev["seq"].as_u64().unwrap(),
             hash: prev["hash"].as_str().unwrap().to_string(),
         },
@@ -409,7 +409,7 @@ async fn apply_fails_closed_when_the_trail_cannot_be_written() {
     let sb = Sandbox::new(&["basic"]);
     std::fs::create_dir_all(&sb.audit).unwrap();
     // Today's file is a device that refuses every write.
-    let today = terrarium::audit::time::date(std::time::SystemTime::now());
+    let today = terrarium_core::audit::time::date(std::time::SystemTime::now());
     std::os::unix::fs::symlink("/dev/full", sb.audit.join(format!("audit-{today}.jsonl"))).unwrap();
     let session = connect(&sb.env(&terraform(), &[("TERRARIUM_ENABLE_APPLY", "true")])).await;
     call_ok(&session, "terraform_init", json!({"path": "basic"})).await;

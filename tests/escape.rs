@@ -668,7 +668,7 @@ async fn var_files_come_only_from_workspaces_the_caller_is_granted() {
     )
     .unwrap();
     let policy = sb.dir.path().join("access.toml");
-    let mut text_ = terrarium::policy::DEFAULT_POLICY.replace(
+    let mut text_ = terrarium_core::policy::DEFAULT_POLICY.replace(
         "[principals.\"*\"]\nscopes = [\"read\", \"plan\"]\nworkspaces = [\"*\"]",
         "",
     );

@@ -223,7 +223,7 @@ async fn probes_report_readiness_and_metrics_move() {
     // Not ready when the audit trail cannot be written.
     let sb2 = Sandbox::new(&["basic"]);
     std::fs::create_dir_all(&sb2.audit).unwrap();
-    let today = terrarium::audit::time::date(std::time::SystemTime::now());
+    let today = terrarium_core::audit::time::date(std::time::SystemTime::now());
     std::os::unix::fs::symlink("/dev/full", sb2.audit.join(format!("audit-{today}.jsonl")))
         .unwrap();
     let server2 = HttpServer::start(&env(&sb2, &[]), &[]);
@@ -236,7 +236,7 @@ async fn probes_report_readiness_and_metrics_move() {
 /// A policy granting bob apply everywhere, alice read and plan on `basic` only.
 fn access_policy(sb: &Sandbox) -> String {
     let path = sb.dir.path().join("access.toml");
-    let mut text = terrarium::policy::DEFAULT_POLICY.replace(
+    let mut text = terrarium_core::policy::DEFAULT_POLICY.replace(
         "[principals.\"*\"]\nscopes = [\"read\", \"plan\"]\nworkspaces = [\"*\"]",
         "",
     );
@@ -705,7 +705,7 @@ fn token_for(claims: &Value) -> String {
 
 /// Unpadded base64url, enough to forge an unsigned token.
 mod base64_like {
-    pub fn encode(bytes: &[u8]) -> String {
+    pub(crate) fn encode(bytes: &[u8]) -> String {
         const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
         let mut out = String::new();
         for chunk in bytes.chunks(3) {
@@ -1445,7 +1445,7 @@ async fn probes_answer_while_long_requests_hold_every_connection() {
 /// entry.
 fn plan_owner_policy(sb: &Sandbox, name: &str, bob_extra: &str) -> String {
     let path = sb.dir.path().join(name);
-    let mut text = terrarium::policy::DEFAULT_POLICY.replace(
+    let mut text = terrarium_core::policy::DEFAULT_POLICY.replace(
         "[principals.\"*\"]\nscopes = [\"read\", \"plan\"]\nworkspaces = [\"*\"]",
         "",
     );

@@ -16,7 +16,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{GitHubError, RepoName};
-use crate::config::GitHubConfig;
+use crate::settings::GitHubConfig;
 
 /// An installation token is renewed when less than this is left of it (GitHub issues them
 /// for an hour): a plan that starts never meets a token that expires mid-report.
@@ -30,7 +30,7 @@ enum Auth {
     Token(Arc<Octocrab>),
 }
 
-pub struct GitHub {
+pub(crate) struct GitHub {
     config: GitHubConfig,
     auth: Auth,
     /// Per repository (lower-cased `owner/name`): its installation and scoped client.
@@ -39,7 +39,7 @@ pub struct GitHub {
 
 impl GitHub {
     /// `None` when no credentials are configured.
-    pub fn from_config(config: &GitHubConfig) -> Result<Option<GitHub>, GitHubError> {
+    pub(crate) fn from_config(config: &GitHubConfig) -> Result<Option<GitHub>, GitHubError> {
         if !config.has_credentials() {
             return Ok(None);
         }
@@ -78,14 +78,14 @@ impl GitHub {
         }))
     }
 
-    pub fn config(&self) -> &GitHubConfig {
+    pub(crate) fn config(&self) -> &GitHubConfig {
         &self.config
     }
 
     /// A client for one repository: refuses repositories outside the allowlist, finds the
     /// installation (unless the caller knows it, as a webhook event does), and makes sure its
     /// token has at least ten minutes left.
-    pub async fn repo(
+    pub(crate) async fn repo(
         &self,
         repo: &RepoName,
         installation: Option<u64>,
@@ -157,7 +157,7 @@ async fn installation_of(app: &Octocrab, repo: &RepoName) -> Result<u64, GitHubE
 
 /// A pull request, as far as planning needs it.
 #[derive(Debug, Clone)]
-pub struct PullInfo {
+pub(crate) struct PullInfo {
     pub number: u64,
     pub head_sha: String,
     /// `owner/name` of the head repository; `None` when the fork was deleted.
@@ -166,14 +166,14 @@ pub struct PullInfo {
 }
 
 impl PullInfo {
-    pub fn from_fork(&self) -> bool {
+    pub(crate) fn from_fork(&self) -> bool {
         self.head_repo
             .as_deref()
             .is_none_or(|h| !h.eq_ignore_ascii_case(&self.base_repo))
     }
 
     /// From a `pull_request` object (REST or webhook payload).
-    pub fn from_json(pr: &Value) -> Option<PullInfo> {
+    pub(crate) fn from_json(pr: &Value) -> Option<PullInfo> {
         Some(PullInfo {
             number: pr["number"].as_u64()?,
             head_sha: pr["head"]["sha"].as_str()?.to_string(),
@@ -184,7 +184,7 @@ impl PullInfo {
 }
 
 #[derive(Debug, Clone, Deserialize)]
-pub struct IssueComment {
+pub(crate) struct IssueComment {
     pub id: u64,
     #[serde(default)]
     pub body: Option<String>,
@@ -193,15 +193,13 @@ pub struct IssueComment {
 }
 
 #[derive(Debug, Clone, Deserialize)]
-pub struct CommentUser {
-    #[serde(default)]
-    pub login: String,
+pub(crate) struct CommentUser {
     #[serde(rename = "type", default)]
     pub kind: String,
 }
 
 /// Calls on one repository, with its scoped credentials.
-pub struct RepoClient {
+pub(crate) struct RepoClient {
     crab: Arc<Octocrab>,
     pub repo: RepoName,
 }
@@ -212,7 +210,11 @@ impl RepoClient {
     }
 
     /// The `.tar.gz` of the repository at `reference`, read into memory up to `max_bytes`.
-    pub async fn archive(&self, reference: &str, max_bytes: u64) -> Result<Vec<u8>, GitHubError> {
+    pub(crate) async fn archive(
+        &self,
+        reference: &str,
+        max_bytes: u64,
+    ) -> Result<Vec<u8>, GitHubError> {
         super::check_ref(reference)?;
         let what = format!("archive of {}@{reference}", self.repo);
         let response = self
@@ -247,7 +249,7 @@ impl RepoClient {
         Ok(bytes)
     }
 
-    pub async fn pull(&self, number: u64) -> Result<PullInfo, GitHubError> {
+    pub(crate) async fn pull(&self, number: u64) -> Result<PullInfo, GitHubError> {
         let what = format!("pull request {}#{number}", self.repo);
         let pr: Value = self
             .crab
@@ -287,7 +289,7 @@ impl RepoClient {
     }
 
     /// Paths the pull request touches (both sides of a rename).
-    pub async fn pull_files(&self, number: u64) -> Result<Vec<String>, GitHubError> {
+    pub(crate) async fn pull_files(&self, number: u64) -> Result<Vec<String>, GitHubError> {
         #[derive(Deserialize)]
         struct File {
             filename: String,
@@ -304,13 +306,16 @@ impl RepoClient {
             .collect())
     }
 
-    pub async fn issue_comments(&self, number: u64) -> Result<Vec<IssueComment>, GitHubError> {
+    pub(crate) async fn issue_comments(
+        &self,
+        number: u64,
+    ) -> Result<Vec<IssueComment>, GitHubError> {
         let what = format!("comments of {}#{number}", self.repo);
         self.all_pages(self.route(&format!("issues/{number}/comments")), &what)
             .await
     }
 
-    pub async fn create_comment(&self, number: u64, body: &str) -> Result<u64, GitHubError> {
+    pub(crate) async fn create_comment(&self, number: u64, body: &str) -> Result<u64, GitHubError> {
         let c: IssueComment = self
             .crab
             .post(
@@ -322,7 +327,7 @@ impl RepoClient {
         Ok(c.id)
     }
 
-    pub async fn update_comment(&self, id: u64, body: &str) -> Result<(), GitHubError> {
+    pub(crate) async fn update_comment(&self, id: u64, body: &str) -> Result<(), GitHubError> {
         let _: Value = self
             .crab
             .patch(
@@ -334,7 +339,7 @@ impl RepoClient {
         Ok(())
     }
 
-    pub async fn delete_comment(&self, id: u64) -> Result<(), GitHubError> {
+    pub(crate) async fn delete_comment(&self, id: u64) -> Result<(), GitHubError> {
         let response = self
             .crab
             ._delete(self.route(&format!("issues/comments/{id}")), None::<&()>)
@@ -347,7 +352,11 @@ impl RepoClient {
     }
 
     /// Starts a check run on a commit; returns its id.
-    pub async fn create_check_run(&self, name: &str, head_sha: &str) -> Result<u64, GitHubError> {
+    pub(crate) async fn create_check_run(
+        &self,
+        name: &str,
+        head_sha: &str,
+    ) -> Result<u64, GitHubError> {
         #[derive(Deserialize)]
         struct Run {
             id: u64,
@@ -369,7 +378,7 @@ impl RepoClient {
     }
 
     /// Completes a check run. `summary` and `text` are cut to GitHub's 65,535 characters.
-    pub async fn complete_check_run(
+    pub(crate) async fn complete_check_run(
         &self,
         id: u64,
         conclusion: &str,

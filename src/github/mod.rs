@@ -3,26 +3,26 @@
 //! queues those plans ([`webhook`]). The CLI and the MCP tool reach it through the same
 //! [`client::GitHub`]; every plan still runs through the executor.
 
-pub mod archive;
-pub mod client;
-pub mod fetch;
-pub mod pull;
-pub mod report;
-pub mod seen;
-pub mod webhook;
+pub(crate) mod client;
+pub(crate) mod fetch;
+pub(crate) mod pull;
+pub(crate) mod report;
+pub(crate) mod seen;
+pub(crate) mod webhook;
 
-pub use client::{GitHub, RepoClient};
+pub(crate) use client::{GitHub, RepoClient};
+use terrarium_core::source::SourceError;
 
 /// A repository's `owner/name`, checked to be a name GitHub could have (so it is safe in a URL
 /// path and as a directory name).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct RepoName {
+pub(crate) struct RepoName {
     pub owner: String,
     pub name: String,
 }
 
 impl RepoName {
-    pub fn new(owner: &str, name: &str) -> Result<RepoName, GitHubError> {
+    pub(crate) fn new(owner: &str, name: &str) -> Result<RepoName, GitHubError> {
         let owner_ok = !owner.is_empty()
             && owner.len() <= 39
             && !owner.starts_with('-')
@@ -46,14 +46,14 @@ impl RepoName {
     }
 
     /// Parses `owner/name`.
-    pub fn parse(full: &str) -> Result<RepoName, GitHubError> {
+    pub(crate) fn parse(full: &str) -> Result<RepoName, GitHubError> {
         match full.split_once('/') {
             Some((o, n)) => RepoName::new(o, n),
             None => Err(GitHubError::BadRepo(full.to_string())),
         }
     }
 
-    pub fn full(&self) -> String {
+    pub(crate) fn full(&self) -> String {
         format!("{}/{}", self.owner, self.name)
     }
 }
@@ -67,7 +67,7 @@ impl std::fmt::Display for RepoName {
 /// A git ref or commit as given by a caller: branch and tag names, SHAs. Anything that could
 /// change the meaning of the URL it is put in (`..`, `?`, `#`, `%`, spaces, a leading `-` or `/`)
 /// is refused.
-pub fn check_ref(reference: &str) -> Result<(), GitHubError> {
+pub(crate) fn check_ref(reference: &str) -> Result<(), GitHubError> {
     let ok = !reference.is_empty()
         && reference.len() <= 255
         && !reference.starts_with(['-', '/', '.'])
@@ -120,7 +120,7 @@ pub enum GitHubError {
     )]
     ArchiveTooLarge(u64),
     #[error(transparent)]
-    Archive(#[from] archive::ArchiveError),
+    Archive(#[from] terrarium_core::archive::ArchiveError),
     #[error("downloading the repository archive took longer than {0}s (TERRARIUM_TIMEOUT_SECS)")]
     TimedOut(u64),
     #[error("cancelled")]
@@ -129,6 +129,17 @@ pub enum GitHubError {
     NoSubdir(String),
     #[error("{0}")]
     Io(String),
+}
+
+/// How the core sees a GitHub failure of `github_prepare_workspace`.
+impl From<GitHubError> for SourceError {
+    fn from(e: GitHubError) -> SourceError {
+        SourceError {
+            kind: "github",
+            audit: e.audit_message(),
+            message: e.to_string(),
+        }
+    }
 }
 
 impl GitHubError {
@@ -153,33 +164,49 @@ impl GitHubError {
             }
             GitHubError::Transport { .. } => Cow::Borrowed("the GitHub API could not be reached"),
             GitHubError::Archive(e) => Cow::Borrowed(match e {
-                archive::ArchiveError::Absolute(_) => "archive entry with an absolute path",
-                archive::ArchiveError::Traversal(_) => {
+                terrarium_core::archive::ArchiveError::Absolute(_) => {
+                    "archive entry with an absolute path"
+                }
+                terrarium_core::archive::ArchiveError::Traversal(_) => {
                     "archive entry leaving the extraction directory"
                 }
-                archive::ArchiveError::LinkOutside { .. } => {
+                terrarium_core::archive::ArchiveError::LinkOutside { .. } => {
                     "archive link pointing outside the extraction directory"
                 }
-                archive::ArchiveError::ThroughLink(_) => {
+                terrarium_core::archive::ArchiveError::ThroughLink(_) => {
                     "archive entry whose path passes through a link or a file"
                 }
-                archive::ArchiveError::Duplicate(_) => {
+                terrarium_core::archive::ArchiveError::Duplicate(_) => {
                     "archive entry taking an earlier entry's path"
                 }
-                archive::ArchiveError::HardLinkTarget { .. } => {
+                terrarium_core::archive::ArchiveError::HardLinkTarget { .. } => {
                     "archive hard link to something other than an extracted regular file"
                 }
-                archive::ArchiveError::TooDeep(_) => "archive entry path too long or too deep",
-                archive::ArchiveError::TooManyLinks => "the archive has too many symbolic links",
-                archive::ArchiveError::UnsafeDestination(_) => {
+                terrarium_core::archive::ArchiveError::TooDeep(_) => {
+                    "archive entry path too long or too deep"
+                }
+                terrarium_core::archive::ArchiveError::TooManyLinks => {
+                    "the archive has too many symbolic links"
+                }
+                terrarium_core::archive::ArchiveError::UnsafeDestination(_) => {
                     "the extraction directory's parent is not a plain directory"
                 }
-                archive::ArchiveError::Special(_) => "archive entry of a special file type",
-                archive::ArchiveError::TooLarge(_) => "the archive is larger than the limit",
-                archive::ArchiveError::TooManyEntries(_) => "the archive has too many entries",
-                archive::ArchiveError::Exists(_) => "the extraction directory already exists",
-                archive::ArchiveError::Read(_) => "the archive could not be read",
-                archive::ArchiveError::Write { .. } => "the archive could not be extracted",
+                terrarium_core::archive::ArchiveError::Special(_) => {
+                    "archive entry of a special file type"
+                }
+                terrarium_core::archive::ArchiveError::TooLarge(_) => {
+                    "the archive is larger than the limit"
+                }
+                terrarium_core::archive::ArchiveError::TooManyEntries(_) => {
+                    "the archive has too many entries"
+                }
+                terrarium_core::archive::ArchiveError::Exists(_) => {
+                    "the extraction directory already exists"
+                }
+                terrarium_core::archive::ArchiveError::Read(_) => "the archive could not be read",
+                terrarium_core::archive::ArchiveError::Write { .. } => {
+                    "the archive could not be extracted"
+                }
             }),
             GitHubError::NoSubdir(_) => {
                 Cow::Borrowed("subdir: does not exist in the repository archive")

@@ -10,10 +10,10 @@ use serde_json::Value;
 use super::client::{PullInfo, RepoClient};
 use super::{GitHubError, RepoName, report};
 use crate::ci::{self, Report};
-use crate::executor::Executor;
+use terrarium_core::{Executor, Transport};
 
 /// A plan of one pull request in progress.
-pub struct PullRun<'a> {
+pub(crate) struct PullRun<'a> {
     client: &'a RepoClient,
     pr: PullInfo,
     check_run: Option<u64>,
@@ -22,7 +22,11 @@ pub struct PullRun<'a> {
 impl<'a> PullRun<'a> {
     /// Opens the check run. Not being able to (a missing `checks: write` permission) is logged
     /// and the plan goes on: the comment still reports it.
-    pub async fn start(client: &'a RepoClient, pr: PullInfo, check_name: &str) -> PullRun<'a> {
+    pub(crate) async fn start(
+        client: &'a RepoClient,
+        pr: PullInfo,
+        check_name: &str,
+    ) -> PullRun<'a> {
         let check_run = match client.create_check_run(check_name, &pr.head_sha).await {
             Ok(id) => Some(id),
             Err(e) => {
@@ -39,7 +43,7 @@ impl<'a> PullRun<'a> {
 
     /// The directories to plan: root modules under `base` that the pull request's files touch.
     /// Returned relative to `base`.
-    pub async fn changed_dirs(
+    pub(crate) async fn changed_dirs(
         &self,
         exec: &Executor,
         base: &str,
@@ -49,13 +53,13 @@ impl<'a> PullRun<'a> {
     }
 
     /// Plans `dirs` (relative to `base`) and reports. The report shows repository paths.
-    pub async fn plan(
+    pub(crate) async fn plan(
         &self,
         exec: &Executor,
         base: &str,
         dirs: &[String],
         principal: &str,
-        transport: &'static str,
+        transport: Transport,
     ) -> Report {
         let full: Vec<String> = dirs.iter().map(|d| ci::under(base, d)).collect();
         let mut report = ci::plan_as(exec, &full, principal, transport).await;
@@ -66,7 +70,7 @@ impl<'a> PullRun<'a> {
     }
 
     /// Writes the comment and completes the check run.
-    pub async fn finish(&self, report: &Report) -> Result<(), GitHubError> {
+    pub(crate) async fn finish(&self, report: &Report) -> Result<(), GitHubError> {
         let summary = ci::markdown(report);
         let md = report::comment_markdown(&summary, &self.pr.head_sha);
         let comment = report::upsert_comment(self.client, self.pr.number, &md).await;
@@ -80,7 +84,7 @@ impl<'a> PullRun<'a> {
     }
 
     /// Completes the check run as failed with `message` (the plan could not even start).
-    pub async fn fail(&self, message: &str) {
+    pub(crate) async fn fail(&self, message: &str) {
         if let Some(id) = self.check_run {
             let summary = format!("Terrarium could not plan this pull request:\n\n{message}\n");
             if let Err(e) = self
@@ -97,7 +101,7 @@ impl<'a> PullRun<'a> {
 /// Which pull request a CI run is for: `--repo` and `--pr` when given, else the
 /// `pull_request` (or `pull_request_target`) event GitHub Actions saved at `GITHUB_EVENT_PATH`.
 /// `None` when the run is not for a pull request (a push, another CI system).
-pub fn ci_target(
+pub(crate) fn ci_target(
     repo: Option<&str>,
     pr: Option<u64>,
     event_path: Option<&std::path::Path>,

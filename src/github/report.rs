@@ -9,14 +9,14 @@ use super::client::{IssueComment, RepoClient};
 use crate::ci::Report;
 
 /// GitHub refuses comment bodies over 65,536 characters.
-pub const COMMENT_LIMIT: usize = 65_536;
+pub(crate) const COMMENT_LIMIT: usize = 65_536;
 /// Check run `output.summary` and `output.text` hold at most 65,535 characters each.
-pub const CHECK_TEXT_LIMIT: usize = 65_535;
+pub(crate) const CHECK_TEXT_LIMIT: usize = 65_535;
 
 const MARKER_PREFIX: &str = "<!-- terrarium:plan";
 
 /// Cuts `s` to at most `max` characters, saying so at the end when it did.
-pub fn cut(s: &str, max: usize) -> String {
+pub(crate) fn cut(s: &str, max: usize) -> String {
     if s.chars().count() <= max {
         return s.to_string();
     }
@@ -31,7 +31,7 @@ pub fn cut(s: &str, max: usize) -> String {
 /// A part that ends inside a fenced code block closes it and the next part reopens it with the
 /// same opener; `<details>` blocks are closed and reopened the same way, so every part renders
 /// on its own.
-pub fn split_markdown(body: &str, limit: usize) -> Vec<String> {
+pub(crate) fn split_markdown(body: &str, limit: usize) -> Vec<String> {
     // Room for the marker, the part header and the closers added at a cut.
     const RESERVE: usize = 400;
     let budget = limit.saturating_sub(RESERVE).max(100);
@@ -136,7 +136,7 @@ fn part_of(c: &IssueComment) -> Option<usize> {
 }
 
 /// The pull request comment: the CI summary (`ci::markdown`), with the commit it planned.
-pub fn comment_markdown(summary: &str, head_sha: &str) -> String {
+pub(crate) fn comment_markdown(summary: &str, head_sha: &str) -> String {
     let mut md = summary.to_string();
     md.push_str(&format!(
         "\n---\n_Planned by Terrarium at commit `{}`._\n",
@@ -147,7 +147,7 @@ pub fn comment_markdown(summary: &str, head_sha: &str) -> String {
 
 /// Writes the comment: existing parts are edited in place, missing ones created, surplus ones
 /// (from an earlier, longer plan) deleted. Returns the comment ids in part order.
-pub async fn upsert_comment(
+pub(crate) async fn upsert_comment(
     client: &RepoClient,
     number: u64,
     markdown: &str,
@@ -177,7 +177,7 @@ pub async fn upsert_comment(
 }
 
 /// `(conclusion, title)` for a plan's check run.
-pub fn check_outcome(report: &Report) -> (&'static str, String) {
+pub(crate) fn check_outcome(report: &Report) -> (&'static str, String) {
     let (conclusion, title) = plan_outcome(report);
     if report.sandbox.is_empty() {
         (conclusion, title)
@@ -298,10 +298,7 @@ mod tests {
         let c = |body: &str, kind: &str| IssueComment {
             id: 1,
             body: Some(body.into()),
-            user: Some(CommentUser {
-                login: "x".into(),
-                kind: kind.into(),
-            }),
+            user: Some(CommentUser { kind: kind.into() }),
         };
         assert_eq!(
             part_of(&c("<!-- terrarium:plan part 2/3 -->\nx", "Bot")),

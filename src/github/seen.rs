@@ -27,21 +27,21 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 
 /// The file in the state dir.
-pub const FILE: &str = "github-webhook-seen";
+pub(crate) const FILE: &str = "github-webhook-seen";
 /// How long a delivery is remembered (GitHub redelivers up to three days back).
-pub const RETENTION_SECS: u64 = 14 * 24 * 3600;
+pub(crate) const RETENTION_SECS: u64 = 14 * 24 * 3600;
 /// Keys remembered at most (two per delivery).
-pub const MAX_KEYS: usize = 50_000;
+pub(crate) const MAX_KEYS: usize = 50_000;
 
 #[derive(Debug, thiserror::Error)]
 #[error("cannot record the delivery in {path}: {source}; redeliver later")]
-pub struct SeenError {
+pub(crate) struct SeenError {
     path: PathBuf,
     source: std::io::Error,
 }
 
 /// The two keys of a delivery: its id's digest and its body's digest.
-pub fn keys(delivery: &str, body: &[u8]) -> [String; 2] {
+pub(crate) fn keys(delivery: &str, body: &[u8]) -> [String; 2] {
     [
         format!("d:{}", hex::encode(Sha256::digest(delivery.as_bytes()))),
         format!("b:{}", hex::encode(Sha256::digest(body))),
@@ -56,7 +56,7 @@ fn valid_key(k: &str) -> bool {
 }
 
 #[derive(Debug, Default)]
-pub struct Seen {
+pub(crate) struct Seen {
     /// `None`: in memory only.
     path: Option<PathBuf>,
     at: HashMap<String, u64>,
@@ -69,13 +69,14 @@ pub struct Seen {
 
 impl Seen {
     /// A store that forgets everything on restart (tests).
-    pub fn in_memory() -> Seen {
+    #[cfg(test)]
+    pub(crate) fn in_memory() -> Seen {
         Seen::default()
     }
 
     /// Loads `path` (a missing file is an empty store) and rewrites it compactly. A file that
     /// cannot be read is reported and started afresh; writing is checked on every delivery.
-    pub fn open(path: PathBuf, now: u64) -> Seen {
+    pub(crate) fn open(path: PathBuf, now: u64) -> Seen {
         let mut seen = Seen {
             path: Some(path.clone()),
             ..Seen::default()
@@ -147,12 +148,16 @@ impl Seen {
     }
 
     /// Deliveries whose own timestamp is older than this may have been forgotten.
-    pub fn horizon(&self, now: u64) -> u64 {
+    pub(crate) fn horizon(&self, now: u64) -> u64 {
         self.horizon.max(now.saturating_sub(RETENTION_SECS))
     }
 
     /// `Ok(false)` if any key was seen (a duplicate); otherwise records them all, durably first.
-    pub fn check_and_remember(&mut self, keys: &[String], now: u64) -> Result<bool, SeenError> {
+    pub(crate) fn check_and_remember(
+        &mut self,
+        keys: &[String],
+        now: u64,
+    ) -> Result<bool, SeenError> {
         let cutoff = now.saturating_sub(RETENTION_SECS);
         if keys
             .iter()
@@ -170,7 +175,7 @@ impl Seen {
     }
 
     /// Forgets keys again (the delivery was refused and may be sent again).
-    pub fn forget(&mut self, keys: &[String], now: u64) {
+    pub(crate) fn forget(&mut self, keys: &[String], now: u64) {
         let lines: String = keys.iter().map(|k| format!("{now} - {k}\n")).collect();
         if let Err(e) = self.append(&lines) {
             tracing::warn!("{e}");
@@ -229,7 +234,7 @@ impl Seen {
             path: path.clone(),
             source,
         };
-        crate::plans::write_private(&tmp, text.as_bytes()).map_err(err)?;
+        terrarium_core::plans::write_private(&tmp, text.as_bytes()).map_err(err)?;
         std::fs::rename(&tmp, &path).map_err(err)?;
         self.lines = n;
         Ok(())

@@ -19,15 +19,13 @@ use super::client::PullInfo;
 use super::pull::PullRun;
 use super::seen::{self, Seen};
 use super::{GitHub, RepoName, fetch};
-use crate::audit;
-use crate::config::Secret;
-use crate::executor::Executor;
-
-/// Fetched pull requests are extracted here (relative to the root), and removed after the plan.
-pub const PULLS_DIR: &str = ".terrarium-pulls";
+use crate::settings::Secret;
+use terrarium_core::audit;
+use terrarium_core::source::{self, PULLS_DIR, SourceRef};
+use terrarium_core::{Executor, Transport};
 
 /// `X-Hub-Signature-256: sha256=<hex>` over the raw body, compared in constant time.
-pub fn verify_signature(secret: &[u8], body: &[u8], header: Option<&str>) -> bool {
+pub(crate) fn verify_signature(secret: &[u8], body: &[u8], header: Option<&str>) -> bool {
     let Some(hex_sig) = header.and_then(|h| h.trim().strip_prefix("sha256=")) else {
         return false;
     };
@@ -42,8 +40,9 @@ pub fn verify_signature(secret: &[u8], body: &[u8], header: Option<&str>) -> boo
     mac.verify_slice(&expected).is_ok()
 }
 
-/// The signature GitHub would send, for tests and tools.
-pub fn sign(secret: &[u8], body: &[u8]) -> String {
+/// The signature GitHub would send (tests).
+#[cfg(test)]
+fn sign(secret: &[u8], body: &[u8]) -> String {
     let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes any key length");
     mac.update(body);
     format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
@@ -51,7 +50,7 @@ pub fn sign(secret: &[u8], body: &[u8]) -> String {
 
 /// What became of a delivery that passed the signature check.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Accepted {
+pub(crate) enum Accepted {
     Queued,
     Pong,
     Duplicate,
@@ -59,7 +58,7 @@ pub enum Accepted {
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum Rejected {
+pub(crate) enum Rejected {
     #[error("missing or invalid X-Hub-Signature-256")]
     Signature,
     #[error("{0}")]
@@ -73,14 +72,14 @@ pub enum Rejected {
 
 /// One queued plan.
 #[derive(Debug, Clone)]
-pub struct Job {
+pub(crate) struct Job {
     pub delivery: String,
     pub repo: RepoName,
     pub installation: Option<u64>,
     pub pr: PullInfo,
 }
 
-pub struct Receiver {
+pub(crate) struct Receiver {
     exec: Arc<Executor>,
     gh: Arc<GitHub>,
     secret: Secret,
@@ -97,8 +96,8 @@ fn unix_now() -> u64 {
 
 impl Receiver {
     /// `None` unless GitHub credentials and a webhook secret are configured. Starts the worker.
-    pub fn start(exec: Arc<Executor>) -> Option<Arc<Receiver>> {
-        let gh = exec.github()?.clone();
+    pub(crate) fn start(exec: Arc<Executor>, gh: Option<Arc<GitHub>>) -> Option<Arc<Receiver>> {
+        let gh = gh?;
         let secret = gh.config().webhook_secret.clone();
         if secret.expose().is_empty() {
             return None;
@@ -121,7 +120,7 @@ impl Receiver {
     }
 
     /// Handles one delivery. The signature is checked before the body is parsed at all.
-    pub fn receive(
+    pub(crate) fn receive(
         &self,
         event: Option<&str>,
         delivery: Option<&str>,
@@ -294,7 +293,7 @@ struct RemoveOnDrop(PathBuf, String);
 
 impl Drop for RemoveOnDrop {
     fn drop(&mut self) {
-        fetch::remove_tree(&self.0, &self.1);
+        source::remove_tree(&self.0, &self.1);
     }
 }
 
@@ -303,7 +302,14 @@ async fn plan_job(exec: &Executor, gh: &GitHub, job: &Job) -> Result<u8, super::
     let run = PullRun::start(&client, job.pr.clone(), &gh.config().check_name).await;
     let root = exec.config().workspace_root.clone();
     let fetched = async {
-        let (_, relative) = fetch::fresh_dir(&root, PULLS_DIR, &job.repo, &job.pr.head_sha);
+        let relative = source::fresh_dir(
+            PULLS_DIR,
+            &SourceRef {
+                owner: job.repo.owner.clone(),
+                name: job.repo.name.clone(),
+                reference: job.pr.head_sha.clone(),
+            },
+        );
         let guard = RemoveOnDrop(root.clone(), relative.clone());
         fetch::fetch_into(
             &client,
@@ -327,7 +333,9 @@ async fn plan_job(exec: &Executor, gh: &GitHub, job: &Job) -> Result<u8, super::
         }
     };
     let principal = format!("github:{}#{}", job.repo, job.pr.number);
-    let report = run.plan(exec, &relative, &dirs, &principal, "github").await;
+    let report = run
+        .plan(exec, &relative, &dirs, &principal, Transport::GitHub)
+        .await;
     drop(guard);
     run.finish(&report).await?;
     Ok(report.exit_code())

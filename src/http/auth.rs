@@ -9,12 +9,10 @@
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-/// The authenticated caller.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Principal(pub String);
+pub(crate) use crate::mcp::Principal;
 
 #[derive(Clone, Default)]
-pub struct TokenSet {
+pub(crate) struct TokenSet {
     entries: Vec<(String, [u8; 32])>,
 }
 
@@ -25,11 +23,11 @@ impl std::fmt::Debug for TokenSet {
 }
 
 /// Shortest token accepted: 128 bits of hex, or the equivalent.
-pub const MIN_TOKEN_LEN: usize = 32;
+pub(crate) const MIN_TOKEN_LEN: usize = 32;
 
 impl TokenSet {
     /// Parses the configured entries. Errors name the entry by position, never its token.
-    pub fn parse(text: &str) -> Result<TokenSet, String> {
+    pub(crate) fn parse(text: &str) -> Result<TokenSet, String> {
         let mut entries = Vec::new();
         for (i, raw) in text.split(['\n', ',']).enumerate() {
             let line = raw.trim();
@@ -75,16 +73,16 @@ impl TokenSet {
         Ok(TokenSet { entries })
     }
 
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
 
-    pub fn names(&self) -> Vec<String> {
+    pub(crate) fn names(&self) -> Vec<String> {
         self.entries.iter().map(|(n, _)| n.clone()).collect()
     }
 
     /// The principal a presented token belongs to, compared in constant time against all.
-    pub fn authenticate(&self, presented: &str) -> Option<Principal> {
+    pub(crate) fn authenticate(&self, presented: &str) -> Option<Principal> {
         let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
         let mut found: Option<&str> = None;
         for (name, expected) in &self.entries {
@@ -98,7 +96,7 @@ impl TokenSet {
 }
 
 /// The token in an `Authorization: Bearer …` header value.
-pub fn bearer(header: &str) -> Option<&str> {
+pub(crate) fn bearer(header: &str) -> Option<&str> {
     let (scheme, token) = header.trim().split_once(' ')?;
     scheme
         .eq_ignore_ascii_case("bearer")
@@ -107,7 +105,7 @@ pub fn bearer(header: &str) -> Option<&str> {
 }
 
 /// A fresh 256-bit token, hex encoded (development mode).
-pub fn generate_token() -> std::io::Result<String> {
+pub(crate) fn generate_token() -> std::io::Result<String> {
     use std::io::Read;
     let mut bytes = [0u8; 32];
     std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;

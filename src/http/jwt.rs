@@ -21,7 +21,7 @@ struct Key {
     key: DecodingKey,
 }
 
-pub struct JwtVerifier {
+pub(crate) struct JwtVerifier {
     keys: Vec<Key>,
     issuer: String,
     audience: String,
@@ -34,7 +34,7 @@ struct Claims {
 
 /// Why a token was refused, for the `WWW-Authenticate` error description (never the token).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Refusal {
+pub(crate) enum Refusal {
     Expired,
     WrongIssuerOrAudience,
     BadSignature,
@@ -42,7 +42,7 @@ pub enum Refusal {
 }
 
 impl Refusal {
-    pub fn description(&self) -> &'static str {
+    pub(crate) fn description(&self) -> &'static str {
         match self {
             Refusal::Expired => "the token has expired",
             Refusal::WrongIssuerOrAudience => "the token was not issued for this resource",
@@ -66,7 +66,7 @@ fn pem_key(pem: &[u8]) -> Result<(DecodingKey, Algorithm), String> {
 }
 
 impl JwtVerifier {
-    pub fn new(
+    pub(crate) fn new(
         issuer: &str,
         audience: &str,
         jwks_file: Option<&Path>,
@@ -114,7 +114,7 @@ impl JwtVerifier {
         })
     }
 
-    pub fn verify(&self, token: &str) -> Result<Principal, Refusal> {
+    pub(crate) fn verify(&self, token: &str) -> Result<Principal, Refusal> {
         let header = decode_header(token).map_err(|_| Refusal::Malformed)?;
         let candidates = self.keys.iter().filter(|k| {
             k.alg == header.alg && (header.kid.is_none() || k.kid.is_none() || k.kid == header.kid)

@@ -16,7 +16,7 @@ use governor::{Quota, RateLimiter};
 type Keyed =
     RateLimiter<String, DefaultKeyedStateStore<String>, DefaultClock, StateInformationMiddleware>;
 
-pub struct Limiters {
+pub(crate) struct Limiters {
     per_ip: Keyed,
     per_principal: Keyed,
     burst: u32,
@@ -26,13 +26,13 @@ pub struct Limiters {
 
 /// The outcome of one check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Decision {
+pub(crate) enum Decision {
     Allow { limit: u32, remaining: u32 },
     Deny { limit: u32, retry_after_secs: u64 },
 }
 
 impl Limiters {
-    pub fn new(per_sec: u32, burst: u32, trusted_proxies: Vec<IpAddr>) -> Limiters {
+    pub(crate) fn new(per_sec: u32, burst: u32, trusted_proxies: Vec<IpAddr>) -> Limiters {
         let rate = NonZeroU32::new(per_sec.max(1)).unwrap_or(NonZeroU32::MIN);
         let burst_nz = NonZeroU32::new(burst.max(1)).unwrap_or(NonZeroU32::MIN);
         let quota = Quota::per_second(rate).allow_burst(burst_nz);
@@ -62,23 +62,23 @@ impl Limiters {
         }
     }
 
-    pub fn check_ip(&self, ip: &str) -> Decision {
+    pub(crate) fn check_ip(&self, ip: &str) -> Decision {
         self.check(&self.per_ip, ip)
     }
 
-    pub fn check_principal(&self, principal: &str) -> Decision {
+    pub(crate) fn check_principal(&self, principal: &str) -> Decision {
         self.check(&self.per_principal, principal)
     }
 
     /// Forgets idle keys, so the tables do not grow with every address ever seen.
-    pub fn prune(&self) {
+    pub(crate) fn prune(&self) {
         self.per_ip.retain_recent();
         self.per_principal.retain_recent();
     }
 
     /// The client's address: `X-Forwarded-For` is believed only from a trusted proxy, and then
     /// the right-most address that is not itself a trusted proxy is the client.
-    pub fn client_ip(&self, peer: SocketAddr, forwarded_for: Option<&str>) -> IpAddr {
+    pub(crate) fn client_ip(&self, peer: SocketAddr, forwarded_for: Option<&str>) -> IpAddr {
         let peer_ip = peer.ip();
         if !self.trusted_proxies.contains(&peer_ip) {
             return peer_ip;

@@ -7,10 +7,9 @@
 //! session ownership, content-type and session-cap checks → rmcp, which validates `Host` and
 //! `Origin` (DNS rebinding), enforces the body size limit and parses JSON-RPC.
 
-pub mod auth;
-pub mod jwt;
-pub mod limits;
-pub mod metrics;
+pub(crate) mod auth;
+pub(crate) mod jwt;
+pub(crate) mod limits;
 mod probes;
 mod serve;
 mod sessions;
@@ -33,18 +32,19 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use tower_http::set_header::SetResponseHeaderLayer;
 
-use crate::audit;
-use crate::executor::Executor;
+use crate::github::GitHub;
 use crate::mcp::TerrariumServer;
+use crate::metrics::{Metrics, RouteLabels};
+use crate::settings::{HttpConfig, Settings};
 use auth::TokenSet;
-use metrics::{Metrics, RouteLabels};
+use terrarium_core::Transport;
+use terrarium_core::audit;
+use terrarium_core::executor::Executor;
 
-/// The caller's address as the server sees it.
-#[derive(Debug, Clone)]
-pub struct ClientIp(pub String);
+pub(crate) use crate::mcp::ClientIp;
 
 #[derive(Debug, thiserror::Error)]
-pub enum HttpError {
+pub(crate) enum HttpError {
     #[error(
         "refusing to listen on {0} without TLS: terminate TLS in a reverse proxy and set \
          TERRARIUM_HTTP_BEHIND_PROXY=true (or --behind-proxy), or listen on a loopback address"
@@ -68,8 +68,10 @@ pub enum HttpError {
     Serve(std::io::Error),
 }
 
-pub struct HttpState {
+pub(crate) struct HttpState {
     pub exec: Arc<Executor>,
+    /// This front door's settings (the core never sees them).
+    config: HttpConfig,
     tokens: RwLock<TokenSet>,
     pub metrics: Arc<Metrics>,
     sessions: Arc<LocalSessionManager>,
@@ -90,8 +92,8 @@ pub struct HttpState {
 
 impl HttpState {
     /// Re-reads the token file (SIGHUP): new tokens work and removed ones stop working at once.
-    pub fn reload_tokens(&self) -> Result<usize, String> {
-        let text = match &self.exec.config().http.tokens_file {
+    pub(crate) fn reload_tokens(&self) -> Result<usize, String> {
+        let text = match &self.config.tokens_file {
             Some(path) => {
                 std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?
             }
@@ -111,7 +113,7 @@ impl HttpState {
 const RESPONSE_DRAIN: Duration = Duration::from_millis(500);
 
 /// A running HTTP server: its address and how to stop it.
-pub struct Running {
+pub(crate) struct Running {
     pub addr: SocketAddr,
     /// Whether this server speaks TLS itself.
     pub tls: bool,
@@ -123,7 +125,7 @@ pub struct Running {
 
 impl Running {
     /// Stops accepting, lets runs finish within `grace`, interrupts the rest, closes sessions.
-    pub async fn shutdown(self, grace: Duration) -> Result<usize, HttpError> {
+    pub(crate) async fn shutdown(self, grace: Duration) -> Result<usize, HttpError> {
         self.stop.cancel();
         let interrupted = self.state.exec.shutdown(grace).await;
         // The last results travel from the executor through rmcp's session to the client's
@@ -145,8 +147,12 @@ fn is_loopback(addr: &SocketAddr) -> bool {
 
 /// Binds and starts serving. With no tokens configured on a loopback address, a development
 /// token is generated and printed once to stderr.
-pub async fn start(exec: Arc<Executor>) -> Result<Running, HttpError> {
-    let cfg = exec.config().http.clone();
+pub(crate) async fn start(
+    exec: Arc<Executor>,
+    settings: &Settings,
+    github: Option<Arc<GitHub>>,
+) -> Result<Running, HttpError> {
+    let cfg = settings.http.clone();
     let tls = match (&cfg.tls_cert_file, &cfg.tls_key_file) {
         (Some(cert), Some(key)) => Some(tls::server_config(cert, key).map_err(HttpError::Tls)?),
         _ => None,
@@ -233,7 +239,7 @@ pub async fn start(exec: Arc<Executor>) -> Result<Running, HttpError> {
     let mcp = StreamableHttpService::new(
         move || {
             Ok(
-                TerrariumServer::new(factory_exec.clone(), "http", "anonymous")
+                TerrariumServer::new(factory_exec.clone(), Transport::Http, "anonymous")
                     .with_metrics(factory_metrics.clone()),
             )
         },
@@ -242,6 +248,7 @@ pub async fn start(exec: Arc<Executor>) -> Result<Running, HttpError> {
     );
     let state = Arc::new(HttpState {
         exec: exec.clone(),
+        config: cfg.clone(),
         tokens: RwLock::new(tokens),
         metrics: metrics.clone(),
         sessions,
@@ -257,7 +264,7 @@ pub async fn start(exec: Arc<Executor>) -> Result<Running, HttpError> {
         jwt,
         resource_metadata,
         resource_metadata_url,
-        webhook: crate::github::webhook::Receiver::start(exec.clone()),
+        webhook: crate::github::webhook::Receiver::start(exec.clone(), github),
     });
     let prune_state = state.clone();
     tokio::spawn(async move {
@@ -281,7 +288,7 @@ pub async fn start(exec: Arc<Executor>) -> Result<Running, HttpError> {
         .layer(middleware::from_fn_with_state(state.clone(), limit_ip));
     // GitHub signs its deliveries instead of sending a bearer token: rate-limited per IP,
     // capped in size, and authenticated by the signature in the handler.
-    let github_body_limit = exec.config().github.webhook_max_bytes;
+    let github_body_limit = settings.github.webhook_max_bytes;
     let github = Router::new()
         .route("/github/webhook", axum::routing::post(webhook::receive))
         .layer(axum::extract::DefaultBodyLimit::max(github_body_limit))
@@ -643,7 +650,7 @@ async fn mcp_checks(State(state): State<Arc<HttpState>>, req: Request, next: Nex
                 "POST /mcp takes Content-Type: application/json",
             );
         }
-        let limit = state.exec.config().http.max_body_bytes;
+        let limit = state.config.max_body_bytes;
         let (parts, body) = req.into_parts();
         let Ok(bytes) = axum::body::to_bytes(body, limit).await else {
             return json_error(
@@ -712,6 +719,6 @@ async fn mcp_checks(State(state): State<Arc<HttpState>>, req: Request, next: Nex
 }
 
 /// Used by probes and tests: how long the server has been up.
-pub fn uptime(state: &HttpState) -> Duration {
+pub(crate) fn uptime(state: &HttpState) -> Duration {
     state.started.elapsed()
 }

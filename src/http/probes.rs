@@ -10,7 +10,7 @@ use serde_json::{Map, Value, json};
 
 use super::HttpState;
 
-pub async fn healthz() -> Response {
+pub(super) async fn healthz() -> Response {
     (StatusCode::OK, "ok\n").into_response()
 }
 
@@ -20,7 +20,7 @@ fn check(ok: bool, detail: impl Into<String>) -> Value {
 
 /// Ready when terraform is runnable, the workspace root readable, the state dir and the audit
 /// trail writable, and (in strict mode) every sandbox layer can be applied.
-pub async fn readyz(State(state): State<Arc<HttpState>>) -> Response {
+pub(super) async fn readyz(State(state): State<Arc<HttpState>>) -> Response {
     let exec = state.exec.clone();
     let checks = tokio::task::spawn_blocking(move || {
         let cfg = exec.config();
@@ -80,7 +80,7 @@ pub async fn readyz(State(state): State<Arc<HttpState>>) -> Response {
     (status, axum::Json(body)).into_response()
 }
 
-pub async fn metrics(State(state): State<Arc<HttpState>>) -> Response {
+pub(super) async fn metrics(State(state): State<Arc<HttpState>>) -> Response {
     state
         .metrics
         .runs_in_flight
@@ -97,7 +97,7 @@ pub async fn metrics(State(state): State<Arc<HttpState>>) -> Response {
 }
 
 /// RFC 9728 protected-resource metadata: where clients get tokens for this server.
-pub async fn resource_metadata(State(state): State<Arc<HttpState>>) -> Response {
+pub(super) async fn resource_metadata(State(state): State<Arc<HttpState>>) -> Response {
     match &state.resource_metadata {
         Some(doc) => (StatusCode::OK, axum::Json(doc.clone())).into_response(),
         None => (

@@ -44,13 +44,13 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::metrics::{CloseReason, Metrics};
+use crate::metrics::{CloseReason, Metrics};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// The listener's limits (from `HttpConfig`).
 #[derive(Debug, Clone, Copy)]
-pub struct Limits {
+pub(super) struct Limits {
     pub header_timeout: Duration,
     pub idle_timeout: Duration,
     pub max_connections: usize,
@@ -421,7 +421,7 @@ fn fit_to_descriptors(max: usize) -> usize {
 
 /// Serves `app` on `listener` until `stop` is cancelled, then lets the connections finish
 /// (idle ones close at once) and returns when all have closed.
-pub async fn serve(
+pub(super) async fn serve(
     listener: TcpListener,
     app: Router,
     tls: Option<tokio_rustls::TlsAcceptor>,

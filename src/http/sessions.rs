@@ -13,7 +13,7 @@ use std::sync::Mutex;
 
 /// What a request carrying a session id may do with it.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Access {
+pub(super) enum Access {
     /// The session is this principal's.
     Owner,
     /// Unknown, ended, or someone else's: answered as not found.
@@ -32,7 +32,7 @@ struct Inner {
 
 /// Why a new session was refused.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Full {
+pub(super) enum Full {
     /// The server's cap is reached.
     Server,
     /// The principal's own share is taken: it holds this many sessions.
@@ -42,15 +42,15 @@ pub enum Full {
 /// Taken before listing the live sessions: only sessions recorded before it can be missing
 /// from that list because they ended (a later one may simply not have been listed yet).
 #[derive(Debug, Clone, Copy)]
-pub struct Mark(u64);
+pub(super) struct Mark(u64);
 
 #[derive(Default)]
-pub struct Owners {
+pub(super) struct Owners {
     inner: Mutex<Inner>,
 }
 
 /// A session being opened by a principal; counted against its cap until dropped.
-pub struct Opening<'a> {
+pub(super) struct Opening<'a> {
     owners: &'a Owners,
     principal: String,
 }
@@ -69,7 +69,7 @@ impl Drop for Opening<'_> {
 
 impl Opening<'_> {
     /// The session was created: it is this principal's from now on.
-    pub fn opened(self, session_id: &str) {
+    pub(super) fn opened(self, session_id: &str) {
         let mut inner = self.owners.lock();
         inner.recorded += 1;
         let at = inner.recorded;
@@ -84,27 +84,27 @@ impl Owners {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub fn access(&self, session_id: &str, principal: &str) -> Access {
+    pub(super) fn access(&self, session_id: &str, principal: &str) -> Access {
         match self.lock().owners.get(session_id) {
             Some((owner, _)) if owner == principal => Access::Owner,
             _ => Access::NotFound,
         }
     }
 
-    pub fn mark(&self) -> Mark {
+    pub(super) fn mark(&self) -> Mark {
         Mark(self.lock().recorded)
     }
 
     /// Forgets sessions the session manager no longer has (closed or expired): `live` was
     /// listed after `mark` was taken.
-    pub fn retain_live(&self, mark: Mark, live: &HashSet<String>) {
+    pub(super) fn retain_live(&self, mark: Mark, live: &HashSet<String>) {
         self.lock()
             .owners
             .retain(|id, (_, at)| *at > mark.0 || live.contains(id));
     }
 
     /// Forgets one session (its owner deleted it).
-    pub fn forget(&self, session_id: &str) {
+    pub(super) fn forget(&self, session_id: &str) {
         self.lock().owners.remove(session_id);
     }
 
@@ -112,7 +112,7 @@ impl Owners {
     /// being opened, is below `server_cap`, and the principal holds fewer than `cap` (open and
     /// being opened). Every session is opened through here, so the record counts them all
     /// (once: a session moves from being opened to open in [`Opening::opened`]).
-    pub fn try_open(
+    pub(super) fn try_open(
         &self,
         principal: &str,
         cap: usize,

@@ -13,7 +13,7 @@ use serde_json::json;
 use super::{ClientIp, HttpState, json_error};
 use crate::github::webhook::{Accepted, Rejected};
 
-pub async fn receive(
+pub(super) async fn receive(
     State(state): State<Arc<HttpState>>,
     ip: Option<axum::Extension<ClientIp>>,
     headers: HeaderMap,

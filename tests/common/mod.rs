@@ -1,6 +1,6 @@
 //! Shared harness: a temporary workspace root and state dir, the real `terrarium` binary over
 //! stdio driven by rmcp's client, and the real Terraform installed by scripts/install-terraform.
-#![allow(dead_code)]
+#![allow(dead_code, unreachable_pub)]
 
 // A test double answers with whole HTTP responses as its errors.
 #[allow(clippy::result_large_err)]

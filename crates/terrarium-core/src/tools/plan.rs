@@ -32,7 +32,7 @@ const MAX_VAR_FILE_BYTES: u64 = 1 << 20;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Args {
+pub(super) struct Args {
     #[allow(dead_code)]
     path: String,
     #[serde(default)]
@@ -51,7 +51,11 @@ fn yes() -> bool {
     true
 }
 
-pub async fn run(ctx: &RunCtx<'_>, ws: &Workspace, args: Args) -> Result<ToolOutput, ToolError> {
+pub(super) async fn run(
+    ctx: &RunCtx<'_>,
+    ws: &Workspace,
+    args: Args,
+) -> Result<ToolOutput, ToolError> {
     // Every variable the caller supplied, from var files and `vars` (which win, as in terraform).
     let mut supplied: Map<String, Value> = Map::new();
     let dir = ctx.run_dir()?;

@@ -15,13 +15,17 @@ use crate::workspace::Workspace;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Args {
+pub(super) struct Args {
     #[allow(dead_code)]
     path: String,
     plan_id: String,
 }
 
-pub async fn run(ctx: &RunCtx<'_>, ws: &Workspace, args: Args) -> Result<ToolOutput, ToolError> {
+pub(super) async fn run(
+    ctx: &RunCtx<'_>,
+    ws: &Workspace,
+    args: Args,
+) -> Result<ToolOutput, ToolError> {
     let who = ctx.plan_requester(policy::PlanUse::Apply);
     let verified = ctx.plans().verify(&args.plan_id, &ws.relative, &who)?;
     // The plan holds the variables of the call that made it; whatever the apply prints of them

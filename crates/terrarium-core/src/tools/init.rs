@@ -9,7 +9,7 @@ use crate::workspace::Workspace;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Args {
+pub(super) struct Args {
     #[allow(dead_code)]
     path: String,
     #[serde(default)]
@@ -22,7 +22,11 @@ fn yes() -> bool {
     true
 }
 
-pub async fn run(ctx: &RunCtx<'_>, ws: &Workspace, args: Args) -> Result<ToolOutput, ToolError> {
+pub(super) async fn run(
+    ctx: &RunCtx<'_>,
+    ws: &Workspace,
+    args: Args,
+) -> Result<ToolOutput, ToolError> {
     let inv = Invocation::new("init")
         .flag("input=false")
         .flag("no-color")

@@ -13,13 +13,17 @@ use crate::workspace::Workspace;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Args {
+pub(super) struct Args {
     #[allow(dead_code)]
     path: String,
     name: Option<String>,
 }
 
-pub async fn run(ctx: &RunCtx<'_>, ws: &Workspace, args: Args) -> Result<ToolOutput, ToolError> {
+pub(super) async fn run(
+    ctx: &RunCtx<'_>,
+    ws: &Workspace,
+    args: Args,
+) -> Result<ToolOutput, ToolError> {
     let inv = Invocation::new("output").flag("json").flag("no-color");
     let dir = ctx.run_dir()?;
     let outcome = ctx.terraform_json(ws, &dir, &inv).await?;

@@ -30,11 +30,11 @@ use std::path::{Path, PathBuf};
 use super::{Config, ENV_PREFIX};
 
 /// The implicit files looked for in the current directory, in the order they are reported.
-pub const IMPLICIT_ENV_FILE: &str = ".env";
-pub const IMPLICIT_CONFIG_FILE: &str = "terrarium.toml";
+pub(crate) const IMPLICIT_ENV_FILE: &str = ".env";
+pub(crate) const IMPLICIT_CONFIG_FILE: &str = "terrarium.toml";
 
 #[derive(Debug, thiserror::Error)]
-pub enum SourceError {
+pub(crate) enum SourceError {
     #[error(
         "refusing to start: {file} would be read as configuration, but it lies inside {what} \
          ({tree}), whose content is the code being run and may be hostile. Configuration never \
@@ -57,7 +57,7 @@ pub enum SourceError {
 
 /// What the command line asked for.
 #[derive(Debug, Clone, Default)]
-pub struct Request {
+pub(crate) struct Request {
     /// `--config FILE`.
     pub config_file: Option<PathBuf>,
     /// `--env-file FILE`.
@@ -68,7 +68,7 @@ pub struct Request {
 
 /// The configuration sources, checked and read.
 #[derive(Debug, Clone)]
-pub struct Prepared {
+pub(crate) struct Prepared {
     /// The environment the configuration is loaded from: the process environment, the env
     /// file's values under it, and `TERRARIUM_CONFIG` naming the TOML file to read (if any).
     pub env: BTreeMap<String, String>,
@@ -172,7 +172,7 @@ fn named_files(env: &BTreeMap<String, String>) -> Vec<(String, PathBuf)> {
 
 impl Prepared {
     /// Decides and checks the sources, reads the env file; nothing is applied yet.
-    pub fn new(
+    pub(crate) fn new(
         req: &Request,
         process_env: &BTreeMap<String, String>,
         cwd: &Path,
@@ -318,7 +318,7 @@ impl Prepared {
 
     /// The check against the configuration as loaded: no source and no file it names lies
     /// inside the final workspace root (which a configuration file may have set).
-    pub fn check_loaded(&self, config: &Config) -> Result<(), SourceError> {
+    pub(crate) fn check_loaded(&self, config: &Config) -> Result<(), SourceError> {
         let mut untrusted = self.untrusted.clone();
         untrusted.push(("the workspace root", config.workspace_root.clone()));
         let cwd = &self.cwd;

@@ -9,7 +9,7 @@ use crate::executor::{RunCtx, ToolError};
 const MAX_DEPTH: usize = 8;
 const MAX_ENTRIES: usize = 1000;
 
-pub fn run(ctx: &RunCtx<'_>) -> Result<ToolOutput, ToolError> {
+pub(super) fn run(ctx: &RunCtx<'_>) -> Result<ToolOutput, ToolError> {
     let policy = ctx.policy();
     let (principal, transport) = ctx.caller();
     let workspaces: Vec<String> = ctx

@@ -19,5 +19,5 @@ pub mod reaper;
 pub mod seccomp;
 
 pub use capture::Captured;
-pub use kernel::{ChildSetup, KernelSandbox, Layer, RunPlace, SandboxError};
+pub use kernel::{ChildSetup, KernelSandbox, Layer, LayerKind, RunPlace, SandboxError};
 pub use process::{ProcessRunner, RunOutcome, RunSpec, Runner, SpawnError, StreamLine};

@@ -10,7 +10,7 @@ use crate::workspace::Workspace;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Args {
+pub(super) struct Args {
     #[allow(dead_code)]
     path: String,
     #[serde(default)]
@@ -22,7 +22,11 @@ pub struct Args {
 /// `terraform fmt -check` exits 3 when files need formatting: a finding, not a failure.
 const EXIT_UNFORMATTED: i32 = 3;
 
-pub async fn run(ctx: &RunCtx<'_>, ws: &Workspace, args: Args) -> Result<ToolOutput, ToolError> {
+pub(super) async fn run(
+    ctx: &RunCtx<'_>,
+    ws: &Workspace,
+    args: Args,
+) -> Result<ToolOutput, ToolError> {
     let inv = if args.write {
         Invocation::new("fmt")
             .flag("no-color")

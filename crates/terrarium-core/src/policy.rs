@@ -7,12 +7,13 @@ use std::path::Path;
 
 use serde::Deserialize;
 
+use crate::call::Transport;
 use crate::config::Config;
 use crate::terraform::plan_summary::PlanSummary;
 use crate::tools::ToolKind;
 
 /// The policy shipped with Terrarium.
-pub const DEFAULT_POLICY: &str = include_str!("../policies/default.toml");
+pub const DEFAULT_POLICY: &str = include_str!("../../../policies/default.toml");
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -77,11 +78,6 @@ impl Scope {
             _ => Scope::Read,
         }
     }
-}
-
-/// Transports whose principals the table applies to.
-pub fn is_remote(transport: &str) -> bool {
-    transport == "http"
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -224,7 +220,13 @@ pub enum PolicyError {
 }
 
 /// Is this tool callable at all on this server?
-pub fn check_tool(config: &Config, policy: &Policy, tool: &str) -> Result<(), PolicyError> {
+/// `source_configured`: whether the binary gave the executor a workspace source (GitHub).
+pub fn check_tool(
+    config: &Config,
+    policy: &Policy,
+    tool: &str,
+    source_configured: bool,
+) -> Result<(), PolicyError> {
     if ToolKind::from_name(tool).is_none() {
         return Err(PolicyError::UnknownTool(tool.to_string()));
     }
@@ -234,15 +236,15 @@ pub fn check_tool(config: &Config, policy: &Policy, tool: &str) -> Result<(), Po
     if tool == "terraform_apply" && !config.enable_apply {
         return Err(PolicyError::ApplyDisabled);
     }
-    if tool == "github_prepare_workspace" && !config.github.has_credentials() {
+    if tool == "github_prepare_workspace" && !source_configured {
         return Err(PolicyError::GitHubNotConfigured);
     }
     Ok(())
 }
 
 /// Is this tool listed in `tools/list`? (A disabled apply is not advertised.)
-pub fn is_listed(config: &Config, policy: &Policy, tool: &str) -> bool {
-    check_tool(config, policy, tool).is_ok()
+pub fn is_listed(config: &Config, policy: &Policy, tool: &str, source_configured: bool) -> bool {
+    check_tool(config, policy, tool, source_configured).is_ok()
 }
 
 /// The grant that applies to a principal, if any.
@@ -256,12 +258,12 @@ pub fn grant_for<'a>(policy: &'a Policy, principal: &str) -> Option<&'a Grant> {
 /// May this principal call this tool (on this workspace)? Local transports always may.
 pub fn check_access(
     policy: &Policy,
-    transport: &str,
+    transport: Transport,
     principal: &str,
     tool: ToolKind,
     workspace: Option<&str>,
 ) -> Result<(), PolicyError> {
-    if !is_remote(transport) {
+    if !transport.is_remote() {
         return Ok(());
     }
     let scope = Scope::of(tool);
@@ -296,11 +298,11 @@ pub enum PlanUse {
 /// grant says so (`apply_others_plans` for show and apply, `show_others_plans` for show).
 pub fn may_use_others_plans(
     policy: &Policy,
-    transport: &str,
+    transport: Transport,
     principal: &str,
     how: PlanUse,
 ) -> bool {
-    if !is_remote(transport) {
+    if !transport.is_remote() {
         return true;
     }
     grant_for(policy, principal)
@@ -310,11 +312,11 @@ pub fn may_use_others_plans(
 /// Whether a principal may see a workspace at all (for `workspace_list`).
 pub fn workspace_visible(
     policy: &Policy,
-    transport: &str,
+    transport: Transport,
     principal: &str,
     workspace: &str,
 ) -> bool {
-    !is_remote(transport)
+    !transport.is_remote()
         || grant_for(policy, principal)
             .is_some_and(|g| g.workspaces.iter().any(|glob| glob_match(glob, workspace)))
 }
@@ -443,32 +445,47 @@ scopes = ["read", "plan", "apply"]
         )
         .unwrap();
         let plan = ToolKind::Plan;
-        assert!(check_access(&p, "http", "ci", plan, Some("team-a/net")).is_ok());
+        assert!(check_access(&p, Transport::Http, "ci", plan, Some("team-a/net")).is_ok());
         assert!(matches!(
-            check_access(&p, "http", "ci", plan, Some("team-b/net")),
+            check_access(&p, Transport::Http, "ci", plan, Some("team-b/net")),
             Err(PolicyError::WorkspaceNotGranted { .. })
         ));
         assert!(matches!(
-            check_access(&p, "http", "ci", ToolKind::Apply, Some("team-a/net")),
+            check_access(
+                &p,
+                Transport::Http,
+                "ci",
+                ToolKind::Apply,
+                Some("team-a/net")
+            ),
             Err(PolicyError::MissingScope { scope: "apply", .. })
         ));
-        assert!(check_access(&p, "http", "ops", ToolKind::Apply, Some("anything")).is_ok());
         assert!(
-            check_access(&p, "http", "stranger", ToolKind::Show, None).is_err(),
+            check_access(
+                &p,
+                Transport::Http,
+                "ops",
+                ToolKind::Apply,
+                Some("anything")
+            )
+            .is_ok()
+        );
+        assert!(
+            check_access(&p, Transport::Http, "stranger", ToolKind::Show, None).is_err(),
             "no entry, no \"*\": nothing"
         );
-        assert!(check_access(&p, "stdio", "stdio", ToolKind::Apply, Some("x")).is_ok());
+        assert!(check_access(&p, Transport::Stdio, "stdio", ToolKind::Apply, Some("x")).is_ok());
         assert!(
-            workspace_visible(&p, "http", "ci", "team-a/x")
-                && !workspace_visible(&p, "http", "ci", "b")
+            workspace_visible(&p, Transport::Http, "ci", "team-a/x")
+                && !workspace_visible(&p, Transport::Http, "ci", "b")
         );
     }
 
     #[test]
     fn the_default_policy_lets_principals_read_and_plan_but_not_apply() {
         let p = default_policy();
-        assert!(check_access(&p, "http", "anyone", ToolKind::Plan, Some("x")).is_ok());
-        assert!(check_access(&p, "http", "anyone", ToolKind::Apply, Some("x")).is_err());
+        assert!(check_access(&p, Transport::Http, "anyone", ToolKind::Plan, Some("x")).is_ok());
+        assert!(check_access(&p, Transport::Http, "anyone", ToolKind::Apply, Some("x")).is_err());
     }
 
     #[test]
@@ -490,15 +507,30 @@ show_others_plans = true
         )
         .unwrap();
         for how in [PlanUse::Show, PlanUse::Apply] {
-            assert!(!may_use_others_plans(&p, "http", "ops", how));
-            assert!(!may_use_others_plans(&p, "http", "stranger", how));
-            assert!(may_use_others_plans(&p, "http", "lead", how));
-            assert!(may_use_others_plans(&p, "stdio", "stdio", how));
+            assert!(!may_use_others_plans(&p, Transport::Http, "ops", how));
+            assert!(!may_use_others_plans(&p, Transport::Http, "stranger", how));
+            assert!(may_use_others_plans(&p, Transport::Http, "lead", how));
+            assert!(may_use_others_plans(&p, Transport::Stdio, "stdio", how));
         }
-        assert!(may_use_others_plans(&p, "http", "auditor", PlanUse::Show));
-        assert!(!may_use_others_plans(&p, "http", "auditor", PlanUse::Apply));
+        assert!(may_use_others_plans(
+            &p,
+            Transport::Http,
+            "auditor",
+            PlanUse::Show
+        ));
+        assert!(!may_use_others_plans(
+            &p,
+            Transport::Http,
+            "auditor",
+            PlanUse::Apply
+        ));
         let d = default_policy();
-        assert!(!may_use_others_plans(&d, "http", "anyone", PlanUse::Show));
+        assert!(!may_use_others_plans(
+            &d,
+            Transport::Http,
+            "anyone",
+            PlanUse::Show
+        ));
     }
 
     #[test]

@@ -6,7 +6,7 @@ use super::{ToolOutput, from_run, stdout_json};
 use crate::executor::{RunCtx, ToolError};
 use crate::terraform::Invocation;
 
-pub async fn run(ctx: &RunCtx<'_>) -> Result<ToolOutput, ToolError> {
+pub(super) async fn run(ctx: &RunCtx<'_>) -> Result<ToolOutput, ToolError> {
     let inv = Invocation::new("version").flag("json");
     let dir = ctx.run_dir()?;
     // Runs in its private dir: it needs no workspace.

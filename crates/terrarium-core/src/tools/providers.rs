@@ -5,6 +5,6 @@ use crate::executor::{RunCtx, ToolError};
 use crate::terraform::Invocation;
 use crate::workspace::Workspace;
 
-pub async fn run(ctx: &RunCtx<'_>, ws: &Workspace) -> Result<ToolOutput, ToolError> {
+pub(super) async fn run(ctx: &RunCtx<'_>, ws: &Workspace) -> Result<ToolOutput, ToolError> {
     simple(ctx, ws, Invocation::new("providers")).await
 }

@@ -13,51 +13,51 @@ use serde_json::{Map, Value};
 const SCHEMAS: &[(&str, &str)] = &[
     (
         "workspace_list",
-        include_str!("../schemas/workspace_list.json"),
+        include_str!("../../../schemas/workspace_list.json"),
     ),
     (
         "terraform_version",
-        include_str!("../schemas/terraform_version.json"),
+        include_str!("../../../schemas/terraform_version.json"),
     ),
     (
         "terraform_init",
-        include_str!("../schemas/terraform_init.json"),
+        include_str!("../../../schemas/terraform_init.json"),
     ),
     (
         "terraform_validate",
-        include_str!("../schemas/terraform_validate.json"),
+        include_str!("../../../schemas/terraform_validate.json"),
     ),
     (
         "terraform_fmt",
-        include_str!("../schemas/terraform_fmt.json"),
+        include_str!("../../../schemas/terraform_fmt.json"),
     ),
     (
         "terraform_plan",
-        include_str!("../schemas/terraform_plan.json"),
+        include_str!("../../../schemas/terraform_plan.json"),
     ),
     (
         "terraform_show",
-        include_str!("../schemas/terraform_show.json"),
+        include_str!("../../../schemas/terraform_show.json"),
     ),
     (
         "terraform_output",
-        include_str!("../schemas/terraform_output.json"),
+        include_str!("../../../schemas/terraform_output.json"),
     ),
     (
         "terraform_graph",
-        include_str!("../schemas/terraform_graph.json"),
+        include_str!("../../../schemas/terraform_graph.json"),
     ),
     (
         "terraform_providers",
-        include_str!("../schemas/terraform_providers.json"),
+        include_str!("../../../schemas/terraform_providers.json"),
     ),
     (
         "terraform_apply",
-        include_str!("../schemas/terraform_apply.json"),
+        include_str!("../../../schemas/terraform_apply.json"),
     ),
     (
         "github_prepare_workspace",
-        include_str!("../schemas/github_prepare_workspace.json"),
+        include_str!("../../../schemas/github_prepare_workspace.json"),
     ),
 ];
 

@@ -7,7 +7,7 @@ use crate::executor::{RunCtx, ToolError};
 use crate::terraform::{Invocation, stream};
 use crate::workspace::Workspace;
 
-pub async fn run(ctx: &RunCtx<'_>, ws: &Workspace) -> Result<ToolOutput, ToolError> {
+pub(super) async fn run(ctx: &RunCtx<'_>, ws: &Workspace) -> Result<ToolOutput, ToolError> {
     let inv = Invocation::new("validate").flag("json").flag("no-color");
     let dir = ctx.run_dir()?;
     let outcome = ctx.terraform(ws, &dir, &inv, false).await?;

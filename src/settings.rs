@@ -18,42 +18,19 @@ use std::time::Duration;
 use serde::Deserialize;
 
 mod github;
-pub mod sources;
+pub(crate) mod sources;
 
-pub use github::GitHubConfig;
+pub(crate) use github::GitHubConfig;
 
-use crate::audit::AuditConfig;
-use crate::policy::Policy;
-
-/// Environment variable prefix for every setting.
-pub const ENV_PREFIX: &str = "TERRARIUM_";
-
-/// Names that must never be passed through to terraform: each changes what terraform does behind
-/// the executor's back (extra arguments, another CLI config, debug logs that print secrets, another
-/// data directory).
-pub const FORBIDDEN_PASSTHROUGH: &[&str] = &[
-    "TF_CLI_ARGS",
-    "TF_CLI_CONFIG_FILE",
-    "TF_LOG",
-    "TF_DATA_DIR",
-    "TF_PLUGIN_CACHE_DIR",
-    "TF_IN_AUTOMATION",
-    "TF_INPUT",
-    "TF_REATTACH_PROVIDERS",
-    "TF_DISABLE_PLUGIN_TLS",
-    "TF_SKIP_PROVIDER_VERIFY",
-    "TF_CLI_CONFIG",
-    "TF_IGNORE",
-    "LD_PRELOAD",
-    "LD_LIBRARY_PATH",
-    "LD_AUDIT",
-    "PATH",
-    "HOME",
-    "TMPDIR",
-];
+use terrarium_core::audit::AuditConfig;
+use terrarium_core::config::{
+    Config, ENV_PREFIX, FORBIDDEN_PASSTHROUGH, Limits, SandboxMode, is_forbidden_env,
+};
+use terrarium_core::policy::Policy;
+use terrarium_core::sandbox::LayerKind;
 
 #[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
+pub(crate) enum ConfigError {
     #[error("{name}: {message}")]
     Invalid { name: String, message: String },
     #[error("both {name} and {name}_FILE are set; set only one of them")]
@@ -75,113 +52,28 @@ fn invalid(name: &str, message: impl Into<String>) -> ConfigError {
     }
 }
 
-/// How the kernel sandbox layers (Landlock, seccomp, namespaces) are applied.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SandboxMode {
-    /// Every layer must be applied, or terraform does not run.
-    Strict,
-    /// Layers this kernel cannot apply are skipped, with a warning in each result.
-    BestEffort,
-    /// No kernel layers (the process-level limits still apply). Loud.
-    Off,
-}
-
-impl SandboxMode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SandboxMode::Strict => "strict",
-            SandboxMode::BestEffort => "best-effort",
-            SandboxMode::Off => "off",
-        }
-    }
-}
-
-/// Resource limits applied to every terraform process (and inherited by what it starts).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Limits {
-    pub cpu_secs: u64,
-    pub address_space_bytes: u64,
-    pub open_files: u64,
-    pub processes: u64,
-    pub file_size_bytes: u64,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            cpu_secs: 900,
-            address_space_bytes: 8 << 30,
-            open_files: 4096,
-            processes: 4096,
-            file_size_bytes: 1 << 30,
-        }
-    }
-}
-
-/// The effective configuration. Construct with [`Config::load`].
+/// Everything the binary loaded: the core's [`Config`] and the front doors' own settings, which
+/// the core (and so every tool) never sees.
 #[derive(Debug, Clone)]
-pub struct Config {
-    /// Canonical directory under which every workspace must lie.
-    pub workspace_root: PathBuf,
-    /// The terraform executable: a path, or a name looked up on `PATH` at load time.
-    pub terraform_bin: PathBuf,
-    /// Wall-clock limit of one terraform run.
-    pub timeout: Duration,
-    /// How long terraform gets to stop after SIGINT before the group is killed.
-    pub kill_grace: Duration,
-    pub enable_apply: bool,
-    pub enable_destroy: bool,
-    /// Server-owned files (saved plans, per-run private dirs, plugin cache), outside the root.
-    pub state_dir: PathBuf,
-    /// How long a saved plan may be applied after it was made.
-    pub plan_ttl: Duration,
-    /// Bytes kept of each of stdout and stderr per run.
-    pub output_limit_bytes: usize,
-    /// Runs allowed at once across all workspaces.
-    pub max_concurrent_runs: usize,
-    /// How long a call waits for a busy workspace (or a free run slot) before giving up.
-    pub queue_wait: Duration,
-    /// Runs one principal may have at once: its fair share of `max_concurrent_runs`, so that
-    /// one caller's slow runs cannot hold every slot.
-    pub max_runs_per_principal: usize,
-    /// On SIGTERM/SIGINT, how long runs in flight may finish before they are interrupted.
-    pub shutdown_grace: Duration,
-    /// `PATH` given to terraform (and so to `local-exec` provisioners).
-    pub child_path: String,
-    /// Environment variables passed through to terraform by exact name (provider credentials).
-    pub passthrough_env: Vec<String>,
-    /// Environment variables passed through by prefix, e.g. `AWS_`.
-    pub passthrough_prefixes: Vec<String>,
-    pub limits: Limits,
-    /// Where audit events go.
-    pub audit: AuditConfig,
+pub(crate) struct Settings {
+    pub core: Config,
     /// Diagnostic logs go to this file instead of stderr.
     pub log_file: Option<PathBuf>,
     /// Diagnostic log level: error, warn, info or debug.
     pub log_level: String,
-    /// The policy file in force (`None`: the built-in `policies/default.toml`).
-    pub policy_file: Option<PathBuf>,
-    pub policy: Policy,
-    pub sandbox: SandboxMode,
-    /// TCP ports terraform may connect to in actions that need the network.
-    pub sandbox_connect_ports: Vec<u16>,
-    /// Extra paths terraform may read (credential files, custom CA bundles).
-    pub sandbox_read_paths: Vec<PathBuf>,
-    /// Layers the operator turned off on purpose (`landlock`, `seccomp`, `namespaces`).
-    pub sandbox_disable: Vec<String>,
     pub http: HttpConfig,
     pub github: GitHubConfig,
 }
 
 /// A secret string: never printed, never in `Debug` output.
 #[derive(Clone, Default, PartialEq, Eq)]
-pub struct Secret(String);
+pub(crate) struct Secret(String);
 
 impl Secret {
-    pub fn new(s: impl Into<String>) -> Secret {
+    pub(crate) fn new(s: impl Into<String>) -> Secret {
         Secret(s.into())
     }
-    pub fn expose(&self) -> &str {
+    pub(crate) fn expose(&self) -> &str {
         &self.0
     }
 }
@@ -194,7 +86,7 @@ impl fmt::Debug for Secret {
 
 /// The Streamable HTTP front door.
 #[derive(Debug, Clone)]
-pub struct HttpConfig {
+pub(crate) struct HttpConfig {
     pub listen: std::net::SocketAddr,
     /// The operator says a TLS-terminating proxy is in front (needed for non-loopback binds).
     pub behind_proxy: bool,
@@ -354,15 +246,12 @@ impl EnvReader<'_> {
     }
 }
 
-impl Config {
-    /// Loads from the process environment and the optional config file.
-    pub fn from_process() -> Result<Config, ConfigError> {
-        let env: BTreeMap<String, String> = std::env::vars().collect();
-        Config::load(&env, Path::new("."))
-    }
-
+impl Settings {
     /// Loads from an environment snapshot; `cwd` is where `terrarium.toml` is looked for.
-    pub fn load(env: &BTreeMap<String, String>, cwd: &Path) -> Result<Config, ConfigError> {
+    pub(crate) fn load(
+        env: &BTreeMap<String, String>,
+        cwd: &Path,
+    ) -> Result<Settings, ConfigError> {
         let reader = EnvReader { env };
         let file = load_file(&reader, cwd)?;
 
@@ -412,9 +301,9 @@ impl Config {
             }
         }
         // Runs may read the system directories: the root must not be one of them.
-        for sys in crate::sandbox::access::SYSTEM_READ_EXEC
+        for sys in terrarium_core::sandbox::access::SYSTEM_READ_EXEC
             .iter()
-            .chain(crate::sandbox::access::SYSTEM_READ)
+            .chain(terrarium_core::sandbox::access::SYSTEM_READ)
         {
             if workspace_root.starts_with(sys) {
                 return Err(invalid(
@@ -603,7 +492,7 @@ impl Config {
             .or(file.audit_syslog)
             .filter(|s| !s.is_empty());
         if let Some(url) = &audit_syslog {
-            crate::audit::syslog::parse_url(url)
+            terrarium_core::audit::syslog::parse_url(url)
                 .map_err(|e| invalid("TERRARIUM_AUDIT_SYSLOG", e.to_string()))?;
         }
         let audit = AuditConfig {
@@ -709,17 +598,11 @@ impl Config {
         let sandbox_disable = reader
             .list("SANDBOX_DISABLE")?
             .or(file.sandbox_disable)
-            .unwrap_or_default();
-        for layer in &sandbox_disable {
-            if !["landlock", "seccomp", "namespaces", "cgroup"].contains(&layer.as_str()) {
-                return Err(invalid(
-                    "TERRARIUM_SANDBOX_DISABLE",
-                    format!(
-                        "unknown layer {layer:?}; the layers are landlock, seccomp, namespaces, cgroup"
-                    ),
-                ));
-            }
-        }
+            .unwrap_or_default()
+            .iter()
+            .map(|l| l.parse::<LayerKind>())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|m| invalid("TERRARIUM_SANDBOX_DISABLE", m))?;
 
         let listen = reader
             .get("HTTP_LISTEN")?
@@ -885,41 +768,43 @@ impl Config {
 
         let github = github::load(&reader)?;
 
-        Ok(Config {
+        Ok(Settings {
             http,
             github,
-            sandbox_disable,
-            sandbox,
-            sandbox_connect_ports,
-            sandbox_read_paths,
-            policy_file,
-            policy,
-            workspace_root,
-            terraform_bin,
-            timeout,
-            kill_grace,
-            enable_apply,
-            enable_destroy,
-            state_dir,
-            plan_ttl,
-            output_limit_bytes,
-            max_concurrent_runs,
-            queue_wait,
-            max_runs_per_principal,
-            shutdown_grace,
-            child_path,
-            passthrough_env,
-            passthrough_prefixes,
-            limits,
-            audit,
             log_file,
             log_level,
+            core: Config {
+                sandbox_disable,
+                sandbox,
+                sandbox_connect_ports,
+                sandbox_read_paths,
+                policy_file,
+                policy,
+                workspace_root,
+                terraform_bin,
+                timeout,
+                kill_grace,
+                enable_apply,
+                enable_destroy,
+                state_dir,
+                plan_ttl,
+                output_limit_bytes,
+                max_concurrent_runs,
+                queue_wait,
+                max_runs_per_principal,
+                shutdown_grace,
+                child_path,
+                passthrough_env,
+                passthrough_prefixes,
+                limits,
+                audit,
+            },
         })
     }
 
     /// The effective settings as `(env name, value)` pairs, for `check-config` and the startup
     /// log. Pass-through variables are listed by name only: their values are credentials.
-    pub fn effective(&self) -> Vec<(&'static str, String)> {
+    pub(crate) fn effective(&self) -> Vec<(&'static str, String)> {
         let mut all = self.effective_core();
         all.extend(self.github.effective());
         all
@@ -930,58 +815,71 @@ impl Config {
         vec![
             (
                 "TERRARIUM_WORKSPACE_ROOT",
-                self.workspace_root.display().to_string(),
+                self.core.workspace_root.display().to_string(),
             ),
             (
                 "TERRARIUM_TERRAFORM_BIN",
-                self.terraform_bin.display().to_string(),
+                self.core.terraform_bin.display().to_string(),
             ),
-            ("TERRARIUM_TIMEOUT_SECS", d(self.timeout)),
-            ("TERRARIUM_KILL_GRACE_SECS", d(self.kill_grace)),
-            ("TERRARIUM_ENABLE_APPLY", self.enable_apply.to_string()),
-            ("TERRARIUM_ENABLE_DESTROY", self.enable_destroy.to_string()),
-            ("TERRARIUM_STATE_DIR", self.state_dir.display().to_string()),
-            ("TERRARIUM_PLAN_TTL_SECS", d(self.plan_ttl)),
+            ("TERRARIUM_TIMEOUT_SECS", d(self.core.timeout)),
+            ("TERRARIUM_KILL_GRACE_SECS", d(self.core.kill_grace)),
+            ("TERRARIUM_ENABLE_APPLY", self.core.enable_apply.to_string()),
+            (
+                "TERRARIUM_ENABLE_DESTROY",
+                self.core.enable_destroy.to_string(),
+            ),
+            (
+                "TERRARIUM_STATE_DIR",
+                self.core.state_dir.display().to_string(),
+            ),
+            ("TERRARIUM_PLAN_TTL_SECS", d(self.core.plan_ttl)),
             (
                 "TERRARIUM_OUTPUT_LIMIT_BYTES",
-                self.output_limit_bytes.to_string(),
+                self.core.output_limit_bytes.to_string(),
             ),
             (
                 "TERRARIUM_MAX_CONCURRENT_RUNS",
-                self.max_concurrent_runs.to_string(),
+                self.core.max_concurrent_runs.to_string(),
             ),
-            ("TERRARIUM_QUEUE_WAIT_SECS", d(self.queue_wait)),
+            ("TERRARIUM_QUEUE_WAIT_SECS", d(self.core.queue_wait)),
             (
                 "TERRARIUM_MAX_RUNS_PER_PRINCIPAL",
-                self.max_runs_per_principal.to_string(),
+                self.core.max_runs_per_principal.to_string(),
             ),
-            ("TERRARIUM_SHUTDOWN_GRACE_SECS", d(self.shutdown_grace)),
-            ("TERRARIUM_CHILD_PATH", self.child_path.clone()),
-            ("TERRARIUM_PASSTHROUGH_ENV", self.passthrough_env.join(",")),
+            ("TERRARIUM_SHUTDOWN_GRACE_SECS", d(self.core.shutdown_grace)),
+            ("TERRARIUM_CHILD_PATH", self.core.child_path.clone()),
+            (
+                "TERRARIUM_PASSTHROUGH_ENV",
+                self.core.passthrough_env.join(","),
+            ),
             (
                 "TERRARIUM_PASSTHROUGH_PREFIXES",
-                self.passthrough_prefixes.join(","),
+                self.core.passthrough_prefixes.join(","),
             ),
-            ("TERRARIUM_LIMIT_CPU_SECS", self.limits.cpu_secs.to_string()),
+            (
+                "TERRARIUM_LIMIT_CPU_SECS",
+                self.core.limits.cpu_secs.to_string(),
+            ),
             (
                 "TERRARIUM_LIMIT_ADDRESS_SPACE_BYTES",
-                self.limits.address_space_bytes.to_string(),
+                self.core.limits.address_space_bytes.to_string(),
             ),
             (
                 "TERRARIUM_LIMIT_OPEN_FILES",
-                self.limits.open_files.to_string(),
+                self.core.limits.open_files.to_string(),
             ),
             (
                 "TERRARIUM_LIMIT_PROCESSES",
-                self.limits.processes.to_string(),
+                self.core.limits.processes.to_string(),
             ),
             (
                 "TERRARIUM_LIMIT_FILE_SIZE_BYTES",
-                self.limits.file_size_bytes.to_string(),
+                self.core.limits.file_size_bytes.to_string(),
             ),
             (
                 "TERRARIUM_AUDIT_DIR",
-                self.audit
+                self.core
+                    .audit
                     .dir
                     .as_ref()
                     .map(|p| p.display().to_string())
@@ -989,16 +887,16 @@ impl Config {
             ),
             (
                 "TERRARIUM_AUDIT_RETENTION_DAYS",
-                self.audit.retention_days.to_string(),
+                self.core.audit.retention_days.to_string(),
             ),
             (
                 "TERRARIUM_AUDIT_SYSLOG",
-                self.audit.syslog.clone().unwrap_or_default(),
+                self.core.audit.syslog.clone().unwrap_or_default(),
             ),
-            ("TERRARIUM_AUDIT_STDERR", self.audit.stderr.to_string()),
+            ("TERRARIUM_AUDIT_STDERR", self.core.audit.stderr.to_string()),
             (
                 "TERRARIUM_AUDIT_OMIT_PERSONAL_DATA",
-                self.audit.omit_personal_data.to_string(),
+                self.core.audit.omit_personal_data.to_string(),
             ),
             (
                 "TERRARIUM_LOG_FILE",
@@ -1007,16 +905,25 @@ impl Config {
                     .map_or_else(|| "(stderr)".to_string(), |p| p.display().to_string()),
             ),
             ("TERRARIUM_LOG_LEVEL", self.log_level.clone()),
-            ("TERRARIUM_SANDBOX", self.sandbox.as_str().to_string()),
+            ("TERRARIUM_SANDBOX", self.core.sandbox.as_str().to_string()),
             (
                 "TERRARIUM_SANDBOX_CONNECT_PORTS",
-                self.sandbox_connect_ports
+                self.core
+                    .sandbox_connect_ports
                     .iter()
                     .map(u16::to_string)
                     .collect::<Vec<_>>()
                     .join(","),
             ),
-            ("TERRARIUM_SANDBOX_DISABLE", self.sandbox_disable.join(",")),
+            (
+                "TERRARIUM_SANDBOX_DISABLE",
+                self.core
+                    .sandbox_disable
+                    .iter()
+                    .map(|l| l.as_str())
+                    .collect::<Vec<_>>()
+                    .join(","),
+            ),
             ("TERRARIUM_HTTP_LISTEN", self.http.listen.to_string()),
             (
                 "TERRARIUM_HTTP_BEHIND_PROXY",
@@ -1073,7 +980,8 @@ impl Config {
             ),
             (
                 "TERRARIUM_SANDBOX_READ_PATHS",
-                self.sandbox_read_paths
+                self.core
+                    .sandbox_read_paths
                     .iter()
                     .map(|p| p.display().to_string())
                     .collect::<Vec<_>>()
@@ -1081,7 +989,7 @@ impl Config {
             ),
             (
                 "TERRARIUM_POLICY_FILE",
-                self.policy_file.as_ref().map_or_else(
+                self.core.policy_file.as_ref().map_or_else(
                     || "(built-in policies/default.toml)".to_string(),
                     |p| p.display().to_string(),
                 ),
@@ -1090,7 +998,7 @@ impl Config {
     }
 }
 
-impl fmt::Display for Config {
+impl fmt::Display for Settings {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for (k, v) in self.effective() {
             writeln!(f, "{k}={v}")?;
@@ -1209,18 +1117,8 @@ fn validate_passthrough(names: &[String], prefixes: &[String]) -> Result<(), Con
     Ok(())
 }
 
-/// True for names that never reach terraform, whatever the configuration says.
-pub fn is_forbidden_env(name: &str) -> bool {
-    // The server's own settings hold its credentials (the GitHub App key, tokens): never
-    // terraform's, whatever a configuration asks.
-    name.starts_with(ENV_PREFIX)
-        || FORBIDDEN_PASSTHROUGH.iter().any(|f| {
-            name == *f || (name.starts_with(f) && name.as_bytes().get(f.len()) == Some(&b'_'))
-        })
-}
-
 /// Accepts names and the numeric levels 1–4 (error, warn, info, debug).
-pub fn parse_log_level(s: &str) -> Result<String, String> {
+pub(crate) fn parse_log_level(s: &str) -> Result<String, String> {
     let level = match s.trim().to_ascii_lowercase().as_str() {
         "1" | "error" => "error",
         "2" | "warn" | "warning" => "warn",
@@ -1265,20 +1163,20 @@ mod tests {
         ]
     }
 
-    fn load_with(dir: &Path, extra: &[(&str, &str)]) -> Result<Config, ConfigError> {
+    fn load_with(dir: &Path, extra: &[(&str, &str)]) -> Result<Settings, ConfigError> {
         std::fs::create_dir_all(dir.join("root")).unwrap();
         let mut e: BTreeMap<String, String> = base(dir).into_iter().collect();
         e.extend(env(extra));
-        Config::load(&e, dir)
+        Settings::load(&e, dir)
     }
 
     #[test]
     fn defaults_are_safe() {
         let dir = tempfile::tempdir().unwrap();
         let c = load_with(dir.path(), &[]).unwrap();
-        assert!(!c.enable_apply);
-        assert!(!c.enable_destroy);
-        assert_eq!(c.timeout, Duration::from_secs(300));
+        assert!(!c.core.enable_apply);
+        assert!(!c.core.enable_destroy);
+        assert_eq!(c.core.timeout, Duration::from_secs(300));
         assert_eq!(c.log_level, "warn");
     }
 
@@ -1293,9 +1191,9 @@ mod tests {
         let c = load_with(dir.path(), &[("TERRARIUM_HTTP_MAX_SESSIONS", "4")]).unwrap();
         assert_eq!(c.http.max_sessions_per_principal, 2);
         // One principal never gets every run slot.
-        assert_eq!(c.max_runs_per_principal, c.max_concurrent_runs - 1);
+        assert_eq!(c.core.max_runs_per_principal, c.core.max_concurrent_runs - 1);
         let c = load_with(dir.path(), &[("TERRARIUM_MAX_CONCURRENT_RUNS", "1")]).unwrap();
-        assert_eq!(c.max_runs_per_principal, 1);
+        assert_eq!(c.core.max_runs_per_principal, 1);
         for (name, bad) in [
             ("TERRARIUM_HTTP_HEADER_TIMEOUT_SECS", "0"),
             ("TERRARIUM_HTTP_IDLE_TIMEOUT_SECS", "0"),
@@ -1387,7 +1285,7 @@ mod tests {
     fn missing_workspace_root_is_reported() {
         let dir = tempfile::tempdir().unwrap();
         let e = env(&[("TERRARIUM_TERRAFORM_BIN", "/bin/sh")]);
-        let err = Config::load(&e, dir.path()).unwrap_err();
+        let err = Settings::load(&e, dir.path()).unwrap_err();
         assert!(
             err.to_string().contains("TERRARIUM_WORKSPACE_ROOT"),
             "{err}"
@@ -1404,13 +1302,13 @@ mod tests {
         .unwrap();
         let c = load_with(dir.path(), &[]).unwrap();
         assert_eq!(
-            c.timeout,
+            c.core.timeout,
             Duration::from_secs(300),
             "never read unless named"
         );
         let c = load_with(dir.path(), &[("TERRARIUM_CONFIG", "terrarium.toml")]).unwrap();
-        assert_eq!(c.timeout, Duration::from_secs(42));
-        assert!(c.enable_apply);
+        assert_eq!(c.core.timeout, Duration::from_secs(42));
+        assert!(c.core.enable_apply);
         let c = load_with(
             dir.path(),
             &[
@@ -1419,7 +1317,7 @@ mod tests {
             ],
         )
         .unwrap();
-        assert_eq!(c.timeout, Duration::from_secs(7), "env wins over file");
+        assert_eq!(c.core.timeout, Duration::from_secs(7), "env wins over file");
     }
 
     #[test]
@@ -1437,7 +1335,7 @@ mod tests {
         std::fs::write(&secret, "17\n").unwrap();
         let s = secret.display().to_string();
         let c = load_with(dir.path(), &[("TERRARIUM_TIMEOUT_SECS_FILE", &s)]).unwrap();
-        assert_eq!(c.timeout, Duration::from_secs(17));
+        assert_eq!(c.core.timeout, Duration::from_secs(17));
         let err = load_with(
             dir.path(),
             &[
@@ -1483,7 +1381,7 @@ mod tests {
             ],
         )
         .unwrap();
-        assert_eq!(c.passthrough_prefixes, vec!["TF_VAR_"]);
+        assert_eq!(c.core.passthrough_prefixes, vec!["TF_VAR_"]);
     }
 
     #[test]
@@ -1499,7 +1397,7 @@ mod tests {
     fn policy_file_is_loaded_and_checked() {
         let dir = tempfile::tempdir().unwrap();
         let c = load_with(dir.path(), &[]).unwrap();
-        assert!(c.policy.tools.allow.iter().any(|t| t == "terraform_apply"));
+        assert!(c.core.policy.tools.allow.iter().any(|t| t == "terraform_apply"));
         let bad = dir.path().join("bad.toml");
         std::fs::write(&bad, "[tools]\nallow = [\"terraform_console\"]\n").unwrap();
         let err = load_with(
@@ -1544,7 +1442,7 @@ mod tests {
             for (k, v) in extra {
                 env.insert(k.to_string(), v.clone());
             }
-            Config::load(&env, dir.path())
+            Settings::load(&env, dir.path())
         };
         assert!(base(&[]).is_ok());
         let err = base(&[("TERRARIUM_TERRAFORM_BIN", tf.display().to_string())])

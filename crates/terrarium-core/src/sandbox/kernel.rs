@@ -18,10 +18,62 @@ use super::mounts::MountPlan;
 use super::seccomp;
 use crate::config::{Config, Limits, SandboxMode};
 
+/// A sandbox layer an operator can name (`TERRARIUM_SANDBOX_DISABLE`). The per-run cgroup is
+/// teardown hygiene rather than confinement, but it can be turned off the same way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LayerKind {
+    Landlock,
+    Seccomp,
+    Namespaces,
+    Cgroup,
+}
+
+impl LayerKind {
+    pub const ALL: [LayerKind; 4] = [
+        LayerKind::Landlock,
+        LayerKind::Seccomp,
+        LayerKind::Namespaces,
+        LayerKind::Cgroup,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LayerKind::Landlock => "landlock",
+            LayerKind::Seccomp => "seccomp",
+            LayerKind::Namespaces => "namespaces",
+            LayerKind::Cgroup => "cgroup",
+        }
+    }
+}
+
+impl std::fmt::Display for LayerKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for LayerKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        LayerKind::ALL
+            .into_iter()
+            .find(|l| l.as_str() == s)
+            .ok_or_else(|| {
+                format!("unknown layer {s:?}; the layers are landlock, seccomp, namespaces, cgroup")
+            })
+    }
+}
+
+impl Serialize for LayerKind {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
 /// What the probe found for one layer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Layer {
-    pub name: &'static str,
+    pub name: LayerKind,
     pub available: bool,
     /// Turned off by the operator (`TERRARIUM_SANDBOX_DISABLE`): not applied, and not a reason
     /// for strict mode to refuse.
@@ -119,7 +171,7 @@ pub enum SandboxError {
         "the {layer} sandbox layer cannot be applied on this system ({detail}); terraform was not run. \
          Set TERRARIUM_SANDBOX=best-effort to run without it"
     )]
-    Unavailable { layer: &'static str, detail: String },
+    Unavailable { layer: LayerKind, detail: String },
     #[error("sandbox set-up failed: {0}")]
     Setup(String),
 }
@@ -136,9 +188,7 @@ pub struct KernelSandbox {
     landlock_abi: i32,
 }
 
-const LANDLOCK: &str = "landlock";
-const SECCOMP: &str = "seccomp";
-const NAMESPACES: &str = "namespaces";
+use LayerKind::{Landlock as LANDLOCK, Namespaces as NAMESPACES, Seccomp as SECCOMP};
 
 impl KernelSandbox {
     pub fn new(config: &Config) -> KernelSandbox {
@@ -189,7 +239,7 @@ impl KernelSandbox {
         };
         let mut layers = vec![landlock, seccomp_layer, ns_layer];
         for l in &mut layers {
-            l.disabled = config.sandbox_disable.iter().any(|d| d == l.name);
+            l.disabled = config.sandbox_disable.contains(&l.name);
         }
         KernelSandbox {
             mode: config.sandbox,
@@ -198,7 +248,7 @@ impl KernelSandbox {
             connect_ports: config.sandbox_connect_ports.clone(),
             extra_read: config.sandbox_read_paths.clone(),
             landlock_abi: abi,
-            cgroups: if config.sandbox_disable.iter().any(|d| d == "cgroup") {
+            cgroups: if config.sandbox_disable.contains(&LayerKind::Cgroup) {
                 Err("per-run cgroups disabled by TERRARIUM_SANDBOX_DISABLE".into())
             } else {
                 super::cgroup::RunCgroups::open()
@@ -223,11 +273,11 @@ impl KernelSandbox {
         &self.layers
     }
 
-    fn layer(&self, name: &str) -> Option<&Layer> {
+    fn layer(&self, name: LayerKind) -> Option<&Layer> {
         self.layers.iter().find(|l| l.name == name)
     }
 
-    fn usable(&self, name: &str) -> bool {
+    fn usable(&self, name: LayerKind) -> bool {
         self.mode != SandboxMode::Off
             && self.layer(name).is_some_and(|l| l.available && !l.disabled)
     }
@@ -555,20 +605,11 @@ mod tests {
         // Whatever the machine, the probe answers for every layer with a reason.
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("root")).unwrap();
-        let env: std::collections::BTreeMap<String, String> = [
-            (
-                "TERRARIUM_WORKSPACE_ROOT".to_string(),
-                dir.path().join("root").display().to_string(),
-            ),
-            ("TERRARIUM_TERRAFORM_BIN".to_string(), "/bin/sh".to_string()),
-            (
-                "TERRARIUM_STATE_DIR".to_string(),
-                dir.path().join("state").display().to_string(),
-            ),
-        ]
-        .into_iter()
-        .collect();
-        let config = Config::load(&env, dir.path()).unwrap();
+        let config = Config::for_tests(
+            dir.path().join("root"),
+            "/bin/sh".into(),
+            dir.path().join("state"),
+        );
         let s = KernelSandbox::new(&config);
         assert_eq!(s.layers().len(), 3);
         assert!(s.layers().iter().all(|l| !l.detail.is_empty()));

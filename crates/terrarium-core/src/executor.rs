@@ -15,6 +15,7 @@ use tokio::sync::{Notify, OwnedMutexGuard, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::audit::{AuditError, Auditor, ToolEvent, rfc3339_now};
+use crate::call::{CallContext, ToolResponse, Transport};
 use crate::config::Config;
 use crate::plans::{
     PlanError, PlanOwner, PlanStore, Requester, create_private_dir, write_private_file,
@@ -28,45 +29,10 @@ use crate::sandbox::{
 };
 use crate::schema::{FieldError, SchemaError, Schemas};
 use crate::secrets::SecretStore;
+use crate::source::WorkspaceSource;
 use crate::terraform::{Invocation, stream};
 use crate::tools::{self, ToolKind, ToolOutput};
 use crate::workspace::{FileId, Workspace, WorkspaceError, WorkspaceRoot};
-
-/// Reports a line of progress to the caller (already redacted).
-pub type ProgressFn = Arc<dyn Fn(String) + Send + Sync>;
-
-/// Who is calling and how; filled in by the front door.
-#[derive(Clone)]
-pub struct CallContext {
-    pub principal: String,
-    pub transport: &'static str,
-    pub request_id: String,
-    pub progress: Option<ProgressFn>,
-    pub cancel: CancellationToken,
-    /// The caller's address (HTTP); `None` for local front doors.
-    pub source_ip: Option<String>,
-}
-
-impl CallContext {
-    pub fn new(principal: impl Into<String>, transport: &'static str) -> CallContext {
-        CallContext {
-            principal: principal.into(),
-            transport,
-            request_id: uuid::Uuid::new_v4().to_string(),
-            progress: None,
-            cancel: CancellationToken::new(),
-            source_ip: None,
-        }
-    }
-}
-
-/// What a front door sends back: a structured result and its readable text.
-#[derive(Debug, Clone)]
-pub struct ToolResponse {
-    pub is_error: bool,
-    pub structured: Value,
-    pub text: String,
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ToolError {
@@ -91,7 +57,7 @@ pub enum ToolError {
     #[error("{0}")]
     Terraform(String),
     #[error(transparent)]
-    GitHub(#[from] crate::github::GitHubError),
+    Source(#[from] crate::source::SourceError),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -108,7 +74,7 @@ impl ToolError {
             ToolError::Sandbox(_) => "sandbox",
             ToolError::Audit(_) => "audit",
             ToolError::Terraform(_) => "terraform",
-            ToolError::GitHub(_) => "github",
+            ToolError::Source(e) => e.kind,
             ToolError::Internal(_) => "internal",
         }
     }
@@ -153,7 +119,7 @@ impl ToolError {
             ToolError::Terraform(_) => Cow::Borrowed(
                 "terraform failed or printed something that could not be used (details in the result)",
             ),
-            ToolError::GitHub(e) => e.audit_message(),
+            ToolError::Source(e) => e.audit.clone(),
             ToolError::Internal(_) => Cow::Borrowed("internal error (details in the result)"),
         }
     }
@@ -216,8 +182,6 @@ pub enum StartError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("GitHub client: {0}")]
-    GitHub(#[from] crate::github::GitHubError),
 }
 
 pub struct Executor {
@@ -247,8 +211,8 @@ pub struct Executor {
     shutdown: CancellationToken,
     in_flight: AtomicUsize,
     idle: Notify,
-    /// GitHub access, when credentials are configured.
-    github: Option<Arc<crate::github::GitHub>>,
+    /// Where `github_prepare_workspace` fetches from, when the binary configured one.
+    source: Option<Arc<dyn WorkspaceSource>>,
 }
 
 impl Executor {
@@ -257,6 +221,7 @@ impl Executor {
         config: Config,
         runner: Arc<dyn Runner>,
         host_env: BTreeMap<String, String>,
+        source: Option<Arc<dyn WorkspaceSource>>,
     ) -> Result<Executor, StartError> {
         let state_err = |path: &Path| {
             let path = path.to_path_buf();
@@ -281,9 +246,8 @@ impl Executor {
         let secrets = SecretStore::open(&config.state_dir).map_err(state_err(&config.state_dir))?;
         let audit = Arc::new(Auditor::new(&config.audit)?);
         let sandbox = KernelSandbox::new(&config);
-        let github = crate::github::GitHub::from_config(&config.github)?.map(Arc::new);
         Ok(Executor {
-            github,
+            source,
             policy: std::sync::RwLock::new(Arc::new(config.policy.clone())),
             shutdown: CancellationToken::new(),
             in_flight: AtomicUsize::new(0),
@@ -320,11 +284,6 @@ impl Executor {
         &self.audit
     }
 
-    /// GitHub access, when credentials are configured.
-    pub fn github(&self) -> Option<&Arc<crate::github::GitHub>> {
-        self.github.as_ref()
-    }
-
     /// Cancelled when the server shuts down (for work outside `call`, like webhook plans).
     pub fn shutdown_token(&self) -> CancellationToken {
         self.shutdown.child_token()
@@ -351,7 +310,7 @@ impl Executor {
     /// The tools a caller may use, in order, with their schema documents.
     pub fn listed_tools_for(
         &self,
-        transport: &str,
+        transport: Transport,
         principal: &str,
     ) -> Vec<(ToolKind, Arc<Map<String, Value>>)> {
         let policy = self.policy();
@@ -365,7 +324,14 @@ impl Executor {
     pub fn listed_tools(&self) -> Vec<(ToolKind, Arc<Map<String, Value>>)> {
         ToolKind::ALL
             .iter()
-            .filter(|k| policy::is_listed(&self.config, &self.policy(), k.name()))
+            .filter(|k| {
+                policy::is_listed(
+                    &self.config,
+                    &self.policy(),
+                    k.name(),
+                    self.source.is_some(),
+                )
+            })
             .filter_map(|k| self.schemas.document(k.name()).map(|d| (*k, d)))
             .collect()
     }
@@ -426,7 +392,7 @@ impl Executor {
         ctx: &RunCtx<'_>,
         workspace: &mut Option<Workspace>,
     ) -> Result<ToolOutput, ToolError> {
-        policy::check_tool(&self.config, &self.policy(), tool)?;
+        policy::check_tool(&self.config, &self.policy(), tool, self.source.is_some())?;
         let kind =
             ToolKind::from_name(tool).ok_or_else(|| PolicyError::UnknownTool(tool.to_string()))?;
         let arguments = if arguments.is_null() {
@@ -612,7 +578,7 @@ impl Executor {
             event: "terraform_operation",
             request_id: ctx.request_id.clone(),
             principal: ctx.principal.clone(),
-            transport: ctx.transport,
+            transport: ctx.transport.as_str(),
             source_ip: ctx.source_ip.clone(),
             tool: tool.to_string(),
             action: out
@@ -696,7 +662,7 @@ impl Executor {
             event: kind,
             request_id: ctx.request_id.clone(),
             principal: ctx.principal.clone(),
-            transport: ctx.transport,
+            transport: ctx.transport.as_str(),
             source_ip: ctx.source_ip.clone(),
             tool: tool.to_string(),
             action: None,
@@ -966,8 +932,9 @@ impl RunCtx<'_> {
         &self.exec.plans
     }
 
-    pub fn github(&self) -> Option<&Arc<crate::github::GitHub>> {
-        self.exec.github.as_ref()
+    /// Where workspaces can be fetched from, when configured.
+    pub fn source(&self) -> Option<&dyn WorkspaceSource> {
+        self.exec.source.as_deref()
     }
 
     /// Fires when the caller cancels or the server shuts down.
@@ -989,7 +956,7 @@ impl RunCtx<'_> {
     }
 
     /// Who is calling, and over which transport.
-    pub fn caller(&self) -> (&str, &str) {
+    pub fn caller(&self) -> (&str, Transport) {
         (&self.call.principal, self.call.transport)
     }
 
@@ -1027,7 +994,7 @@ impl RunCtx<'_> {
     pub fn plan_owner(&self) -> PlanOwner {
         PlanOwner {
             principal: self.call.principal.clone(),
-            transport: self.call.transport.to_string(),
+            transport: self.call.transport.as_str().to_string(),
         }
     }
 
@@ -1147,7 +1114,7 @@ impl RunCtx<'_> {
         // server-made tree, resolved by descriptor with no symlink on the way, holding the
         // marker the fetch wrote as a plain file.
         if let Cwd::Workspace(ws) = cwd
-            && let Some(tree) = crate::github::fetch::trusted_tree(&self.exec.root, &ws.relative)
+            && let Some(tree) = crate::source::trusted_tree(&self.exec.root, &ws.relative)
         {
             access.read_only.push(Grant::Held {
                 fd: tree.fd().clone(),

@@ -7,7 +7,7 @@ use super::{ConfigError, EnvReader, Secret, invalid};
 
 /// GitHub App (or plain token) access. Everything is off until credentials are set.
 #[derive(Debug, Clone)]
-pub struct GitHubConfig {
+pub(crate) struct GitHubConfig {
     pub app_id: Option<u64>,
     /// The App's private key (PEM).
     pub private_key: Secret,
@@ -35,15 +35,15 @@ pub struct GitHubConfig {
 
 impl GitHubConfig {
     /// App credentials or a token are set: the client can be built.
-    pub fn has_credentials(&self) -> bool {
+    pub(crate) fn has_credentials(&self) -> bool {
         self.app_id.is_some() || !self.token.expose().is_empty()
     }
 
-    pub fn repo_allowed(&self, full_name: &str) -> bool {
+    pub(crate) fn repo_allowed(&self, full_name: &str) -> bool {
         let name = full_name.to_ascii_lowercase();
         self.repos
             .iter()
-            .any(|g| crate::policy::glob_match(&g.to_ascii_lowercase(), &name))
+            .any(|g| terrarium_core::policy::glob_match(&g.to_ascii_lowercase(), &name))
     }
 }
 
@@ -163,7 +163,7 @@ fn check_api_url(url: &str) -> Result<(), String> {
 
 impl GitHubConfig {
     /// `(name, value)` pairs for `check-config`, secrets masked.
-    pub fn effective(&self) -> Vec<(&'static str, String)> {
+    pub(crate) fn effective(&self) -> Vec<(&'static str, String)> {
         let mask = |s: &Secret| {
             if s.expose().is_empty() {
                 String::new()

@@ -1,14 +1,19 @@
 //! `github_prepare_workspace`: a repository on GitHub, at a ref, as a fresh workspace.
+//!
+//! The tool decides where the tree goes and checks the caller may use that place; the
+//! [`WorkspaceSource`](crate::source::WorkspaceSource) the binary configured downloads and
+//! extracts it.
 
 use serde::Deserialize;
 use serde_json::json;
 
 use super::ToolOutput;
 use crate::executor::{RunCtx, ToolError};
-use crate::github::{self, GitHubError, RepoName, fetch};
+use crate::policy::PolicyError;
+use crate::source::{self, SourceError};
 
 #[derive(Debug, Deserialize)]
-pub struct Args {
+pub(super) struct Args {
     owner: String,
     repo: String,
     #[serde(rename = "ref")]
@@ -17,29 +22,21 @@ pub struct Args {
     subdir: Option<String>,
 }
 
-pub async fn run(ctx: &RunCtx<'_>, args: Args) -> Result<ToolOutput, ToolError> {
-    let gh = ctx.github().ok_or(GitHubError::NotConfigured)?;
-    let repo = RepoName::new(&args.owner, &args.repo)?;
-    github::check_ref(&args.reference)?;
-    let client = gh.repo(&repo, None).await?;
-    let (_, relative) = fetch::fresh_dir(
-        ctx.root().path(),
-        fetch::PREPARED_DIR,
-        &repo,
-        &args.reference,
-    );
+pub(super) async fn run(ctx: &RunCtx<'_>, args: Args) -> Result<ToolOutput, ToolError> {
+    let src = ctx.source().ok_or(PolicyError::GitHubNotConfigured)?;
+    let checked = src.check(&args.owner, &args.repo, &args.reference)?;
+    let relative = source::fresh_dir(source::PREPARED_DIR, &checked);
     // A caller limited to some workspaces may only create one where they could use it.
     ctx.check_workspace_grant(&relative)?;
-    let stats = fetch::fetch_into(
-        &client,
-        &args.reference,
-        ctx.root().path(),
-        &relative,
-        gh.config(),
-        ctx.config().timeout,
-        ctx.cancel_token(),
-    )
-    .await?;
+    let stats = src
+        .fetch(
+            &checked,
+            ctx.root().path(),
+            &relative,
+            ctx.config().timeout,
+            ctx.cancel_token(),
+        )
+        .await?;
     let path = match &args.subdir {
         None => relative.clone(),
         Some(sub) => {
@@ -56,25 +53,31 @@ pub async fn run(ctx: &RunCtx<'_>, args: Args) -> Result<ToolOutput, ToolError> 
             match inside {
                 Some(ws) => ws.relative,
                 None => {
-                    fetch::remove_tree(ctx.root().path(), &relative);
-                    return Err(GitHubError::NoSubdir(sub.clone()).into());
+                    source::remove_tree(ctx.root().path(), &relative);
+                    return Err(SourceError {
+                        kind: "github",
+                        message: format!("subdir {sub:?} does not exist in the repository archive"),
+                        audit: "subdir does not exist in the repository archive".into(),
+                    }
+                    .into());
                 }
             }
         }
     };
+    let repo = checked.full();
     let mut out = ToolOutput {
         success: true,
         text: format!(
             "Fetched {repo}@{} ({} files, {} bytes) into workspace {path}",
-            args.reference, stats.files, stats.bytes
+            checked.reference, stats.files, stats.bytes
         ),
         // The audit trail's `command`: the shape, never the caller's values.
         action: Some("github archive".into()),
         ..ToolOutput::default()
     };
     out.data.insert("path".into(), json!(path));
-    out.data.insert("repository".into(), json!(repo.full()));
-    out.data.insert("ref".into(), json!(args.reference));
+    out.data.insert("repository".into(), json!(repo));
+    out.data.insert("ref".into(), json!(checked.reference));
     out.data.insert("files".into(), json!(stats.files));
     out.data.insert("bytes".into(), json!(stats.bytes));
     Ok(out)

@@ -10,7 +10,7 @@ use crate::workspace::Workspace;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Args {
+pub(super) struct Args {
     #[allow(dead_code)]
     path: String,
     #[serde(rename = "type")]
@@ -37,7 +37,11 @@ impl GraphType {
     }
 }
 
-pub async fn run(ctx: &RunCtx<'_>, ws: &Workspace, args: Args) -> Result<ToolOutput, ToolError> {
+pub(super) async fn run(
+    ctx: &RunCtx<'_>,
+    ws: &Workspace,
+    args: Args,
+) -> Result<ToolOutput, ToolError> {
     let mut inv = Invocation::new("graph");
     if let Some(t) = args.graph_type {
         inv = inv.value("type", t.flag());

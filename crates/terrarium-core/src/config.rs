@@ -1,0 +1,183 @@
+//! The core's configuration: plain typed values, no loading. The binary's `settings` module is
+//! the one place that reads files and the environment and builds a [`Config`].
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::audit::AuditConfig;
+use crate::policy::Policy;
+use crate::sandbox::LayerKind;
+
+/// Environment variable prefix for every setting.
+pub const ENV_PREFIX: &str = "TERRARIUM_";
+
+/// Names that must never be passed through to terraform: each changes what terraform does behind
+/// the executor's back (extra arguments, another CLI config, debug logs that print secrets, another
+/// data directory).
+pub const FORBIDDEN_PASSTHROUGH: &[&str] = &[
+    "TF_CLI_ARGS",
+    "TF_CLI_CONFIG_FILE",
+    "TF_LOG",
+    "TF_DATA_DIR",
+    "TF_PLUGIN_CACHE_DIR",
+    "TF_IN_AUTOMATION",
+    "TF_INPUT",
+    "TF_REATTACH_PROVIDERS",
+    "TF_DISABLE_PLUGIN_TLS",
+    "TF_SKIP_PROVIDER_VERIFY",
+    "TF_CLI_CONFIG",
+    "TF_IGNORE",
+    "LD_PRELOAD",
+    "LD_LIBRARY_PATH",
+    "LD_AUDIT",
+    "PATH",
+    "HOME",
+    "TMPDIR",
+];
+
+/// True for names that never reach terraform, whatever the configuration says.
+pub fn is_forbidden_env(name: &str) -> bool {
+    // The server's own settings hold its credentials (the GitHub App key, tokens): never
+    // terraform's, whatever a configuration asks.
+    name.starts_with(ENV_PREFIX)
+        || FORBIDDEN_PASSTHROUGH.iter().any(|f| {
+            name == *f || (name.starts_with(f) && name.as_bytes().get(f.len()) == Some(&b'_'))
+        })
+}
+
+/// How the kernel sandbox layers (Landlock, seccomp, namespaces) are applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SandboxMode {
+    /// Every layer must be applied, or terraform does not run.
+    Strict,
+    /// Layers this kernel cannot apply are skipped, with a warning in each result.
+    BestEffort,
+    /// No kernel layers (the process-level limits still apply). Loud.
+    Off,
+}
+
+impl SandboxMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SandboxMode::Strict => "strict",
+            SandboxMode::BestEffort => "best-effort",
+            SandboxMode::Off => "off",
+        }
+    }
+}
+
+/// Resource limits applied to every terraform process (and inherited by what it starts).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    pub cpu_secs: u64,
+    pub address_space_bytes: u64,
+    pub open_files: u64,
+    pub processes: u64,
+    pub file_size_bytes: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            cpu_secs: 900,
+            address_space_bytes: 8 << 30,
+            open_files: 4096,
+            processes: 4096,
+            file_size_bytes: 1 << 30,
+        }
+    }
+}
+
+/// What the core needs to run tools: built by the binary's settings loader, which checked every
+/// value. Front-door settings (HTTP, GitHub credentials, logging) are not here: the tools never
+/// see them.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Canonical directory under which every workspace must lie.
+    pub workspace_root: PathBuf,
+    /// The terraform executable: a path, or a name looked up on `PATH` at load time.
+    pub terraform_bin: PathBuf,
+    /// Wall-clock limit of one terraform run.
+    pub timeout: Duration,
+    /// How long terraform gets to stop after SIGINT before the group is killed.
+    pub kill_grace: Duration,
+    pub enable_apply: bool,
+    pub enable_destroy: bool,
+    /// Server-owned files (saved plans, per-run private dirs, plugin cache), outside the root.
+    pub state_dir: PathBuf,
+    /// How long a saved plan may be applied after it was made.
+    pub plan_ttl: Duration,
+    /// Bytes kept of each of stdout and stderr per run.
+    pub output_limit_bytes: usize,
+    /// Runs allowed at once across all workspaces.
+    pub max_concurrent_runs: usize,
+    /// How long a call waits for a busy workspace (or a free run slot) before giving up.
+    pub queue_wait: Duration,
+    /// Runs one principal may have at once: its fair share of `max_concurrent_runs`, so that
+    /// one caller's slow runs cannot hold every slot.
+    pub max_runs_per_principal: usize,
+    /// On SIGTERM/SIGINT, how long runs in flight may finish before they are interrupted.
+    pub shutdown_grace: Duration,
+    /// `PATH` given to terraform (and so to `local-exec` provisioners).
+    pub child_path: String,
+    /// Environment variables passed through to terraform by exact name (provider credentials).
+    pub passthrough_env: Vec<String>,
+    /// Environment variables passed through by prefix, e.g. `AWS_`.
+    pub passthrough_prefixes: Vec<String>,
+    pub limits: Limits,
+    /// Where audit events go.
+    pub audit: AuditConfig,
+    /// The policy file in force (`None`: the built-in `policies/default.toml`).
+    pub policy_file: Option<PathBuf>,
+    pub policy: Policy,
+    pub sandbox: SandboxMode,
+    /// TCP ports terraform may connect to in actions that need the network.
+    pub sandbox_connect_ports: Vec<u16>,
+    /// Extra paths terraform may read (credential files, custom CA bundles).
+    pub sandbox_read_paths: Vec<PathBuf>,
+    /// Layers the operator turned off on purpose (`landlock`, `seccomp`, `namespaces`).
+    pub sandbox_disable: Vec<LayerKind>,
+}
+
+#[cfg(test)]
+impl Config {
+    /// A configuration for unit tests (the real defaults live in the binary's settings).
+    pub(crate) fn for_tests(
+        workspace_root: PathBuf,
+        terraform_bin: PathBuf,
+        state_dir: PathBuf,
+    ) -> Config {
+        Config {
+            workspace_root,
+            terraform_bin,
+            timeout: Duration::from_secs(60),
+            kill_grace: Duration::from_secs(1),
+            enable_apply: false,
+            enable_destroy: false,
+            state_dir,
+            plan_ttl: Duration::from_secs(3600),
+            output_limit_bytes: 1 << 20,
+            max_concurrent_runs: 2,
+            queue_wait: Duration::from_secs(1),
+            max_runs_per_principal: 2,
+            shutdown_grace: Duration::from_secs(1),
+            child_path: "/usr/bin:/bin".into(),
+            passthrough_env: Vec::new(),
+            passthrough_prefixes: Vec::new(),
+            limits: Limits::default(),
+            audit: AuditConfig {
+                dir: None,
+                retention_days: 1,
+                syslog: None,
+                stderr: false,
+                omit_personal_data: false,
+            },
+            policy_file: None,
+            policy: Policy::load(None).expect("the built-in policy parses"),
+            sandbox: SandboxMode::BestEffort,
+            sandbox_connect_ports: vec![443],
+            sandbox_read_paths: Vec::new(),
+            sandbox_disable: Vec::new(),
+        }
+    }
+}
