@@ -534,7 +534,9 @@ impl Settings {
             .map(PathBuf::from)
             .or(file.policy_file)
             .map(|p| absolutize(&p, cwd));
-        let policy = Policy::load(policy_file.as_deref())
+        // Checked here so a bad file is a configuration error; the executor loads its own copy
+        // (and re-loads it on SIGHUP), so no stale one is kept in the configuration.
+        Policy::load(policy_file.as_deref())
             .map_err(|e| invalid("TERRARIUM_POLICY_FILE", e.to_string()))?;
 
         let sandbox = match reader
@@ -779,7 +781,6 @@ impl Settings {
                 sandbox_connect_ports,
                 sandbox_read_paths,
                 policy_file,
-                policy,
                 workspace_root,
                 terraform_bin,
                 timeout,
@@ -1191,7 +1192,10 @@ mod tests {
         let c = load_with(dir.path(), &[("TERRARIUM_HTTP_MAX_SESSIONS", "4")]).unwrap();
         assert_eq!(c.http.max_sessions_per_principal, 2);
         // One principal never gets every run slot.
-        assert_eq!(c.core.max_runs_per_principal, c.core.max_concurrent_runs - 1);
+        assert_eq!(
+            c.core.max_runs_per_principal,
+            c.core.max_concurrent_runs - 1
+        );
         let c = load_with(dir.path(), &[("TERRARIUM_MAX_CONCURRENT_RUNS", "1")]).unwrap();
         assert_eq!(c.core.max_runs_per_principal, 1);
         for (name, bad) in [
@@ -1397,7 +1401,8 @@ mod tests {
     fn policy_file_is_loaded_and_checked() {
         let dir = tempfile::tempdir().unwrap();
         let c = load_with(dir.path(), &[]).unwrap();
-        assert!(c.core.policy.tools.allow.iter().any(|t| t == "terraform_apply"));
+        let policy = Policy::load(c.core.policy_file.as_deref()).unwrap();
+        assert!(policy.tools.allow.iter().any(|t| t == "terraform_apply"));
         let bad = dir.path().join("bad.toml");
         std::fs::write(&bad, "[tools]\nallow = [\"terraform_console\"]\n").unwrap();
         let err = load_with(

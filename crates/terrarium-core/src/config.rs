@@ -5,7 +5,6 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::audit::AuditConfig;
-use crate::policy::Policy;
 use crate::sandbox::LayerKind;
 
 /// Environment variable prefix for every setting.
@@ -128,8 +127,8 @@ pub struct Config {
     /// Where audit events go.
     pub audit: AuditConfig,
     /// The policy file in force (`None`: the built-in `policies/default.toml`).
+    /// The executor loads it at start and again on SIGHUP.
     pub policy_file: Option<PathBuf>,
-    pub policy: Policy,
     pub sandbox: SandboxMode,
     /// TCP ports terraform may connect to in actions that need the network.
     pub sandbox_connect_ports: Vec<u16>,
@@ -173,7 +172,6 @@ impl Config {
                 omit_personal_data: false,
             },
             policy_file: None,
-            policy: Policy::load(None).expect("the built-in policy parses"),
             sandbox: SandboxMode::BestEffort,
             sandbox_connect_ports: vec![443],
             sandbox_read_paths: Vec::new(),

@@ -177,6 +177,8 @@ pub enum StartError {
     },
     #[error(transparent)]
     Audit(#[from] AuditError),
+    #[error(transparent)]
+    Policy(#[from] crate::policy::PolicyFileError),
     #[error("workspace root {path}: {source}")]
     Root {
         path: PathBuf,
@@ -245,10 +247,11 @@ impl Executor {
         plans.sweep();
         let secrets = SecretStore::open(&config.state_dir).map_err(state_err(&config.state_dir))?;
         let audit = Arc::new(Auditor::new(&config.audit)?);
+        let policy = crate::policy::Policy::load(config.policy_file.as_deref())?;
         let sandbox = KernelSandbox::new(&config);
         Ok(Executor {
             source,
-            policy: std::sync::RwLock::new(Arc::new(config.policy.clone())),
+            policy: std::sync::RwLock::new(Arc::new(policy)),
             shutdown: CancellationToken::new(),
             in_flight: AtomicUsize::new(0),
             idle: Notify::new(),
