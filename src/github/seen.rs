@@ -234,7 +234,7 @@ impl Seen {
             path: path.clone(),
             source,
         };
-        terrarium_core::plans::write_private(&tmp, text.as_bytes()).map_err(err)?;
+        terrarium_core::files::write_private(&tmp, text.as_bytes()).map_err(err)?;
         std::fs::rename(&tmp, &path).map_err(err)?;
         self.lines = n;
         Ok(())

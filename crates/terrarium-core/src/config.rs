@@ -6,86 +6,10 @@ use std::time::Duration;
 
 use crate::audit::AuditConfig;
 use crate::sandbox::LayerKind;
+use crate::sandbox::env::ChildEnv;
 
-/// Environment variable prefix for every setting.
-pub const ENV_PREFIX: &str = "TERRARIUM_";
-
-/// Names that must never be passed through to terraform: each changes what terraform does behind
-/// the executor's back (extra arguments, another CLI config, debug logs that print secrets, another
-/// data directory).
-pub const FORBIDDEN_PASSTHROUGH: &[&str] = &[
-    "TF_CLI_ARGS",
-    "TF_CLI_CONFIG_FILE",
-    "TF_LOG",
-    "TF_DATA_DIR",
-    "TF_PLUGIN_CACHE_DIR",
-    "TF_IN_AUTOMATION",
-    "TF_INPUT",
-    "TF_REATTACH_PROVIDERS",
-    "TF_DISABLE_PLUGIN_TLS",
-    "TF_SKIP_PROVIDER_VERIFY",
-    "TF_CLI_CONFIG",
-    "TF_IGNORE",
-    "LD_PRELOAD",
-    "LD_LIBRARY_PATH",
-    "LD_AUDIT",
-    "PATH",
-    "HOME",
-    "TMPDIR",
-];
-
-/// True for names that never reach terraform, whatever the configuration says.
-pub fn is_forbidden_env(name: &str) -> bool {
-    // The server's own settings hold its credentials (the GitHub App key, tokens): never
-    // terraform's, whatever a configuration asks.
-    name.starts_with(ENV_PREFIX)
-        || FORBIDDEN_PASSTHROUGH.iter().any(|f| {
-            name == *f || (name.starts_with(f) && name.as_bytes().get(f.len()) == Some(&b'_'))
-        })
-}
-
-/// How the kernel sandbox layers (Landlock, seccomp, namespaces) are applied.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SandboxMode {
-    /// Every layer must be applied, or terraform does not run.
-    Strict,
-    /// Layers this kernel cannot apply are skipped, with a warning in each result.
-    BestEffort,
-    /// No kernel layers (the process-level limits still apply). Loud.
-    Off,
-}
-
-impl SandboxMode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SandboxMode::Strict => "strict",
-            SandboxMode::BestEffort => "best-effort",
-            SandboxMode::Off => "off",
-        }
-    }
-}
-
-/// Resource limits applied to every terraform process (and inherited by what it starts).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Limits {
-    pub cpu_secs: u64,
-    pub address_space_bytes: u64,
-    pub open_files: u64,
-    pub processes: u64,
-    pub file_size_bytes: u64,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            cpu_secs: 900,
-            address_space_bytes: 8 << 30,
-            open_files: 4096,
-            processes: 4096,
-            file_size_bytes: 1 << 30,
-        }
-    }
-}
+pub use crate::sandbox::env::{ENV_PREFIX, FORBIDDEN_PASSTHROUGH, is_forbidden_env};
+pub use crate::sandbox::{Limits, SandboxMode};
 
 /// What the core needs to run tools: built by the binary's settings loader, which checked every
 /// value. Front-door settings (HTTP, GitHub credentials, logging) are not here: the tools never
@@ -136,6 +60,17 @@ pub struct Config {
     pub sandbox_read_paths: Vec<PathBuf>,
     /// Layers the operator turned off on purpose (`landlock`, `seccomp`, `namespaces`).
     pub sandbox_disable: Vec<LayerKind>,
+}
+
+impl Config {
+    /// What a run's environment is built from (see [`crate::sandbox::env`]).
+    pub fn child_env(&self) -> ChildEnv<'_> {
+        ChildEnv {
+            path: &self.child_path,
+            passthrough_env: &self.passthrough_env,
+            passthrough_prefixes: &self.passthrough_prefixes,
+        }
+    }
 }
 
 #[cfg(test)]

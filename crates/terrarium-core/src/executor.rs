@@ -11,161 +11,24 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value, json};
-use tokio::sync::{Notify, OwnedMutexGuard, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{Notify, OwnedMutexGuard, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::audit::{AuditError, Auditor, ToolEvent, rfc3339_now};
 use crate::call::{CallContext, ToolResponse, Transport};
 use crate::config::Config;
-use crate::plans::{
-    PlanError, PlanOwner, PlanStore, Requester, create_private_dir, write_private_file,
-};
+use crate::files::create_private_dir;
+use crate::plans::{PlanError, PlanStore};
 use crate::policy::{self, PolicyError};
 use crate::redact::Redactor;
-use crate::sandbox::access::{Grant, RunAccess};
-use crate::sandbox::env::{self, RunDirs};
-use crate::sandbox::{
-    KernelSandbox, RunOutcome, RunPlace, RunSpec, Runner, SandboxError, SpawnError, StreamLine,
-};
+use crate::run::{RunCtx, RunEnv, ToolError};
+use crate::sandbox::env::{self};
+use crate::sandbox::{KernelSandbox, Runner};
 use crate::schema::{FieldError, SchemaError, Schemas};
 use crate::secrets::SecretStore;
 use crate::source::WorkspaceSource;
-use crate::terraform::{Invocation, stream};
 use crate::tools::{self, ToolKind, ToolOutput};
-use crate::workspace::{FileId, Workspace, WorkspaceError, WorkspaceRoot};
-
-#[derive(Debug, thiserror::Error)]
-pub enum ToolError {
-    #[error("invalid arguments: {}", describe_fields(.0))]
-    Validation(Vec<FieldError>),
-    #[error(transparent)]
-    Workspace(#[from] WorkspaceError),
-    #[error(transparent)]
-    Policy(#[from] PolicyError),
-    #[error(transparent)]
-    Plan(#[from] PlanError),
-    #[error("workspace {0} is busy with another run; try again when it finishes")]
-    Busy(String),
-    #[error("the server is running its maximum number of terraform runs; try again shortly")]
-    NoSlot,
-    #[error(transparent)]
-    Spawn(#[from] SpawnError),
-    #[error(transparent)]
-    Sandbox(#[from] SandboxError),
-    #[error(transparent)]
-    Audit(#[from] AuditError),
-    #[error("{0}")]
-    Terraform(String),
-    #[error(transparent)]
-    Source(#[from] crate::source::SourceError),
-    #[error("internal error: {0}")]
-    Internal(String),
-}
-
-impl ToolError {
-    pub fn kind(&self) -> &'static str {
-        match self {
-            ToolError::Validation(_) => "validation",
-            ToolError::Workspace(_) => "confinement",
-            ToolError::Policy(_) | ToolError::Plan(PlanError::NotYours { .. }) => "policy",
-            ToolError::Plan(_) => "plan",
-            ToolError::Busy(_) | ToolError::NoSlot => "busy",
-            ToolError::Spawn(_) => "spawn",
-            ToolError::Sandbox(_) => "sandbox",
-            ToolError::Audit(_) => "audit",
-            ToolError::Terraform(_) => "terraform",
-            ToolError::Source(e) => e.kind,
-            ToolError::Internal(_) => "internal",
-        }
-    }
-}
-
-impl ToolError {
-    /// What the audit trail records of this error: never a value the caller gave (or that
-    /// terraform or a fetched archive printed), only where and why. The match is exhaustive on
-    /// purpose: a new variant must decide what of it is safe to record. Messages shown to the
-    /// caller (`Display`) may quote their own values; this one may not.
-    pub fn audit_message(&self) -> std::borrow::Cow<'static, str> {
-        use std::borrow::Cow;
-        match self {
-            // Schema messages name pointers and constraints, never values (schema.rs).
-            ToolError::Validation(f) => {
-                Cow::Owned(format!("invalid arguments: {}", describe_fields(f)))
-            }
-            // "<field>: <reason>"; the path itself is never part of the message.
-            ToolError::Workspace(e) => Cow::Owned(e.to_string()),
-            ToolError::Policy(e) => policy_audit_message(e),
-            ToolError::Plan(e) => match e {
-                PlanError::WrongWorkspace { .. } => {
-                    Cow::Borrowed("plan_id: the plan was made for another workspace")
-                }
-                PlanError::Corrupt(_) => Cow::Borrowed("plan store: corrupt plan record"),
-                // Names the requesting principal (already in the event), never the plan.
-                PlanError::NotYours { .. }
-                | PlanError::Unknown
-                | PlanError::Expired { .. }
-                | PlanError::Tampered
-                | PlanError::Io(_) => Cow::Owned(e.to_string()),
-            },
-            ToolError::Busy(_) => Cow::Borrowed("the workspace is busy with another run"),
-            ToolError::Sandbox(SandboxError::Setup(_)) => {
-                Cow::Borrowed("sandbox set-up failed (details in the result)")
-            }
-            ToolError::NoSlot
-            | ToolError::Spawn(_)
-            | ToolError::Sandbox(SandboxError::Unavailable { .. })
-            | ToolError::Audit(_) => Cow::Owned(self.to_string()),
-            // Built from terraform's output, which can echo variable values.
-            ToolError::Terraform(_) => Cow::Borrowed(
-                "terraform failed or printed something that could not be used (details in the result)",
-            ),
-            ToolError::Source(e) => e.audit.clone(),
-            ToolError::Internal(_) => Cow::Borrowed("internal error (details in the result)"),
-        }
-    }
-}
-
-fn policy_audit_message(e: &PolicyError) -> std::borrow::Cow<'static, str> {
-    use std::borrow::Cow;
-    match e {
-        PolicyError::UnknownTool(_) => Cow::Borrowed("unknown tool"),
-        PolicyError::ToolNotAllowed(_) => {
-            Cow::Borrowed("the tool is not allowed by this server's policy (tools.allow)")
-        }
-        PolicyError::Protected { .. } => Cow::Borrowed(
-            "the plan would delete or replace a protected resource (policy apply.protected)",
-        ),
-        PolicyError::DestroyDisabled { .. } => {
-            Cow::Borrowed("the plan deletes resources; deleting is disabled on this server")
-        }
-        PolicyError::MissingScope { scope, .. } => Cow::Owned(format!(
-            "the principal lacks the {scope} scope this tool needs"
-        )),
-        PolicyError::WorkspaceNotGranted { .. } => Cow::Borrowed(
-            "the principal may not use this workspace (policy principals.<name>.workspaces)",
-        ),
-        PolicyError::TooManyDeletes { .. }
-        | PolicyError::ApplyDisabled
-        | PolicyError::GitHubNotConfigured
-        | PolicyError::NothingToApply => Cow::Owned(e.to_string()),
-    }
-}
-
-fn describe_fields(fields: &[FieldError]) -> String {
-    fields
-        .iter()
-        .map(|f| {
-            let at = if f.pointer.is_empty() {
-                "(arguments)"
-            } else {
-                f.pointer.as_str()
-            };
-            format!("{at}: {}", f.message)
-        })
-        .collect::<Vec<_>>()
-        .join("; ")
-}
-
+use crate::workspace::{FileId, Workspace, WorkspaceRoot};
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error(transparent)]
@@ -187,34 +50,20 @@ pub enum StartError {
 }
 
 pub struct Executor {
-    config: Arc<Config>,
+    /// What runs share: configuration, confinement, plan store, sandbox, policy, run slots.
+    env: RunEnv,
     schemas: Schemas,
-    root: WorkspaceRoot,
-    plans: PlanStore,
     /// Secret values remembered per workspace (see `secrets`).
     secrets: SecretStore,
-    runner: Arc<dyn Runner>,
     audit: Arc<Auditor>,
-    host_env: BTreeMap<String, String>,
     /// Per-workspace locks, keyed by the directory's identity (two names, one lock).
     locks: Mutex<HashMap<FileId, Arc<tokio::sync::Mutex<()>>>>,
-    slots: Arc<Semaphore>,
-    /// Each principal's share of `slots` (`max_runs_per_principal`), taken before a global slot
-    /// so that one caller's queued runs wait behind its own share, not in front of others.
-    principal_slots: Mutex<HashMap<String, Arc<Semaphore>>>,
-    runs_dir: PathBuf,
-    /// Holds this instance's lock on `runs_dir` for its whole life.
+    /// Holds this instance's lock on the runs dir for its whole life.
     _runs: RunsDir,
-    plugin_cache: PathBuf,
-    sandbox: KernelSandbox,
-    /// The policy in force; replaced by [`Executor::reload_policy`] (SIGHUP).
-    policy: std::sync::RwLock<Arc<crate::policy::Policy>>,
     /// Cancelled when the server shuts down: every run in flight is interrupted.
     shutdown: CancellationToken,
     in_flight: AtomicUsize,
     idle: Notify,
-    /// Where `github_prepare_workspace` fetches from, when the binary configured one.
-    source: Option<Arc<dyn WorkspaceSource>>,
 }
 
 impl Executor {
@@ -248,38 +97,45 @@ impl Executor {
         let secrets = SecretStore::open(&config.state_dir).map_err(state_err(&config.state_dir))?;
         let audit = Arc::new(Auditor::new(&config.audit)?);
         let policy = crate::policy::Policy::load(config.policy_file.as_deref())?;
-        let sandbox = KernelSandbox::new(&config);
+        let sandbox = KernelSandbox::new(
+            config.sandbox,
+            &config.sandbox_disable,
+            config.sandbox_connect_ports.clone(),
+            config.sandbox_read_paths.clone(),
+        );
         Ok(Executor {
-            source,
-            policy: std::sync::RwLock::new(Arc::new(policy)),
+            env: RunEnv {
+                slots: Arc::new(Semaphore::new(config.max_concurrent_runs)),
+                principal_slots: Mutex::new(HashMap::new()),
+                policy: std::sync::RwLock::new(Arc::new(policy)),
+                source,
+                sandbox,
+                root,
+                plans,
+                runner,
+                host_env,
+                runs_dir,
+                plugin_cache,
+                config: Arc::new(config),
+            },
             shutdown: CancellationToken::new(),
             in_flight: AtomicUsize::new(0),
             idle: Notify::new(),
-            sandbox,
             schemas: Schemas::load()?,
-            root,
-            plans,
             secrets,
-            runner,
             audit,
-            host_env,
             locks: Mutex::new(HashMap::new()),
-            slots: Arc::new(Semaphore::new(config.max_concurrent_runs)),
-            principal_slots: Mutex::new(HashMap::new()),
-            runs_dir,
             _runs: runs,
-            plugin_cache,
-            config: Arc::new(config),
         })
     }
 
     pub fn config(&self) -> &Config {
-        &self.config
+        &self.env.config
     }
 
     /// The workspace root, held open.
     pub fn root(&self) -> &WorkspaceRoot {
-        &self.root
+        &self.env.root
     }
 
     /// The audit trail, for front doors' own events (start-up, shutdown, auth failures).
@@ -294,20 +150,21 @@ impl Executor {
 
     /// The kernel sandbox layers and their status on this machine.
     pub fn sandbox(&self) -> &KernelSandbox {
-        &self.sandbox
+        &self.env.sandbox
     }
 
     fn sandbox_report(&self) -> Value {
         let layers: Map<String, Value> = self
+            .env
             .sandbox
             .layers()
             .iter()
             .map(|l| {
-                let state = l.state(self.sandbox.mode());
+                let state = l.state(self.env.sandbox.mode());
                 (l.name.to_string(), json!(state))
             })
             .collect();
-        json!({"mode": self.sandbox.mode().as_str(), "layers": layers, "teardown": self.sandbox.teardown(), "warnings": self.sandbox.warnings()})
+        json!({"mode": self.env.sandbox.mode().as_str(), "layers": layers, "teardown": self.env.sandbox.teardown(), "warnings": self.env.sandbox.warnings()})
     }
 
     /// The tools a caller may use, in order, with their schema documents.
@@ -329,10 +186,10 @@ impl Executor {
             .iter()
             .filter(|k| {
                 policy::is_listed(
-                    &self.config,
+                    &self.env.config,
                     &self.policy(),
                     k.name(),
-                    self.source.is_some(),
+                    self.env.source.is_some(),
                 )
             })
             .filter_map(|k| self.schemas.document(k.name()).map(|d| (*k, d)))
@@ -354,7 +211,7 @@ impl Executor {
         });
         let _relay = AbortOnDrop(relay);
         let rctx = RunCtx {
-            exec: self,
+            env: &self.env,
             call: &ctx,
             redactor: Mutex::new(self.base_redactor()),
         };
@@ -382,7 +239,7 @@ impl Executor {
 
     fn base_redactor(&self) -> Redactor {
         let mut r = Redactor::new();
-        for v in env::passthrough_values(&self.config, &self.host_env) {
+        for v in env::passthrough_values(&self.env.config.child_env(), &self.env.host_env) {
             r.add(&v);
         }
         r
@@ -395,7 +252,12 @@ impl Executor {
         ctx: &RunCtx<'_>,
         workspace: &mut Option<Workspace>,
     ) -> Result<ToolOutput, ToolError> {
-        policy::check_tool(&self.config, &self.policy(), tool, self.source.is_some())?;
+        policy::check_tool(
+            &self.env.config,
+            &self.policy(),
+            tool,
+            self.env.source.is_some(),
+        )?;
         let kind =
             ToolKind::from_name(tool).ok_or_else(|| PolicyError::UnknownTool(tool.to_string()))?;
         let arguments = if arguments.is_null() {
@@ -412,7 +274,7 @@ impl Executor {
             let out = tools::run(kind, ctx, None, arguments).await?;
             // A tool that created a workspace names it in the audit event.
             if let Some(path) = out.data.get("path").and_then(Value::as_str) {
-                *workspace = self.root.workspace("path", path).ok();
+                *workspace = self.env.root.workspace("path", path).ok();
             }
             return Ok(out);
         }
@@ -420,11 +282,11 @@ impl Executor {
             .get("path")
             .and_then(Value::as_str)
             .unwrap_or_default();
-        if kind.hints().destructive {
+        if kind.mutates_infrastructure() {
             // Fail closed: nothing that changes infrastructure runs unless it can be audited.
             self.audit.healthy()?;
         }
-        let ws = self.root.workspace("path", path)?;
+        let ws = self.env.root.workspace("path", path)?;
         *workspace = Some(ws.clone());
         policy::check_access(
             &policy,
@@ -471,40 +333,11 @@ impl Executor {
             locks.entry(ws.id()).or_default().clone()
         };
         tokio::select! {
-            r = tokio::time::timeout(self.config.queue_wait, lock.lock_owned()) => {
+            r = tokio::time::timeout(self.env.config.queue_wait, lock.lock_owned()) => {
                 r.map_err(|_| ToolError::Busy(ws.relative.clone()))
             }
             _ = cancel.cancelled() => Err(ToolError::Busy(ws.relative.clone())),
         }
-    }
-
-    /// A run slot: first one of `principal`'s share, then one of the global slots, both within
-    /// `queue_wait`. The two permits are held together for the run.
-    async fn run_slot(
-        &self,
-        principal: &str,
-    ) -> Result<(OwnedSemaphorePermit, OwnedSemaphorePermit), ToolError> {
-        let share = {
-            let mut shares = self
-                .principal_slots
-                .lock()
-                .map_err(|_| ToolError::Internal("run slot table poisoned".into()))?;
-            // Forget principals with nothing running or waiting.
-            let max = self.config.max_runs_per_principal;
-            shares.retain(|_, s| Arc::strong_count(s) > 1 || s.available_permits() < max);
-            shares
-                .entry(principal.to_string())
-                .or_insert_with(|| Arc::new(Semaphore::new(max)))
-                .clone()
-        };
-        tokio::time::timeout(self.config.queue_wait, async {
-            let own = share.acquire_owned().await;
-            let global = self.slots.clone().acquire_owned().await;
-            Ok::<_, tokio::sync::AcquireError>((own?, global?))
-        })
-        .await
-        .map_err(|_| ToolError::NoSlot)?
-        .map_err(|_| ToolError::NoSlot)
     }
 
     fn success_response(
@@ -567,7 +400,7 @@ impl Executor {
                 text.push_str("\n\n(output truncated)");
             }
             // Stated in the text too, where a reader (human or model) actually looks.
-            let warnings = self.sandbox.warnings();
+            let warnings = self.env.sandbox.warnings();
             if !warnings.is_empty() {
                 text.push_str(&format!(
                     "\n\nWARNING: the sandbox is not strict: {}",
@@ -724,16 +557,13 @@ impl Drop for AbortOnDrop {
 impl Executor {
     /// The policy in force.
     pub fn policy(&self) -> Arc<crate::policy::Policy> {
-        self.policy
-            .read()
-            .map(|p| p.clone())
-            .unwrap_or_else(|p| p.into_inner().clone())
+        self.env.policy()
     }
 
     /// Re-reads the policy file (SIGHUP). On error the old policy stays in force.
     pub fn reload_policy(&self) -> Result<(), crate::policy::PolicyFileError> {
-        let fresh = crate::policy::Policy::load(self.config.policy_file.as_deref())?;
-        match self.policy.write() {
+        let fresh = crate::policy::Policy::load(self.env.config.policy_file.as_deref())?;
+        match self.env.policy.write() {
             Ok(mut p) => *p = Arc::new(fresh),
             Err(poisoned) => *poisoned.into_inner() = Arc::new(fresh),
         }
@@ -768,27 +598,15 @@ impl Executor {
         }
         let interrupted = self.in_flight();
         self.shutdown.cancel();
-        self.wait_idle(self.config.kill_grace + Duration::from_secs(5))
+        self.wait_idle(self.env.config.kill_grace + Duration::from_secs(5))
             .await;
         interrupted
     }
 }
 
-/// Bound on JSON documents the server reads from terraform for itself.
-const INTERNAL_OUTPUT_LIMIT: usize = 64 << 20;
-
 fn round3(x: f64) -> f64 {
     (x * 1000.0).round() / 1000.0
 }
-
-/// What a tool may use while it runs: the configuration, the confinement, the plan store, a
-/// redactor it can add secrets to, and terraform runs through the sandbox.
-pub struct RunCtx<'a> {
-    exec: &'a Executor,
-    call: &'a CallContext,
-    redactor: Mutex<Redactor>,
-}
-
 /// This instance's directory for run dirs, `runs/<instance>`, locked (`flock`) for the
 /// instance's life. At start-up an instance removes only the directories whose lock it can
 /// take — those of instances that are gone — so a second server, `check-config` or `ci plan`
@@ -827,370 +645,110 @@ fn try_lock(f: &std::fs::File) -> bool {
     unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) == 0 }
 }
 
-/// Where a run starts: a workspace (by its descriptor) or, for actions that need none, the
-/// run's private dir.
-#[derive(Debug, Clone, Copy)]
-pub enum Cwd<'a> {
-    Workspace(&'a Workspace),
-    RunDir,
-}
+/// The executor in-process: the checks that come before any spawn (schema, confinement, policy)
+/// and the one audit event each call writes. Terraform itself is exercised end to end by the
+/// integration tests, which spawn the real binary.
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sandbox::ProcessRunner;
 
-impl<'a> From<&'a Workspace> for Cwd<'a> {
-    fn from(ws: &'a Workspace) -> Cwd<'a> {
-        Cwd::Workspace(ws)
-    }
-}
-
-/// The mount skeleton of one spawn, removed (without crossing file systems) when the run is
-/// over, whatever happened.
-struct Scratch(PathBuf);
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        // std's removal works by descriptor and never follows a link; nothing is mounted here
-        // in the server's namespace (the run's mounts lived in its own).
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// A run's private directory (HOME, TMPDIR, CLI config, generated var files); removed on drop.
-pub struct RunDir {
-    path: PathBuf,
-}
-
-impl RunDir {
-    pub fn path(&self) -> &Path {
-        &self.path
+    struct Fixture {
+        _dir: tempfile::TempDir,
+        audit: PathBuf,
+        exec: Executor,
     }
 
-    /// Writes a private file into the run dir and returns its absolute path.
-    pub fn write(&self, name: &str, bytes: &[u8]) -> Result<PathBuf, ToolError> {
-        let p = self.path.join(name);
-        write_private_file(&p, bytes)
-            .map_err(|e| ToolError::Internal(format!("writing run file: {e}")))?;
-        Ok(p)
-    }
-}
-
-impl RunDir {
-    /// Reads back a file the run wrote into this dir. The run could have replaced it with a
-    /// link (to a server file), a FIFO (to hang the server) or a device: it is opened
-    /// relative to the dir, never following a link, without blocking, and must be a regular
-    /// file with one name and at most `limit` bytes.
-    pub fn read_back(&self, name: &str, limit: u64) -> Result<Vec<u8>, ToolError> {
-        use nix::fcntl::{OFlag, open, openat};
-        use nix::sys::stat::{Mode, SFlag, fstat};
-        use std::io::Read;
-        let fail = |why: String| ToolError::Terraform(format!("the run's {name}: {why}"));
-        let dir = open(
-            &self.path,
-            OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC | OFlag::O_RDONLY,
-            Mode::empty(),
+    fn fixture() -> Fixture {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path().join("root");
+        std::fs::create_dir_all(root.join("ws")).expect("mkdir");
+        std::fs::write(root.join("ws/main.tf"), "").expect("write");
+        let mut config = Config::for_tests(
+            root.canonicalize().expect("canonical"),
+            // Never spawned by these tests: every call is refused before a run.
+            PathBuf::from("/bin/false"),
+            dir.path().join("state"),
+        );
+        let audit = dir.path().join("audit");
+        config.audit.dir = Some(audit.clone());
+        let exec = Executor::new(
+            config,
+            Arc::new(ProcessRunner::new()),
+            BTreeMap::new(),
+            None,
         )
-        .map_err(|e| ToolError::Internal(format!("opening the run dir: {e}")))?;
-        let fd = openat(
-            &dir,
-            name,
-            OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC,
-            Mode::empty(),
-        )
-        .map_err(|e| fail(format!("cannot be opened as a plain file ({e})")))?;
-        let st = fstat(&fd).map_err(|e| fail(e.to_string()))?;
-        if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT != SFlag::S_IFREG
-            || st.st_nlink != 1
-        {
-            return Err(fail("is not a plain file".into()));
-        }
-        if st.st_size as u64 > limit {
-            return Err(fail(format!("is larger than {limit} bytes")));
-        }
-        let mut bytes = Vec::new();
-        std::fs::File::from(fd)
-            .take(limit + 1)
-            .read_to_end(&mut bytes)
-            .map_err(|e| fail(e.to_string()))?;
-        if bytes.len() as u64 > limit {
-            return Err(fail(format!("is larger than {limit} bytes")));
-        }
-        Ok(bytes)
-    }
-}
-
-impl Drop for RunDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.path);
-    }
-}
-
-impl RunCtx<'_> {
-    pub fn config(&self) -> &Config {
-        &self.exec.config
-    }
-
-    pub fn root(&self) -> &WorkspaceRoot {
-        &self.exec.root
-    }
-
-    pub fn plans(&self) -> &PlanStore {
-        &self.exec.plans
-    }
-
-    /// Where workspaces can be fetched from, when configured.
-    pub fn source(&self) -> Option<&dyn WorkspaceSource> {
-        self.exec.source.as_deref()
-    }
-
-    /// Fires when the caller cancels or the server shuts down.
-    pub fn cancel_token(&self) -> &CancellationToken {
-        &self.call.cancel
-    }
-
-    /// For tools that create a workspace: may this caller use a workspace at `relative`?
-    pub fn check_workspace_grant(&self, relative: &str) -> Result<(), ToolError> {
-        let kind = crate::tools::ToolKind::Plan;
-        policy::check_access(
-            &self.exec.policy(),
-            self.call.transport,
-            &self.call.principal,
-            kind,
-            Some(relative),
-        )?;
-        Ok(())
-    }
-
-    /// Who is calling, and over which transport.
-    pub fn caller(&self) -> (&str, Transport) {
-        (&self.call.principal, self.call.transport)
-    }
-
-    /// The policy in force for this call.
-    pub fn policy(&self) -> Arc<crate::policy::Policy> {
-        self.exec.policy()
-    }
-
-    /// Marks a value as secret for the rest of this call: it is masked in the result, in
-    /// progress messages and in the audit event. In a call on a workspace it is also
-    /// remembered with the workspace, and masked in every later call on it.
-    pub fn add_secret(&self, v: &Value) {
-        if let Ok(mut r) = self.redactor.lock() {
-            r.add_value(v);
+        .expect("executor");
+        Fixture {
+            _dir: dir,
+            audit,
+            exec,
         }
     }
 
-    /// Marks several strings as secret (see [`RunCtx::add_secret`]).
-    pub fn add_secrets(&self, values: &[String]) {
-        if let Ok(mut r) = self.redactor.lock() {
-            r.add_all(values);
-        }
+    fn events(audit: &Path) -> Vec<Value> {
+        crate::audit::file::files(audit)
+            .iter()
+            .flat_map(|f| {
+                std::fs::read_to_string(f)
+                    .unwrap_or_default()
+                    .lines()
+                    .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+                    .collect::<Vec<_>>()
+            })
+            .collect()
     }
 
-    /// Every value this call treats as secret (pass-through credentials, the workspace's and
-    /// the plan's remembered secrets, and what the tool added), to remember with a saved plan.
-    pub fn secret_values(&self) -> Vec<String> {
-        self.redactor
-            .lock()
-            .map(|r| r.sources().to_vec())
-            .unwrap_or_default()
-    }
-
-    /// This caller as the owner of a plan it makes.
-    pub fn plan_owner(&self) -> PlanOwner {
-        PlanOwner {
-            principal: self.call.principal.clone(),
-            transport: self.call.transport.as_str().to_string(),
-        }
-    }
-
-    /// This caller as it asks for a saved plan, with what the policy lets it do with others'.
-    pub fn plan_requester(&self, how: policy::PlanUse) -> Requester {
-        Requester {
-            caller: self.plan_owner(),
-            others_allowed: policy::may_use_others_plans(
-                &self.exec.policy(),
-                self.call.transport,
-                &self.call.principal,
-                how,
-            ),
-        }
-    }
-
-    pub fn redact(&self, s: &str) -> String {
-        self.redactor.lock().map(|r| r.text(s)).unwrap_or_default()
-    }
-
-    pub fn run_dir(&self) -> Result<RunDir, ToolError> {
-        let path = self
-            .exec
-            .runs_dir
-            .join(uuid::Uuid::new_v4().simple().to_string());
-        for sub in ["", "home", "tmp"] {
-            create_private_dir(&path.join(sub))
-                .map_err(|e| ToolError::Internal(format!("creating run dir: {e}")))?;
-        }
-        let dir = RunDir { path };
-        dir.write(
-            "terraform.rc",
-            env::cli_config(&self.exec.plugin_cache).as_bytes(),
-        )?;
-        Ok(dir)
-    }
-
-    /// Runs terraform in `cwd` with the run's private dir. `json_stream` says stdout is
-    /// terraform's `-json` UI stream, whose `@message`s are forwarded as progress.
-    pub async fn terraform(
-        &self,
-        cwd: impl Into<Cwd<'_>>,
-        dir: &RunDir,
-        inv: &Invocation,
-        json_stream: bool,
-    ) -> Result<RunOutcome, ToolError> {
-        self.spawn(
-            cwd.into(),
-            dir,
-            inv,
-            Some(json_stream),
-            self.exec.config.output_limit_bytes,
-        )
-        .await
-    }
-
-    /// Runs terraform for JSON the server parses itself (`show -json`, `output -json`): the
-    /// output is kept whole up to a much larger bound, since a cut document cannot be parsed,
-    /// and it is never shown raw to the caller.
-    pub async fn terraform_json(
-        &self,
-        cwd: impl Into<Cwd<'_>>,
-        dir: &RunDir,
-        inv: &Invocation,
-    ) -> Result<RunOutcome, ToolError> {
-        self.spawn(cwd.into(), dir, inv, None, INTERNAL_OUTPUT_LIMIT)
+    async fn call(f: &Fixture, tool: &str, args: Value) -> ToolResponse {
+        f.exec
+            .call(tool, args, CallContext::new("tester", Transport::Stdio))
             .await
     }
 
-    async fn spawn(
-        &self,
-        cwd: Cwd<'_>,
-        dir: &RunDir,
-        inv: &Invocation,
-        // None: no progress from this run; Some(true): stdout is the `-json` UI stream.
-        progress_stream: Option<bool>,
-        output_limit: usize,
-    ) -> Result<RunOutcome, ToolError> {
-        let json_stream = progress_stream == Some(true);
-        let _slot = self.exec.run_slot(&self.call.principal).await?;
-        let cfg = &self.exec.config;
-        let home = dir.path.join("home");
-        let tmp = dir.path.join("tmp");
-        let cli_config = dir.path.join("terraform.rc");
-        let env = env::build(
-            cfg,
-            &self.exec.host_env,
-            &RunDirs {
-                home: &home,
-                tmp: &tmp,
-                cli_config: &cli_config,
-                plugin_cache: &self.exec.plugin_cache,
-            },
-        );
-        // What this run may touch: its workspace and private dir, terraform itself, the plugin
-        // cache (written only by init), and the network only for actions that need it.
-        let network = matches!(inv.subcommand, "init" | "plan" | "apply");
-        // The working directory: the workspace by the descriptor that was checked.
-        let cwd_grant = match cwd {
-            Cwd::Workspace(ws) => Grant::Held {
-                fd: ws.fd().clone(),
-                path: ws.dir.clone(),
-            },
-            Cwd::RunDir => Grant::Path(dir.path.clone()),
-        };
-        let mut access = RunAccess {
-            read_write: vec![Grant::Path(dir.path.clone())],
-            ..RunAccess::default()
-        };
-        if let Cwd::Workspace(_) = cwd {
-            access.read_write.push(cwd_grant.clone());
-        }
-        if let Some(tf_dir) = cfg.terraform_bin.parent() {
-            access.read_exec.push(Grant::Path(tf_dir.to_path_buf()));
-        }
-        // In a repository fetched from GitHub, the rest of that repository (its modules): a
-        // server-made tree, resolved by descriptor with no symlink on the way, holding the
-        // marker the fetch wrote as a plain file.
-        if let Cwd::Workspace(ws) = cwd
-            && let Some(tree) = crate::source::trusted_tree(&self.exec.root, &ws.relative)
-        {
-            access.read_only.push(Grant::Held {
-                fd: tree.fd().clone(),
-                path: tree.dir.clone(),
-            });
-        }
-        let cache = Grant::Path(self.exec.plugin_cache.clone());
-        if inv.subcommand == "init" {
-            access.read_write.push(cache);
-        } else {
-            access.read_exec.push(cache);
-        }
-        let scratch = Scratch(
-            self.exec
-                .runs_dir
-                .join(format!("{}.mnt", uuid::Uuid::new_v4().simple())),
-        );
-        let setup = self.exec.sandbox.setup(
-            cfg.limits.clone(),
-            RunPlace {
-                access,
-                network,
-                cwd: &cwd_grant,
-                scratch: &scratch.0,
-            },
-        )?;
-        let spec = RunSpec {
-            program: cfg.terraform_bin.clone(),
-            argv: inv.argv(),
-            env,
-            timeout: cfg.timeout,
-            kill_grace: cfg.kill_grace,
-            setup,
-            output_limit,
-        };
-        tracing::debug!(command = %inv.describe(), cwd = %cwd_grant.path().display(), "starting terraform");
-        let progress = self
-            .call
-            .progress
-            .clone()
-            .filter(|_| progress_stream.is_some());
-        let on_line = move |line: StreamLine| {
-            let Some(p) = &progress else { return };
-            let text = match line {
-                StreamLine::Stdout(l) if json_stream => match stream::message_of(&l) {
-                    Some(m) => m,
-                    None => return,
-                },
-                StreamLine::Stdout(l) | StreamLine::Stderr(l) => l,
-            };
-            if text.trim().is_empty() {
-                return;
-            }
-            p(self.redact(&text));
-        };
-        let sink: Option<&(dyn Fn(StreamLine) + Send + Sync)> =
-            if self.call.progress.is_some() && progress_stream.is_some() {
-                Some(&on_line)
-            } else {
-                None
-            };
-        let outcome = self
+    #[tokio::test]
+    async fn bad_input_names_its_field_and_is_audited_once() {
+        let f = fixture();
+        let r = call(&f, "terraform_plan", json!({"path": 5})).await;
+        assert!(r.is_error);
+        assert_eq!(r.structured["error"]["kind"], "validation");
+        assert!(r.text.contains("/path"), "{}", r.text);
+        let r = call(&f, "terraform_plan", json!({"path": "../zzqx-name"})).await;
+        assert!(r.is_error);
+        assert_eq!(r.structured["error"]["kind"], "confinement");
+        let r = call(&f, "terraform_console", json!({})).await;
+        assert!(r.is_error);
+        assert_eq!(r.structured["error"]["kind"], "policy");
+        let tool_events: Vec<Value> = events(&f.audit)
+            .into_iter()
+            .filter(|e| e.get("tool").is_some())
+            .collect();
+        assert_eq!(tool_events.len(), 3, "{tool_events:?}");
+        // The path the caller gave is never recorded for a refused confinement.
+        let text = serde_json::to_string(&tool_events).unwrap();
+        assert!(!text.contains("zzqx"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn apply_is_refused_unless_enabled_and_listed_only_then() {
+        let f = fixture();
+        let names: Vec<&str> = f
             .exec
-            .runner
-            .run(spec, sink, self.call.cancel.clone())
-            .await?;
-        tracing::debug!(
-            command = %inv.describe(),
-            exit_code = ?outcome.exit_code,
-            timed_out = outcome.timed_out,
-            duration_ms = outcome.duration.as_millis() as u64,
-            "terraform finished"
+            .listed_tools()
+            .iter()
+            .map(|(k, _)| k.name())
+            .collect();
+        assert!(!names.contains(&"terraform_apply"));
+        assert!(
+            !names.contains(&"github_prepare_workspace"),
+            "no source configured"
         );
-        Ok(outcome)
+        let r = call(
+            &f,
+            "terraform_apply",
+            json!({"path": "ws", "plan_id": "0123456789abcdef0123456789abcdef"}),
+        )
+        .await;
+        assert!(r.is_error);
+        assert_eq!(r.structured["error"]["kind"], "policy");
     }
 }

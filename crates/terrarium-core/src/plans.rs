@@ -17,6 +17,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::files::{create_private_dir, write_private};
 use crate::terraform::plan_summary::PlanSummary;
 
 #[derive(Debug, thiserror::Error)]
@@ -160,6 +161,7 @@ impl PlanStore {
         let text = serde_json::to_vec(&record).map_err(|e| PlanError::Corrupt(e.to_string()))?;
         write_private(&tmp, &text)?;
         std::fs::rename(&tmp, self.record_path(id))?;
+        self.sweep();
         Ok(record)
     }
 
@@ -262,7 +264,8 @@ impl PlanStore {
         Ok(())
     }
 
-    /// Deletes expired plans; called at start-up and after each plan.
+    /// Deletes expired plans (and claimed records left by a crash): at start-up and after each
+    /// recorded plan, so a long-running server does not pile them up.
     pub fn sweep(&self) {
         let Ok(entries) = std::fs::read_dir(&self.dir) else {
             return;
@@ -289,36 +292,6 @@ fn read_record(path: &Path) -> Result<PlanRecord, PlanError> {
         _ => PlanError::Io(e),
     })?;
     serde_json::from_slice(&bytes).map_err(|e| PlanError::Corrupt(e.to_string()))
-}
-
-pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
-    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)?;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-}
-
-/// Writes a file only the server's user can read, durably (fsync): for records that must
-/// survive a crash.
-pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    write_private_file(path, bytes)?.sync_all()
-}
-
-/// Writes a file only the server's user can read, without fsync: for per-run scratch files
-/// that are worthless after a crash.
-pub fn write_private_file(path: &Path, bytes: &[u8]) -> std::io::Result<std::fs::File> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)?;
-    f.write_all(bytes)?;
-    Ok(f)
 }
 
 #[cfg(test)]
@@ -360,6 +333,35 @@ mod tests {
             &["pw-0123456789".to_string()],
         )
         .unwrap()
+    }
+
+    #[test]
+    fn recording_a_plan_sweeps_expired_ones() {
+        let (_d, s) = store(600);
+        make(&s, "old", b"old plan");
+        // Age the old plan's files past the TTL (and the sweep's minute of slack).
+        let past = std::time::SystemTime::now() - Duration::from_secs(2 * 3600);
+        let mut aged = 0;
+        for e in std::fs::read_dir(&s.dir).unwrap().flatten() {
+            if e.file_name().to_string_lossy().starts_with("old") {
+                let f = std::fs::File::options().write(true).open(e.path()).unwrap();
+                f.set_modified(past).unwrap();
+                aged += 1;
+            }
+        }
+        assert_eq!(aged, 3, "plan, secrets and record");
+        make(&s, "new", b"new plan");
+        let left: Vec<String> = std::fs::read_dir(&s.dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(left.iter().all(|n| !n.starts_with("old")), "{left:?}");
+        assert_eq!(
+            left.iter().filter(|n| n.starts_with("new")).count(),
+            3,
+            "{left:?}"
+        );
     }
 
     #[test]

@@ -10,7 +10,7 @@ use serde::Deserialize;
 use crate::call::Transport;
 use crate::config::Config;
 use crate::terraform::plan_summary::PlanSummary;
-use crate::tools::ToolKind;
+use crate::tools::kind::ToolKind;
 
 /// The policy shipped with Terrarium.
 pub const DEFAULT_POLICY: &str = include_str!("../../../policies/default.toml");

@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
-use crate::plans::{create_private_dir, write_private};
+use crate::files::{create_private_dir, write_private};
 
 /// The most values remembered per workspace; the oldest are forgotten first. Every plan
 /// re-adds the values it used, so values still in use stay at the young end.

@@ -76,7 +76,7 @@ impl DailyFiles {
         retention_days: u32,
         clock: Arc<dyn Clock>,
     ) -> std::io::Result<DailyFiles> {
-        crate::plans::create_private_dir(dir)?;
+        crate::files::create_private_dir(dir)?;
         let lock = lock_dir(dir, LOCK_WAIT)?;
         let files = DailyFiles {
             _lock: lock,

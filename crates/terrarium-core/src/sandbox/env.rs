@@ -3,7 +3,53 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use crate::config::{Config, is_forbidden_env};
+/// Environment variable prefix for every setting.
+pub const ENV_PREFIX: &str = "TERRARIUM_";
+
+/// Names that must never be passed through to terraform: each changes what terraform does behind
+/// the executor's back (extra arguments, another CLI config, debug logs that print secrets, another
+/// data directory).
+pub const FORBIDDEN_PASSTHROUGH: &[&str] = &[
+    "TF_CLI_ARGS",
+    "TF_CLI_CONFIG_FILE",
+    "TF_LOG",
+    "TF_DATA_DIR",
+    "TF_PLUGIN_CACHE_DIR",
+    "TF_IN_AUTOMATION",
+    "TF_INPUT",
+    "TF_REATTACH_PROVIDERS",
+    "TF_DISABLE_PLUGIN_TLS",
+    "TF_SKIP_PROVIDER_VERIFY",
+    "TF_CLI_CONFIG",
+    "TF_IGNORE",
+    "LD_PRELOAD",
+    "LD_LIBRARY_PATH",
+    "LD_AUDIT",
+    "PATH",
+    "HOME",
+    "TMPDIR",
+];
+
+/// True for names that never reach terraform, whatever the configuration says.
+pub fn is_forbidden_env(name: &str) -> bool {
+    // The server's own settings hold its credentials (the GitHub App key, tokens): never
+    // terraform's, whatever a configuration asks.
+    name.starts_with(ENV_PREFIX)
+        || FORBIDDEN_PASSTHROUGH.iter().any(|f| {
+            name == *f || (name.starts_with(f) && name.as_bytes().get(f.len()) == Some(&b'_'))
+        })
+}
+
+/// What the configuration says of a run's environment.
+#[derive(Debug, Clone, Copy)]
+pub struct ChildEnv<'a> {
+    /// `PATH` given to terraform (and so to `local-exec` provisioners).
+    pub path: &'a str,
+    /// Variables passed through by exact name (provider credentials).
+    pub passthrough_env: &'a [String],
+    /// Variables passed through by prefix, e.g. `AWS_`.
+    pub passthrough_prefixes: &'a [String],
+}
 
 /// The per-run private directories that the environment points into.
 pub struct RunDirs<'a> {
@@ -16,7 +62,7 @@ pub struct RunDirs<'a> {
 /// Builds terraform's environment. `host` is the server's own environment, from which only the
 /// configured pass-through names and prefixes are copied (and never a forbidden name).
 pub fn build(
-    config: &Config,
+    config: &ChildEnv<'_>,
     host: &BTreeMap<String, String>,
     dirs: &RunDirs<'_>,
 ) -> Vec<(String, String)> {
@@ -26,7 +72,7 @@ pub fn build(
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
     let fixed = [
-        ("PATH", config.child_path.clone()),
+        ("PATH", config.path.to_string()),
         ("HOME", dirs.home.display().to_string()),
         ("TMPDIR", dirs.tmp.display().to_string()),
         ("TF_IN_AUTOMATION", "1".to_string()),
@@ -46,7 +92,7 @@ pub fn build(
 }
 
 /// The values of pass-through variables: credentials, to be redacted from every result.
-pub fn passthrough_values(config: &Config, host: &BTreeMap<String, String>) -> Vec<String> {
+pub fn passthrough_values(config: &ChildEnv<'_>, host: &BTreeMap<String, String>) -> Vec<String> {
     host.iter()
         .filter(|(k, _)| passes_through(config, k))
         .map(|(_, v)| v.clone())
@@ -55,7 +101,7 @@ pub fn passthrough_values(config: &Config, host: &BTreeMap<String, String>) -> V
 
 /// The one rule for what reaches terraform from the host: configured by name or prefix, and
 /// never a forbidden name.
-fn passes_through(config: &Config, name: &str) -> bool {
+fn passes_through(config: &ChildEnv<'_>, name: &str) -> bool {
     !is_forbidden_env(name)
         && (config.passthrough_env.iter().any(|n| n == name)
             || config

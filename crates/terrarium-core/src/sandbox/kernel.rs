@@ -16,7 +16,49 @@ use serde::Serialize;
 use super::access::{self, Grant, RunAccess};
 use super::mounts::MountPlan;
 use super::seccomp;
-use crate::config::{Config, Limits, SandboxMode};
+
+/// How the kernel sandbox layers (Landlock, seccomp, namespaces) are applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SandboxMode {
+    /// Every layer must be applied, or terraform does not run.
+    Strict,
+    /// Layers this kernel cannot apply are skipped, with a warning in each result.
+    BestEffort,
+    /// No kernel layers (the process-level limits still apply). Loud.
+    Off,
+}
+
+impl SandboxMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SandboxMode::Strict => "strict",
+            SandboxMode::BestEffort => "best-effort",
+            SandboxMode::Off => "off",
+        }
+    }
+}
+
+/// Resource limits applied to every terraform process (and inherited by what it starts).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    pub cpu_secs: u64,
+    pub address_space_bytes: u64,
+    pub open_files: u64,
+    pub processes: u64,
+    pub file_size_bytes: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            cpu_secs: 900,
+            address_space_bytes: 8 << 30,
+            open_files: 4096,
+            processes: 4096,
+            file_size_bytes: 1 << 30,
+        }
+    }
+}
 
 /// A sandbox layer an operator can name (`TERRARIUM_SANDBOX_DISABLE`). The per-run cgroup is
 /// teardown hygiene rather than confinement, but it can be turned off the same way.
@@ -191,7 +233,15 @@ pub struct KernelSandbox {
 use LayerKind::{Landlock as LANDLOCK, Namespaces as NAMESPACES, Seccomp as SECCOMP};
 
 impl KernelSandbox {
-    pub fn new(config: &Config) -> KernelSandbox {
+    /// Probes this machine's layers; `disabled` are the ones the operator turned off,
+    /// `connect_ports` the TCP ports runs that need the network may connect to, `read_paths`
+    /// extra paths every run may read.
+    pub fn new(
+        mode: SandboxMode,
+        disabled: &[LayerKind],
+        connect_ports: Vec<u16>,
+        read_paths: Vec<PathBuf>,
+    ) -> KernelSandbox {
         let abi = landlock_abi();
         let landlock = Layer {
             disabled: false,
@@ -239,16 +289,16 @@ impl KernelSandbox {
         };
         let mut layers = vec![landlock, seccomp_layer, ns_layer];
         for l in &mut layers {
-            l.disabled = config.sandbox_disable.contains(&l.name);
+            l.disabled = disabled.contains(&l.name);
         }
         KernelSandbox {
-            mode: config.sandbox,
+            mode,
             layers,
             seccomp: filters.ok().map(Arc::new),
-            connect_ports: config.sandbox_connect_ports.clone(),
-            extra_read: config.sandbox_read_paths.clone(),
+            connect_ports,
+            extra_read: read_paths,
             landlock_abi: abi,
-            cgroups: if config.sandbox_disable.contains(&LayerKind::Cgroup) {
+            cgroups: if disabled.contains(&LayerKind::Cgroup) {
                 Err("per-run cgroups disabled by TERRARIUM_SANDBOX_DISABLE".into())
             } else {
                 super::cgroup::RunCgroups::open()
@@ -605,12 +655,7 @@ mod tests {
         // Whatever the machine, the probe answers for every layer with a reason.
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("root")).unwrap();
-        let config = Config::for_tests(
-            dir.path().join("root"),
-            "/bin/sh".into(),
-            dir.path().join("state"),
-        );
-        let s = KernelSandbox::new(&config);
+        let s = KernelSandbox::new(SandboxMode::BestEffort, &[], vec![443], Vec::new());
         assert_eq!(s.layers().len(), 3);
         assert!(s.layers().iter().all(|l| !l.detail.is_empty()));
     }

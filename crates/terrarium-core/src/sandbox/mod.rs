@@ -19,5 +19,7 @@ pub mod reaper;
 pub mod seccomp;
 
 pub use capture::Captured;
-pub use kernel::{ChildSetup, KernelSandbox, Layer, LayerKind, RunPlace, SandboxError};
+pub use kernel::{
+    ChildSetup, KernelSandbox, Layer, LayerKind, Limits, RunPlace, SandboxError, SandboxMode,
+};
 pub use process::{ProcessRunner, RunOutcome, RunSpec, Runner, SpawnError, StreamLine};

@@ -53,7 +53,7 @@ impl MountPlan {
         extra_read: &[PathBuf],
         cwd: &Grant,
     ) -> io::Result<MountPlan> {
-        crate::plans::create_private_dir(skeleton)?;
+        crate::files::create_private_dir(skeleton)?;
         // World-traversable, so a run under another uid mapping can still walk into it.
         std::fs::set_permissions(
             skeleton,

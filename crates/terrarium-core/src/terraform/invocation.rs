@@ -20,15 +20,86 @@ pub enum Arg {
     Path(PathBuf),
 }
 
+/// The terraform subcommands the server runs. What each may do is decided here, by exhaustive
+/// matches: a new subcommand cannot run until someone decides whether it may reach the network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Subcommand {
+    Version,
+    Init,
+    Validate,
+    Fmt,
+    Plan,
+    Show,
+    Apply,
+    Output,
+    Graph,
+    Providers,
+}
+
+impl Subcommand {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Subcommand::Version => "version",
+            Subcommand::Init => "init",
+            Subcommand::Validate => "validate",
+            Subcommand::Fmt => "fmt",
+            Subcommand::Plan => "plan",
+            Subcommand::Show => "show",
+            Subcommand::Apply => "apply",
+            Subcommand::Output => "output",
+            Subcommand::Graph => "graph",
+            Subcommand::Providers => "providers",
+        }
+    }
+
+    /// Whether the run may reach the network (through the sandbox's allowed ports): installing
+    /// providers and modules, and providers talking to their APIs while planning and applying.
+    /// Everything else runs in an empty network namespace.
+    pub fn needs_network(self) -> bool {
+        match self {
+            Subcommand::Init | Subcommand::Plan | Subcommand::Apply => true,
+            Subcommand::Version
+            | Subcommand::Validate
+            | Subcommand::Fmt
+            | Subcommand::Show
+            | Subcommand::Output
+            | Subcommand::Graph
+            | Subcommand::Providers => false,
+        }
+    }
+
+    /// Whether the run may write the shared provider plugin cache (only `init` installs).
+    pub fn writes_plugin_cache(self) -> bool {
+        match self {
+            Subcommand::Init => true,
+            Subcommand::Version
+            | Subcommand::Validate
+            | Subcommand::Fmt
+            | Subcommand::Plan
+            | Subcommand::Show
+            | Subcommand::Apply
+            | Subcommand::Output
+            | Subcommand::Graph
+            | Subcommand::Providers => false,
+        }
+    }
+}
+
+impl std::fmt::Display for Subcommand {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// A terraform subcommand and its arguments.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Invocation {
-    pub subcommand: &'static str,
+    pub subcommand: Subcommand,
     pub args: Vec<Arg>,
 }
 
 impl Invocation {
-    pub fn new(subcommand: &'static str) -> Invocation {
+    pub fn new(subcommand: Subcommand) -> Invocation {
         Invocation {
             subcommand,
             args: Vec::new(),
@@ -65,7 +136,7 @@ impl Invocation {
     /// starts with `-` be read as a flag, and only server code builds these.
     pub fn argv(&self) -> Vec<OsString> {
         let mut out = Vec::with_capacity(self.args.len() + 1);
-        out.push(OsString::from(self.subcommand));
+        out.push(OsString::from(self.subcommand.as_str()));
         for a in &self.args {
             match a {
                 Arg::Flag(f) => out.push(OsString::from(format!("-{f}"))),
@@ -106,7 +177,7 @@ mod tests {
 
     #[test]
     fn hostile_values_stay_values() {
-        let inv = Invocation::new("plan")
+        let inv = Invocation::new(Subcommand::Plan)
             .flag("no-color")
             .value("target", "-destroy")
             .value("target", "x -chdir=/")
@@ -137,7 +208,7 @@ mod tests {
 
     #[test]
     fn describe_hides_values() {
-        let inv = Invocation::new("plan").value("target", "aws_instance.secret_name");
+        let inv = Invocation::new(Subcommand::Plan).value("target", "aws_instance.secret_name");
         assert_eq!(inv.describe(), "terraform plan -target=…");
     }
 }

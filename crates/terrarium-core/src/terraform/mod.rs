@@ -7,4 +7,4 @@ pub mod plan_summary;
 pub mod state;
 pub mod stream;
 
-pub use invocation::{Arg, Invocation};
+pub use invocation::{Arg, Invocation, Subcommand};

@@ -8,8 +8,9 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{ToolOutput, diagnostics_text, from_run};
-use crate::executor::{RunCtx, ToolError};
 use crate::policy;
+use crate::run::{RunCtx, ToolError};
+use crate::terraform::Subcommand;
 use crate::terraform::{Invocation, state, stream};
 use crate::workspace::Workspace;
 
@@ -39,7 +40,7 @@ pub(super) async fn run(
     let taken = ctx.plans().take(&args.plan_id, &ws.relative, &who)?;
     let dir = ctx.run_dir()?;
     let plan_file = dir.write("plan.tfplan", &taken.bytes)?;
-    let inv = Invocation::new("apply")
+    let inv = Invocation::new(Subcommand::Apply)
         .flag("input=false")
         .flag("no-color")
         .flag("json")

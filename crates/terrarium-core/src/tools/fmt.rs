@@ -4,8 +4,9 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::{ToolOutput, from_run};
-use crate::executor::{RunCtx, ToolError};
+use crate::run::{RunCtx, ToolError};
 use crate::terraform::Invocation;
+use crate::terraform::Subcommand;
 use crate::workspace::Workspace;
 
 #[derive(Debug, Deserialize)]
@@ -28,12 +29,12 @@ pub(super) async fn run(
     args: Args,
 ) -> Result<ToolOutput, ToolError> {
     let inv = if args.write {
-        Invocation::new("fmt")
+        Invocation::new(Subcommand::Fmt)
             .flag("no-color")
             .flag("list=true")
             .flag_if(args.recursive, "recursive")
     } else {
-        Invocation::new("fmt")
+        Invocation::new(Subcommand::Fmt)
             .flag("no-color")
             .flag("check")
             .flag("diff")

@@ -8,8 +8,8 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::ToolOutput;
-use crate::executor::{RunCtx, ToolError};
 use crate::policy::PolicyError;
+use crate::run::{RunCtx, ToolError};
 use crate::source::{self, SourceError};
 
 #[derive(Debug, Deserialize)]

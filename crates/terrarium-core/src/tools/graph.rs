@@ -4,8 +4,9 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::ToolOutput;
-use crate::executor::{RunCtx, ToolError};
+use crate::run::{RunCtx, ToolError};
 use crate::terraform::Invocation;
+use crate::terraform::Subcommand;
 use crate::workspace::Workspace;
 
 #[derive(Debug, Deserialize)]
@@ -42,7 +43,7 @@ pub(super) async fn run(
     ws: &Workspace,
     args: Args,
 ) -> Result<ToolOutput, ToolError> {
-    let mut inv = Invocation::new("graph");
+    let mut inv = Invocation::new(Subcommand::Graph);
     if let Some(t) = args.graph_type {
         inv = inv.value("type", t.flag());
     }

@@ -3,8 +3,9 @@
 use serde::Deserialize;
 
 use super::{ToolOutput, simple};
-use crate::executor::{RunCtx, ToolError};
+use crate::run::{RunCtx, ToolError};
 use crate::terraform::Invocation;
+use crate::terraform::Subcommand;
 use crate::workspace::Workspace;
 
 #[derive(Debug, Deserialize)]
@@ -27,7 +28,7 @@ pub(super) async fn run(
     ws: &Workspace,
     args: Args,
 ) -> Result<ToolOutput, ToolError> {
-    let inv = Invocation::new("init")
+    let inv = Invocation::new(Subcommand::Init)
         .flag("input=false")
         .flag("no-color")
         .flag_if(args.upgrade, "upgrade")

@@ -7,7 +7,8 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{ToolOutput, from_run, stdout_json};
-use crate::executor::{RunCtx, ToolError};
+use crate::run::{RunCtx, ToolError};
+use crate::terraform::Subcommand;
 use crate::terraform::{Invocation, state};
 use crate::workspace::Workspace;
 
@@ -24,7 +25,9 @@ pub(super) async fn run(
     ws: &Workspace,
     args: Args,
 ) -> Result<ToolOutput, ToolError> {
-    let inv = Invocation::new("output").flag("json").flag("no-color");
+    let inv = Invocation::new(Subcommand::Output)
+        .flag("json")
+        .flag("no-color");
     let dir = ctx.run_dir()?;
     let outcome = ctx.terraform_json(ws, &dir, &inv).await?;
     if !outcome.success() {

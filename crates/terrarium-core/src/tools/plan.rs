@@ -16,10 +16,11 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::{ToolOutput, diagnostics_text, from_run, stdout_json};
-use crate::executor::{RunCtx, ToolError};
 use crate::plans::new_id;
 use crate::redact::name_looks_secret;
+use crate::run::{RunCtx, ToolError};
 use crate::secrets::var_file_values;
+use crate::terraform::Subcommand;
 use crate::terraform::plan_summary::{self, PlanSummary};
 use crate::terraform::{Invocation, stream};
 use crate::workspace::Workspace;
@@ -103,7 +104,7 @@ pub(super) async fn run(
     let plan_id = new_id();
     // Terraform writes the plan into its own run dir; the store takes it from there.
     let plan_path = dir.path().join("plan.tfplan");
-    let mut inv = Invocation::new("plan")
+    let mut inv = Invocation::new(Subcommand::Plan)
         .flag("input=false")
         .flag("no-color")
         .flag("json")
@@ -192,12 +193,12 @@ pub(super) async fn run(
 async fn summarize(
     ctx: &RunCtx<'_>,
     ws: &Workspace,
-    dir: &crate::executor::RunDir,
+    dir: &crate::run::RunDir,
     plan_path: &std::path::Path,
     destroy: bool,
     vars: &Map<String, Value>,
 ) -> Result<PlanSummary, ToolError> {
-    let inv = Invocation::new("show")
+    let inv = Invocation::new(Subcommand::Show)
         .flag("json")
         .flag("no-color")
         .path(plan_path.to_path_buf());

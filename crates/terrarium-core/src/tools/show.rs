@@ -5,7 +5,8 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::{ToolOutput, from_run, stdout_json};
-use crate::executor::{RunCtx, ToolError};
+use crate::run::{RunCtx, ToolError};
+use crate::terraform::Subcommand;
 use crate::terraform::{Invocation, state};
 use crate::workspace::Workspace;
 
@@ -35,7 +36,9 @@ pub(super) async fn run(
         ctx.add_secrets(&secrets);
         // Terraform reads a verified copy in its run dir; the plan store stays out of its reach.
         let copy = dir.write("plan.tfplan", &bytes)?;
-        let inv = Invocation::new("show").flag("no-color").path(copy);
+        let inv = Invocation::new(Subcommand::Show)
+            .flag("no-color")
+            .path(copy);
         let outcome = ctx.terraform(ws, &dir, &inv, false).await?;
         let mut out = from_run(outcome, &inv, String::new());
         out.data.insert("plan_id".into(), json!(id));
@@ -43,7 +46,9 @@ pub(super) async fn run(
         out.plan_id = Some(id.clone());
         return Ok(out);
     }
-    let inv = Invocation::new("show").flag("json").flag("no-color");
+    let inv = Invocation::new(Subcommand::Show)
+        .flag("json")
+        .flag("no-color");
     let outcome = ctx.terraform_json(ws, &dir, &inv).await?;
     if !outcome.success() {
         return Ok(from_run(outcome, &inv, String::new()));

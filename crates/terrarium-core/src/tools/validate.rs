@@ -3,12 +3,15 @@
 use serde_json::{Value, json};
 
 use super::{ToolOutput, from_run};
-use crate::executor::{RunCtx, ToolError};
+use crate::run::{RunCtx, ToolError};
+use crate::terraform::Subcommand;
 use crate::terraform::{Invocation, stream};
 use crate::workspace::Workspace;
 
 pub(super) async fn run(ctx: &RunCtx<'_>, ws: &Workspace) -> Result<ToolOutput, ToolError> {
-    let inv = Invocation::new("validate").flag("json").flag("no-color");
+    let inv = Invocation::new(Subcommand::Validate)
+        .flag("json")
+        .flag("no-color");
     let dir = ctx.run_dir()?;
     let outcome = ctx.terraform(ws, &dir, &inv, false).await?;
     let parsed: Option<Value> = serde_json::from_str(outcome.stdout.text.trim()).ok();

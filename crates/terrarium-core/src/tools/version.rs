@@ -3,15 +3,16 @@
 use serde_json::{Value, json};
 
 use super::{ToolOutput, from_run, stdout_json};
-use crate::executor::{RunCtx, ToolError};
+use crate::run::{RunCtx, ToolError};
 use crate::terraform::Invocation;
+use crate::terraform::Subcommand;
 
 pub(super) async fn run(ctx: &RunCtx<'_>) -> Result<ToolOutput, ToolError> {
-    let inv = Invocation::new("version").flag("json");
+    let inv = Invocation::new(Subcommand::Version).flag("json");
     let dir = ctx.run_dir()?;
     // Runs in its private dir: it needs no workspace.
     let outcome = ctx
-        .terraform(crate::executor::Cwd::RunDir, &dir, &inv, false)
+        .terraform(crate::run::Cwd::RunDir, &dir, &inv, false)
         .await?;
     let v = if outcome.success() {
         stdout_json(&outcome, "terraform version")?

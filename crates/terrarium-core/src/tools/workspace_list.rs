@@ -3,7 +3,7 @@
 use serde_json::json;
 
 use super::ToolOutput;
-use crate::executor::{RunCtx, ToolError};
+use crate::run::{RunCtx, ToolError};
 
 /// Bounds on the walk, so a huge tree cannot make a call slow.
 const MAX_DEPTH: usize = 8;
