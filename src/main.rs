@@ -3,6 +3,7 @@
 //! [`settings`] loader are this crate's private modules, on top of `terrarium_core`; nothing in
 //! the core imports them. `anyhow` lives only in this crate.
 
+mod auth;
 mod check;
 mod ci;
 mod github;

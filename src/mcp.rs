@@ -16,14 +16,10 @@ use rmcp::{ServerHandler, ServiceExt};
 use serde_json::Value;
 use tokio::sync::mpsc;
 
+use crate::auth::Principal;
 use crate::metrics::{Metrics, ToolLabels, ToolName};
 use terrarium_core::tools::ToolKind;
 use terrarium_core::{CallContext, Executor, Transport};
-
-/// The authenticated caller, put on each request by the transport in front (HTTP's
-/// authentication middleware) for [`TerrariumServer`] to read.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Principal(pub String);
 
 /// The caller's address as the server sees it, put on each request by the HTTP front door.
 #[derive(Debug, Clone)]

@@ -728,7 +728,7 @@ impl Settings {
                     "required with TERRARIUM_JWT_ISSUER (the resource's identifier)",
                 )
             })?;
-            crate::http::jwt::JwtVerifier::new(
+            crate::auth::jwt::JwtVerifier::new(
                 issuer,
                 audience,
                 http.jwt_jwks_file.as_deref(),
@@ -765,7 +765,7 @@ impl Settings {
                 "must be at least 1024",
             ));
         }
-        crate::http::auth::TokenSet::parse(http.tokens.expose())
+        crate::auth::TokenSet::parse(http.tokens.expose())
             .map_err(|m| invalid("TERRARIUM_AUTH_TOKENS", m))?;
 
         let github = github::load(&reader)?;
@@ -969,7 +969,7 @@ impl Settings {
             (
                 "TERRARIUM_AUTH_TOKENS",
                 // Names only: the tokens themselves are secrets.
-                crate::http::auth::TokenSet::parse(self.http.tokens.expose())
+                crate::auth::TokenSet::parse(self.http.tokens.expose())
                     .map(|t| {
                         t.names()
                             .iter()

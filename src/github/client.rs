@@ -395,9 +395,9 @@ impl RepoClient {
                     "conclusion": conclusion,
                     "completed_at": now_iso8601(),
                     "output": {
-                        "title": super::report::cut(title, 255),
-                        "summary": super::report::cut(summary, super::report::CHECK_TEXT_LIMIT),
-                        "text": super::report::cut(text, super::report::CHECK_TEXT_LIMIT),
+                        "title": cut(title, 255),
+                        "summary": cut(summary, CHECK_TEXT_LIMIT),
+                        "text": cut(text, CHECK_TEXT_LIMIT),
                     },
                 })),
             )
@@ -410,4 +410,21 @@ impl RepoClient {
 /// GitHub's timestamp form: ISO 8601, whole seconds, UTC.
 fn now_iso8601() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+/// GitHub refuses comment bodies over 65,536 characters.
+pub(crate) const COMMENT_LIMIT: usize = 65_536;
+/// Check run `output.summary` and `output.text` hold at most 65,535 characters each.
+pub(crate) const CHECK_TEXT_LIMIT: usize = 65_535;
+
+/// Cuts `s` to at most `max` characters, saying so at the end when it did.
+pub(crate) fn cut(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        return s.to_string();
+    }
+    const NOTE: &str = "\n\n… (truncated)";
+    let keep = max.saturating_sub(NOTE.chars().count());
+    let mut out: String = s.chars().take(keep).collect();
+    out.push_str(NOTE);
+    out
 }

@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use super::client::{PullInfo, RepoClient};
 use super::{GitHubError, RepoName, report};
-use crate::ci::{self, Report};
+use crate::ci::report::{self as ci, Report};
 use terrarium_core::{Executor, Transport};
 
 /// A plan of one pull request in progress.

@@ -5,27 +5,10 @@
 //! human quoting the marker does not get their comment overwritten.
 
 use super::GitHubError;
-use super::client::{IssueComment, RepoClient};
-use crate::ci::Report;
-
-/// GitHub refuses comment bodies over 65,536 characters.
-pub(crate) const COMMENT_LIMIT: usize = 65_536;
-/// Check run `output.summary` and `output.text` hold at most 65,535 characters each.
-pub(crate) const CHECK_TEXT_LIMIT: usize = 65_535;
+use super::client::{COMMENT_LIMIT, IssueComment, RepoClient};
+use crate::ci::report::Report;
 
 const MARKER_PREFIX: &str = "<!-- terrarium:plan";
-
-/// Cuts `s` to at most `max` characters, saying so at the end when it did.
-pub(crate) fn cut(s: &str, max: usize) -> String {
-    if s.chars().count() <= max {
-        return s.to_string();
-    }
-    const NOTE: &str = "\n\n… (truncated)";
-    let keep = max.saturating_sub(NOTE.chars().count());
-    let mut out: String = s.chars().take(keep).collect();
-    out.push_str(NOTE);
-    out
-}
 
 /// Splits Markdown into parts of at most `limit` characters each, marker and headers included.
 /// A part that ends inside a fenced code block closes it and the next part reopens it with the
@@ -226,7 +209,7 @@ fn plural(n: usize) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::github::client::CommentUser;
+    use crate::github::client::{CommentUser, cut};
 
     fn fences_balanced(s: &str) -> bool {
         s.lines()

@@ -7,8 +7,6 @@
 //! session ownership, content-type and session-cap checks → rmcp, which validates `Host` and
 //! `Origin` (DNS rebinding), enforces the body size limit and parses JSON-RPC.
 
-pub(crate) mod auth;
-pub(crate) mod jwt;
 pub(crate) mod limits;
 mod probes;
 mod serve;
@@ -32,11 +30,11 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use tower_http::set_header::SetResponseHeaderLayer;
 
+use crate::auth::{self, TokenSet, jwt};
 use crate::github::GitHub;
 use crate::mcp::TerrariumServer;
 use crate::metrics::{Metrics, RouteLabels};
 use crate::settings::{HttpConfig, Settings};
-use auth::TokenSet;
 use terrarium_core::Transport;
 use terrarium_core::audit;
 use terrarium_core::executor::Executor;

@@ -356,7 +356,7 @@ impl RunCtx<'_> {
 
     /// For tools that create a workspace: may this caller use a workspace at `relative`?
     pub fn check_workspace_grant(&self, relative: &str) -> Result<(), ToolError> {
-        let kind = crate::tools::ToolKind::Plan;
+        let kind = crate::tools::kind::ToolKind::Plan;
         policy::check_access(
             &self.env.policy(),
             self.call.transport,

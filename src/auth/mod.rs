@@ -9,7 +9,12 @@
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-pub(crate) use crate::mcp::Principal;
+pub(crate) mod jwt;
+
+/// The authenticated caller, put on each request by the HTTP authentication middleware for the
+/// MCP handler to read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Principal(pub(crate) String);
 
 #[derive(Clone, Default)]
 pub(crate) struct TokenSet {
