@@ -200,7 +200,7 @@ fn run(cli: Cli, sources: Prepared, cwd: &std::path::Path) -> anyhow::Result<Exi
         None => settings.log_level.clone(),
     };
     let log_file = cli.log_file.clone().or_else(|| settings.log_file.clone());
-    init_logging(&level, log_file.as_deref())?;
+    let _log_guard = init_logging(&level, log_file.as_deref())?;
     // The server's environment with the `--env-file`/`.env` additions: the only source of
     // pass-through credentials (the process environment itself is never modified).
     let host_env = sources.env;
@@ -244,13 +244,19 @@ fn run(cli: Cli, sources: Prepared, cwd: &std::path::Path) -> anyhow::Result<Exi
     result
 }
 
-/// Diagnostics go to stderr (stdout belongs to the MCP stdio transport) or to a file. Audit
-/// events have their own sinks and are left out here.
-fn init_logging(level: &str, file: Option<&std::path::Path>) -> anyhow::Result<()> {
-    let filter =
-        tracing_subscriber::EnvFilter::new(format!("warn,terrarium={level},{AUDIT_TARGET}=off"));
+/// Diagnostics go to stderr (stdout belongs to the MCP stdio transport) or to a file, written
+/// by tracing-appender's worker thread so a slow disk never holds up a call (lossless: a full
+/// buffer waits). The returned guard flushes the file when dropped. Audit events have their own
+/// sinks and are left out here.
+fn init_logging(
+    level: &str,
+    file: Option<&std::path::Path>,
+) -> anyhow::Result<Option<tracing_appender::non_blocking::WorkerGuard>> {
+    let filter = tracing_subscriber::EnvFilter::new(format!(
+        "warn,terrarium={level},terrarium_core={level},{AUDIT_TARGET}=off"
+    ));
     let layer = tracing_subscriber::fmt::layer().with_ansi(false);
-    let layer = match file {
+    let (layer, guard) = match file {
         Some(path) => {
             use std::os::unix::fs::OpenOptionsExt;
             let f = std::fs::OpenOptions::new()
@@ -259,16 +265,22 @@ fn init_logging(level: &str, file: Option<&std::path::Path>) -> anyhow::Result<(
                 .mode(0o600)
                 .open(path)
                 .with_context(|| format!("--log-file {}", path.display()))?;
-            layer
-                .with_writer(std::sync::Mutex::new(f))
-                .with_filter(filter)
-                .boxed()
+            let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+                .lossy(false)
+                .finish(f);
+            (
+                layer.with_writer(writer).with_filter(filter).boxed(),
+                Some(guard),
+            )
         }
-        None => layer
-            .with_writer(std::io::stderr)
-            .with_filter(filter)
-            .boxed(),
+        None => (
+            layer
+                .with_writer(std::io::stderr)
+                .with_filter(filter)
+                .boxed(),
+            None,
+        ),
     };
     tracing_subscriber::registry().with(layer).init();
-    Ok(())
+    Ok(guard)
 }

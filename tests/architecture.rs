@@ -175,10 +175,10 @@ fn referenced_paths(code: &str) -> Vec<String> {
     while let Some(at) = rest.find("use ") {
         let before = rest[..at].chars().last();
         let after = &rest[at + 4..];
-        if before.is_none_or(|c| !c.is_alphanumeric() && c != '_') {
-            if let Some(end) = after.find(';') {
-                paths.extend(expand_use(&after[..end]));
-            }
+        if before.is_none_or(|c| !c.is_alphanumeric() && c != '_')
+            && let Some(end) = after.find(';')
+        {
+            paths.extend(expand_use(&after[..end]));
         }
         rest = after;
     }

@@ -166,7 +166,7 @@ pub(crate) struct PullInfo {
 }
 
 impl PullInfo {
-    pub(crate) fn from_fork(&self) -> bool {
+    pub(crate) fn is_from_fork(&self) -> bool {
         self.head_repo
             .as_deref()
             .is_none_or(|h| !h.eq_ignore_ascii_case(&self.base_repo))

@@ -239,7 +239,7 @@ impl Receiver {
             Rejected::BadRequest("pull_request lacks number, head.sha or base.repo".into())
         })?;
         super::check_ref(&pr.head_sha).map_err(|e| Rejected::BadRequest(e.to_string()))?;
-        if pr.from_fork() && !self.gh.config().allow_forks {
+        if pr.is_from_fork() && !self.gh.config().allow_forks {
             return Ok(Accepted::Ignored(
                 "pull request from a fork (set TERRARIUM_GITHUB_ALLOW_FORKS=true to plan them)"
                     .into(),

@@ -264,17 +264,19 @@ impl Drop for Scratch {
 
 /// A run's private directory (HOME, TMPDIR, CLI config, generated var files); removed on drop.
 pub struct RunDir {
-    path: PathBuf,
+    /// Created 0700 under this instance's runs dir; removed (by descriptor, never following a
+    /// link the run planted) when dropped.
+    dir: tempfile::TempDir,
 }
 
 impl RunDir {
     pub fn path(&self) -> &Path {
-        &self.path
+        self.dir.path()
     }
 
     /// Writes a private file into the run dir and returns its absolute path.
     pub fn write(&self, name: &str, bytes: &[u8]) -> Result<PathBuf, ToolError> {
-        let p = self.path.join(name);
+        let p = self.path().join(name);
         write_private_file(&p, bytes)
             .map_err(|e| ToolError::Internal(format!("writing run file: {e}")))?;
         Ok(p)
@@ -292,7 +294,7 @@ impl RunDir {
         use std::io::Read;
         let fail = |why: String| ToolError::Terraform(format!("the run's {name}: {why}"));
         let dir = open(
-            &self.path,
+            self.path(),
             OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC | OFlag::O_RDONLY,
             Mode::empty(),
         )
@@ -322,12 +324,6 @@ impl RunDir {
             return Err(fail(format!("is larger than {limit} bytes")));
         }
         Ok(bytes)
-    }
-}
-
-impl Drop for RunDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.path);
     }
 }
 
@@ -428,15 +424,17 @@ impl RunCtx<'_> {
     }
 
     pub fn run_dir(&self) -> Result<RunDir, ToolError> {
-        let path = self
-            .env
-            .runs_dir
-            .join(uuid::Uuid::new_v4().simple().to_string());
-        for sub in ["", "home", "tmp"] {
-            create_private_dir(&path.join(sub))
-                .map_err(|e| ToolError::Internal(format!("creating run dir: {e}")))?;
+        use std::os::unix::fs::PermissionsExt;
+        let fail = |e: std::io::Error| ToolError::Internal(format!("creating run dir: {e}"));
+        let dir = tempfile::Builder::new()
+            .prefix("run-")
+            .permissions(std::fs::Permissions::from_mode(0o700))
+            .tempdir_in(&self.env.runs_dir)
+            .map_err(fail)?;
+        for sub in ["home", "tmp"] {
+            create_private_dir(&dir.path().join(sub)).map_err(fail)?;
         }
-        let dir = RunDir { path };
+        let dir = RunDir { dir };
         dir.write(
             "terraform.rc",
             env::cli_config(&self.env.plugin_cache).as_bytes(),
@@ -488,9 +486,9 @@ impl RunCtx<'_> {
         let json_stream = progress_stream == Some(true);
         let _slot = self.env.run_slot(&self.call.principal).await?;
         let cfg = &self.env.config;
-        let home = dir.path.join("home");
-        let tmp = dir.path.join("tmp");
-        let cli_config = dir.path.join("terraform.rc");
+        let home = dir.path().join("home");
+        let tmp = dir.path().join("tmp");
+        let cli_config = dir.path().join("terraform.rc");
         let env = env::build(
             &cfg.child_env(),
             &self.env.host_env,
@@ -510,10 +508,10 @@ impl RunCtx<'_> {
                 fd: ws.fd().clone(),
                 path: ws.dir.clone(),
             },
-            Cwd::RunDir => Grant::Path(dir.path.clone()),
+            Cwd::RunDir => Grant::Path(dir.path().to_path_buf()),
         };
         let mut access = RunAccess {
-            read_write: vec![Grant::Path(dir.path.clone())],
+            read_write: vec![Grant::Path(dir.path().to_path_buf())],
             ..RunAccess::default()
         };
         if let Cwd::Workspace(_) = cwd {

@@ -12,8 +12,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use tracing_appender::rolling::{RollingFileAppender, Rotation};
-
 use super::time;
 
 pub trait Clock: Send + Sync {
@@ -65,7 +63,7 @@ pub struct DailyFiles {
     dir: PathBuf,
     retention_days: u32,
     clock: Arc<dyn Clock>,
-    current: Option<(String, RollingFileAppender)>,
+    current: Option<(String, std::fs::File)>,
     /// The current file does not end with a newline (a torn line from a crash).
     needs_newline: bool,
 }
@@ -93,22 +91,17 @@ impl DailyFiles {
     fn switch_to(&mut self, date: String) -> std::io::Result<()> {
         let name = file_name(&date);
         let path = self.dir.join(&name);
-        // Created private first; the appender then opens it for appending.
-        {
+        // Private from its creation; every write appends (O_APPEND), one line at a time.
+        let file = {
             use std::os::unix::fs::OpenOptionsExt;
             std::fs::OpenOptions::new()
                 .append(true)
                 .create(true)
                 .mode(0o600)
-                .open(&path)?;
-        }
+                .open(&path)?
+        };
         self.needs_newline = !ends_with_newline(&path);
-        let appender = RollingFileAppender::builder()
-            .rotation(Rotation::NEVER)
-            .filename_prefix(name)
-            .build(&self.dir)
-            .map_err(std::io::Error::other)?;
-        self.current = Some((date, appender));
+        self.current = Some((date, file));
         self.prune();
         Ok(())
     }
