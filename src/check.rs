@@ -21,6 +21,12 @@ pub(crate) async fn check_config(
     host_env: BTreeMap<String, String>,
 ) -> anyhow::Result<ExitCode> {
     print!("{settings}");
+    if !settings.unknown.is_empty() {
+        for u in &settings.unknown {
+            eprintln!("terrarium: {u}");
+        }
+        return Ok(ExitCode::FAILURE);
+    }
     // The GitHub App's key and settings are checked too (a client is built, nothing is sent).
     crate::github::GitHub::from_config(&settings.github)?;
     let mut config = settings.core;

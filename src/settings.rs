@@ -1,11 +1,11 @@
 //! The one typed configuration, loaded once at start-up and validated before anything runs.
 //!
-//! Sources, lowest precedence first: built-in defaults, the TOML file named by `TERRARIUM_CONFIG`,
-//! then the environment. Which files may be read at all (`--config`, `--env-file`, and the
-//! implicit `terrarium.toml`/`.env` of the current directory, never from workspace content) is
-//! decided and checked by [`sources`] before this runs. Every
-//! value `NAME` may instead be given as `NAME_FILE` (the Docker/Kubernetes secrets convention);
-//! giving both is an error, because silently picking one hides a deployment mistake.
+//! Every setting is defined once, in [`defs`]; [`layers`] reads its value (default < the TOML
+//! file < the environment, `NAME_FILE` for any of them) and this module turns the values into
+//! the core's [`Config`] and the front doors' own settings, checking what involves more than one
+//! setting. Which files may be read at all (`--config`, `--env-file`, and the implicit
+//! `terrarium.toml`/`.env` of the current directory, never from workspace content) is decided
+//! and checked by [`sources`] before this runs.
 //!
 //! Loading takes its inputs as plain maps so that it is unit-testable without touching the
 //! process environment.
@@ -15,13 +15,16 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
-
+pub(crate) mod defs;
 mod github;
+mod layers;
 pub(crate) mod sources;
 
 pub(crate) use github::GitHubConfig;
+pub(crate) use layers::Unknown;
 
+use defs as d;
+use layers::Layers;
 use terrarium_core::audit::AuditConfig;
 use terrarium_core::config::{
     Config, ENV_PREFIX, FORBIDDEN_PASSTHROUGH, Limits, SandboxMode, is_forbidden_env,
@@ -35,7 +38,7 @@ pub(crate) enum ConfigError {
     Invalid { name: String, message: String },
     #[error("both {name} and {name}_FILE are set; set only one of them")]
     Ambiguous { name: String },
-    #[error("{name}_FILE: cannot read {path}: {source}")]
+    #[error("{name}: cannot read {path}: {source}")]
     SecretFile {
         name: String,
         path: PathBuf,
@@ -63,6 +66,20 @@ pub(crate) struct Settings {
     pub log_level: String,
     pub http: HttpConfig,
     pub github: GitHubConfig,
+    /// The files settings were read from.
+    pub sources: SourceFiles,
+    /// Every file the configuration named (`NAME_FILE`s, the policy, keys, certificates): the
+    /// sources check refuses any inside the workspace root or CI checkout.
+    pub named_files: Vec<PathBuf>,
+    /// Names no setting has (a warning at `serve`, an error at `check-config`).
+    pub unknown: Vec<Unknown>,
+}
+
+/// The TOML file and the env file that were read, if any.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct SourceFiles {
+    pub config: Option<PathBuf>,
+    pub env_file: Option<PathBuf>,
 }
 
 /// A secret string: never printed, never in `Debug` output.
@@ -107,8 +124,9 @@ pub(crate) struct HttpConfig {
     /// Connections open at once; beyond it the longest-waiting connection without a request
     /// in flight is closed to make room.
     pub max_connections: usize,
-    /// `name:token` or `name:sha256:HEX` entries; where the tokens came from (for messages).
+    /// `name:token` or `name:sha256:HEX` entries.
     pub tokens: Secret,
+    /// Where the tokens came from, kept so that SIGHUP can re-read it.
     pub tokens_file: Option<PathBuf>,
     /// Token bucket per client IP and per principal: sustained rate and burst.
     pub rate_per_sec: u32,
@@ -129,176 +147,38 @@ pub(crate) struct HttpConfig {
     pub tls_key_file: Option<PathBuf>,
 }
 
-/// What a `terrarium.toml` may contain: the same settings as the environment, lower-cased and
-/// without the prefix.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileConfig {
-    workspace_root: Option<PathBuf>,
-    terraform_bin: Option<PathBuf>,
-    timeout_secs: Option<u64>,
-    kill_grace_secs: Option<u64>,
-    enable_apply: Option<bool>,
-    enable_destroy: Option<bool>,
-    state_dir: Option<PathBuf>,
-    plan_ttl_secs: Option<u64>,
-    output_limit_bytes: Option<usize>,
-    max_concurrent_runs: Option<usize>,
-    queue_wait_secs: Option<u64>,
-    shutdown_grace_secs: Option<u64>,
-    child_path: Option<String>,
-    passthrough_env: Option<Vec<String>>,
-    passthrough_prefixes: Option<Vec<String>>,
-    limit_cpu_secs: Option<u64>,
-    limit_address_space_bytes: Option<u64>,
-    limit_open_files: Option<u64>,
-    limit_processes: Option<u64>,
-    limit_file_size_bytes: Option<u64>,
-    audit_dir: Option<PathBuf>,
-    audit_retention_days: Option<u32>,
-    audit_syslog: Option<String>,
-    audit_stderr: Option<bool>,
-    audit_omit_personal_data: Option<bool>,
-    log_file: Option<PathBuf>,
-    log_level: Option<String>,
-    policy_file: Option<PathBuf>,
-    sandbox: Option<String>,
-    sandbox_connect_ports: Option<Vec<u16>>,
-    sandbox_read_paths: Option<Vec<PathBuf>>,
-    sandbox_disable: Option<Vec<String>>,
-    http_listen: Option<String>,
-    http_behind_proxy: Option<bool>,
-    http_allowed_hosts: Option<Vec<String>>,
-    http_allowed_origins: Option<Vec<String>>,
-    http_max_body_bytes: Option<usize>,
-    http_session_idle_secs: Option<u64>,
-    http_max_sessions: Option<usize>,
-    http_max_sessions_per_principal: Option<usize>,
-    http_header_timeout_secs: Option<u64>,
-    http_idle_timeout_secs: Option<u64>,
-    http_max_connections: Option<usize>,
-    max_runs_per_principal: Option<usize>,
-    rate_limit_per_sec: Option<u32>,
-    rate_limit_burst: Option<u32>,
-    http_trusted_proxies: Option<Vec<String>>,
-}
-
-/// Reads settings from an environment snapshot, honouring `NAME_FILE`.
-struct EnvReader<'a> {
-    env: &'a BTreeMap<String, String>,
-}
-
-impl EnvReader<'_> {
-    fn get(&self, key: &str) -> Result<Option<String>, ConfigError> {
-        let name = format!("{ENV_PREFIX}{key}");
-        let file_name = format!("{name}_FILE");
-        match (self.env.get(&name), self.env.get(&file_name)) {
-            (Some(_), Some(_)) => Err(ConfigError::Ambiguous { name }),
-            (Some(v), None) => Ok(Some(v.clone())),
-            (None, Some(path)) => {
-                let path = PathBuf::from(path);
-                let text =
-                    std::fs::read_to_string(&path).map_err(|source| ConfigError::SecretFile {
-                        name: name.clone(),
-                        path: path.clone(),
-                        source,
-                    })?;
-                Ok(Some(text.trim_end_matches(['\n', '\r']).to_string()))
-            }
-            (None, None) => Ok(None),
-        }
-    }
-
-    fn parse<T: std::str::FromStr>(&self, key: &str, what: &str) -> Result<Option<T>, ConfigError> {
-        match self.get(key)? {
-            None => Ok(None),
-            Some(v) => v.trim().parse::<T>().map(Some).map_err(|_| {
-                invalid(
-                    &format!("{ENV_PREFIX}{key}"),
-                    format!("expected {what}, got {v:?}"),
-                )
-            }),
-        }
-    }
-
-    fn bool(&self, key: &str) -> Result<Option<bool>, ConfigError> {
-        match self.get(key)? {
-            None => Ok(None),
-            Some(v) => match v.trim().to_ascii_lowercase().as_str() {
-                "1" | "true" | "yes" | "on" => Ok(Some(true)),
-                "0" | "false" | "no" | "off" | "" => Ok(Some(false)),
-                _ => Err(invalid(
-                    &format!("{ENV_PREFIX}{key}"),
-                    format!("expected true or false, got {v:?}"),
-                )),
-            },
-        }
-    }
-
-    fn list(&self, key: &str) -> Result<Option<Vec<String>>, ConfigError> {
-        Ok(self.get(key)?.map(|v| {
-            v.split([',', ' ', '\n'])
-                .map(str::trim)
-                .filter(|s| !s.is_empty())
-                .map(String::from)
-                .collect()
-        }))
-    }
-}
-
 impl Settings {
-    /// Loads from an environment snapshot; `cwd` is where `terrarium.toml` is looked for.
+    /// Loads from an environment snapshot; `cwd` is where relative paths start.
+    #[cfg(test)]
     pub(crate) fn load(
         env: &BTreeMap<String, String>,
         cwd: &Path,
     ) -> Result<Settings, ConfigError> {
-        let reader = EnvReader { env };
-        let file = load_file(&reader, cwd)?;
+        Settings::load_layered(env, &BTreeMap::new(), cwd)
+    }
 
-        let workspace_root = reader
-            .get("WORKSPACE_ROOT")?
-            .map(PathBuf::from)
-            .or(file.workspace_root)
-            .ok_or_else(|| {
-                invalid(
-                    "TERRARIUM_WORKSPACE_ROOT",
-                    "not set; point it at the directory that holds your Terraform workspaces",
-                )
-            })?;
-        let workspace_root = std::fs::canonicalize(&workspace_root).map_err(|e| {
+    /// Loads with `fallbacks` (by environment name) below every layer.
+    pub(crate) fn load_layered(
+        env: &BTreeMap<String, String>,
+        fallbacks: &BTreeMap<String, String>,
+        cwd: &Path,
+    ) -> Result<Settings, ConfigError> {
+        let l = Layers::new(env, fallbacks, cwd)?;
+
+        let workspace_root = l.path(&d::WORKSPACE_ROOT)?.ok_or_else(|| {
             invalid(
-                "TERRARIUM_WORKSPACE_ROOT",
-                format!("{}: {e}", workspace_root.display()),
+                d::WORKSPACE_ROOT.name,
+                "not set; point it at the directory that holds your Terraform workspaces",
             )
         })?;
+        let root_label = l.label(&d::WORKSPACE_ROOT);
+        let workspace_root = std::fs::canonicalize(&workspace_root)
+            .map_err(|e| invalid(&root_label, format!("{}: {e}", workspace_root.display())))?;
         if !workspace_root.is_dir() {
             return Err(invalid(
-                "TERRARIUM_WORKSPACE_ROOT",
+                &root_label,
                 format!("{} is not a directory", workspace_root.display()),
             ));
-        }
-
-        let terraform_bin = reader
-            .get("TERRAFORM_BIN")?
-            .map(PathBuf::from)
-            .or(file.terraform_bin)
-            .unwrap_or_else(|| PathBuf::from("terraform"));
-        let terraform_bin = resolve_executable(&terraform_bin, env.get("PATH"))
-            .map_err(|m| invalid("TERRARIUM_TERRAFORM_BIN", m))?;
-        // Every run may read and execute terraform's directory, opened by name for each run:
-        // inside the root, a run could swap it for a link to `/`.
-        if let Some(dir) = terraform_bin.parent() {
-            let dir = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
-            if overlaps(&dir, &workspace_root) {
-                return Err(invalid(
-                    "TERRARIUM_TERRAFORM_BIN",
-                    format!(
-                        "its directory {} overlaps the workspace root {}; install terraform outside it",
-                        dir.display(),
-                        workspace_root.display()
-                    ),
-                ));
-            }
         }
         // Runs may read the system directories: the root must not be one of them.
         for sys in terrarium_core::sandbox::access::SYSTEM_READ_EXEC
@@ -307,7 +187,7 @@ impl Settings {
         {
             if workspace_root.starts_with(sys) {
                 return Err(invalid(
-                    "TERRARIUM_WORKSPACE_ROOT",
+                    &root_label,
                     format!(
                         "{} lies in {sys}, which every run may read; choose a root outside system directories",
                         workspace_root.display()
@@ -316,687 +196,267 @@ impl Settings {
             }
         }
 
-        let secs = |key: &str,
-                    file_value: Option<u64>,
-                    default: u64,
-                    min: u64|
-         -> Result<Duration, ConfigError> {
-            let v = reader
-                .parse::<u64>(key, "a whole number of seconds")?
-                .or(file_value)
-                .unwrap_or(default);
-            if v < min {
-                return Err(invalid(
-                    &format!("{ENV_PREFIX}{key}"),
-                    format!("must be at least {min}"),
-                ));
-            }
-            Ok(Duration::from_secs(v))
-        };
-        let timeout = secs("TIMEOUT_SECS", file.timeout_secs, 300, 1)?;
-        let kill_grace = secs("KILL_GRACE_SECS", file.kill_grace_secs, 10, 0)?;
-        let plan_ttl = secs("PLAN_TTL_SECS", file.plan_ttl_secs, 3600, 1)?;
-        let queue_wait = secs("QUEUE_WAIT_SECS", file.queue_wait_secs, 30, 0)?;
-        let shutdown_grace = secs("SHUTDOWN_GRACE_SECS", file.shutdown_grace_secs, 30, 0)?;
+        let terraform_bin = l
+            .text(&d::TERRAFORM_BIN)?
+            .unwrap_or_else(|| "terraform".into());
+        let tf_label = l.label(&d::TERRAFORM_BIN);
+        let terraform_bin = resolve_executable(Path::new(terraform_bin.trim()), env.get("PATH"))
+            .map_err(|m| invalid(&tf_label, m))?;
+        // Every run may read and execute terraform's directory, opened by name for each run:
+        // inside the root, a run could swap it for a link to `/`.
+        if let Some(dir) = terraform_bin.parent() {
+            let dir = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+            outside_root(&tf_label, &dir, &workspace_root, "its directory ")
+                .map_err(|e| e.with_hint("install terraform outside it"))?;
+        }
 
-        let enable_apply = reader
-            .bool("ENABLE_APPLY")?
-            .or(file.enable_apply)
-            .unwrap_or(false);
-        let enable_destroy = reader
-            .bool("ENABLE_DESTROY")?
-            .or(file.enable_destroy)
-            .unwrap_or(false);
-
-        let state_dir = reader
-            .get("STATE_DIR")?
-            .map(PathBuf::from)
-            .or(file.state_dir)
+        let state_dir = l
+            .path(&d::STATE_DIR)?
             .unwrap_or_else(|| default_state_dir(env));
-        let state_dir = absolutize(&state_dir, cwd);
+        let state_label = l.label(&d::STATE_DIR);
         std::fs::create_dir_all(&state_dir).map_err(|e| {
             invalid(
-                "TERRARIUM_STATE_DIR",
+                &state_label,
                 format!("cannot create {}: {e}", state_dir.display()),
             )
         })?;
-        let state_dir = std::fs::canonicalize(&state_dir).map_err(|e| {
-            invalid(
-                "TERRARIUM_STATE_DIR",
-                format!("{}: {e}", state_dir.display()),
-            )
-        })?;
-        if state_dir.starts_with(&workspace_root) || workspace_root.starts_with(&state_dir) {
-            return Err(invalid(
-                "TERRARIUM_STATE_DIR",
-                format!(
-                    "{} overlaps the workspace root {}; saved plans must live outside it",
-                    state_dir.display(),
-                    workspace_root.display()
-                ),
-            ));
-        }
+        let state_dir = std::fs::canonicalize(&state_dir)
+            .map_err(|e| invalid(&state_label, format!("{}: {e}", state_dir.display())))?;
+        outside_root(&state_label, &state_dir, &workspace_root, "")
+            .map_err(|e| e.with_hint("saved plans must live outside it"))?;
 
-        let output_limit_bytes = reader
-            .parse::<usize>("OUTPUT_LIMIT_BYTES", "a number of bytes")?
-            .or(file.output_limit_bytes)
-            .unwrap_or(1 << 20);
-        if !(1024..=64 << 20).contains(&output_limit_bytes) {
-            return Err(invalid(
-                "TERRARIUM_OUTPUT_LIMIT_BYTES",
-                "must be between 1024 and 67108864",
-            ));
-        }
-        let max_concurrent_runs = reader
-            .parse::<usize>("MAX_CONCURRENT_RUNS", "a whole number")?
-            .or(file.max_concurrent_runs)
-            .unwrap_or(4);
-        if max_concurrent_runs == 0 || max_concurrent_runs > 1024 {
-            return Err(invalid(
-                "TERRARIUM_MAX_CONCURRENT_RUNS",
-                "must be between 1 and 1024",
-            ));
-        }
+        let max_concurrent_runs: usize = l.number(&d::MAX_CONCURRENT_RUNS)?;
         // By default one principal may use all slots but one, so another caller always finds
         // a slot that a single principal's slow runs cannot take.
-        let max_runs_per_principal = reader
-            .parse::<usize>("MAX_RUNS_PER_PRINCIPAL", "a whole number")?
-            .or(file.max_runs_per_principal)
-            .unwrap_or(max_concurrent_runs.saturating_sub(1).max(1));
-        if max_runs_per_principal == 0 || max_runs_per_principal > 1024 {
-            return Err(invalid(
-                "TERRARIUM_MAX_RUNS_PER_PRINCIPAL",
-                "must be between 1 and 1024",
-            ));
-        }
-
-        let child_path = reader
-            .get("CHILD_PATH")?
-            .or(file.child_path)
-            .unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".to_string());
-        let passthrough_env = reader
-            .list("PASSTHROUGH_ENV")?
-            .or(file.passthrough_env)
-            .unwrap_or_default();
-        let passthrough_prefixes = reader
-            .list("PASSTHROUGH_PREFIXES")?
-            .or(file.passthrough_prefixes)
-            .unwrap_or_default();
-        validate_passthrough(&passthrough_env, &passthrough_prefixes)?;
-
-        let defaults = Limits::default();
-        let limit =
-            |key: &str, file_value: Option<u64>, default: u64| -> Result<u64, ConfigError> {
-                let v = reader
-                    .parse::<u64>(key, "a whole number")?
-                    .or(file_value)
-                    .unwrap_or(default);
-                if v == 0 {
-                    return Err(invalid(
-                        &format!("{ENV_PREFIX}{key}"),
-                        "must be greater than 0",
-                    ));
-                }
-                Ok(v)
-            };
-        let limits = Limits {
-            cpu_secs: limit("LIMIT_CPU_SECS", file.limit_cpu_secs, defaults.cpu_secs)?,
-            address_space_bytes: limit(
-                "LIMIT_ADDRESS_SPACE_BYTES",
-                file.limit_address_space_bytes,
-                defaults.address_space_bytes,
-            )?,
-            open_files: limit(
-                "LIMIT_OPEN_FILES",
-                file.limit_open_files,
-                defaults.open_files,
-            )?,
-            processes: limit("LIMIT_PROCESSES", file.limit_processes, defaults.processes)?,
-            file_size_bytes: limit(
-                "LIMIT_FILE_SIZE_BYTES",
-                file.limit_file_size_bytes,
-                defaults.file_size_bytes,
-            )?,
+        let max_runs_per_principal = match l.int(&d::MAX_RUNS_PER_PRINCIPAL)? {
+            Some(n) => n as usize,
+            None => max_concurrent_runs.saturating_sub(1).max(1),
         };
 
-        let audit_dir = reader
-            .get("AUDIT_DIR")?
-            .map(PathBuf::from)
-            .or(file.audit_dir)
-            .map(|p| absolutize(&p, cwd))
-            .unwrap_or_else(|| state_dir.join("audit"));
-        let inside = |p: &Path| {
+        let passthrough_env = l.list(&d::PASSTHROUGH_ENV)?;
+        let passthrough_prefixes = l.list(&d::PASSTHROUGH_PREFIXES)?;
+        validate_passthrough(&passthrough_env, &passthrough_prefixes)?;
+
+        let limits = Limits {
+            cpu_secs: l.number(&d::LIMIT_CPU_SECS)?,
+            address_space_bytes: l.number(&d::LIMIT_ADDRESS_SPACE_BYTES)?,
+            open_files: l.number(&d::LIMIT_OPEN_FILES)?,
+            processes: l.number(&d::LIMIT_PROCESSES)?,
+            file_size_bytes: l.number(&d::LIMIT_FILE_SIZE_BYTES)?,
+        };
+
+        let inside_root = |p: &Path| {
             let mut probe = p.to_path_buf();
             // The directory may not exist yet: check its nearest existing ancestor.
             while !probe.exists() && probe.pop() {}
             std::fs::canonicalize(&probe).is_ok_and(|c| c.starts_with(&workspace_root))
         };
-        if inside(&audit_dir) {
+        let audit_dir = l
+            .path(&d::AUDIT_DIR)?
+            .unwrap_or_else(|| state_dir.join("audit"));
+        if inside_root(&audit_dir) {
             return Err(invalid(
-                "TERRARIUM_AUDIT_DIR",
+                &l.label(&d::AUDIT_DIR),
                 "must not lie inside the workspace root, where terraform runs could edit it",
             ));
         }
-        let audit_retention_days = reader
-            .parse::<u32>("AUDIT_RETENTION_DAYS", "a whole number of days")?
-            .or(file.audit_retention_days)
-            .unwrap_or(90);
-        if audit_retention_days == 0 {
-            return Err(invalid(
-                "TERRARIUM_AUDIT_RETENTION_DAYS",
-                "must be at least 1",
-            ));
-        }
-        let audit_syslog = reader
-            .get("AUDIT_SYSLOG")?
-            .or(file.audit_syslog)
-            .filter(|s| !s.is_empty());
+        let audit_syslog = l.text(&d::AUDIT_SYSLOG)?;
         if let Some(url) = &audit_syslog {
             terrarium_core::audit::syslog::parse_url(url)
-                .map_err(|e| invalid("TERRARIUM_AUDIT_SYSLOG", e.to_string()))?;
+                .map_err(|e| invalid(&l.label(&d::AUDIT_SYSLOG), e.to_string()))?;
         }
         let audit = AuditConfig {
             dir: Some(audit_dir),
-            retention_days: audit_retention_days,
+            retention_days: l.number(&d::AUDIT_RETENTION_DAYS)?,
             syslog: audit_syslog,
-            stderr: reader
-                .bool("AUDIT_STDERR")?
-                .or(file.audit_stderr)
-                .unwrap_or(false),
-            omit_personal_data: reader
-                .bool("AUDIT_OMIT_PERSONAL_DATA")?
-                .or(file.audit_omit_personal_data)
-                .unwrap_or(false),
+            stderr: l.bool(&d::AUDIT_STDERR)?,
+            omit_personal_data: l.bool(&d::AUDIT_OMIT_PERSONAL_DATA)?,
         };
-        let log_file = reader
-            .get("LOG_FILE")?
-            .map(PathBuf::from)
-            .or(file.log_file)
-            .map(|p| absolutize(&p, cwd));
-        if let Some(p) = &log_file
-            && inside(p)
-        {
+        let log_file = l.path(&d::LOG_FILE)?;
+        if log_file.as_deref().is_some_and(inside_root) {
             return Err(invalid(
-                "TERRARIUM_LOG_FILE",
+                &l.label(&d::LOG_FILE),
                 "must not lie inside the workspace root",
             ));
         }
+        let log_level = parse_log_level(&l.string(&d::LOG_LEVEL)?)
+            .map_err(|m| invalid(&l.label(&d::LOG_LEVEL), m))?;
 
-        let log_level = reader
-            .get("LOG_LEVEL")?
-            .or(file.log_level)
-            .unwrap_or_else(|| "warn".to_string());
-        let log_level =
-            parse_log_level(&log_level).map_err(|m| invalid("TERRARIUM_LOG_LEVEL", m))?;
-
-        let policy_file = reader
-            .get("POLICY_FILE")?
-            .map(PathBuf::from)
-            .or(file.policy_file)
-            .map(|p| absolutize(&p, cwd));
+        let policy_file = l.path(&d::POLICY_FILE)?;
         // Checked here so a bad file is a configuration error; the executor loads its own copy
         // (and re-loads it on SIGHUP), so no stale one is kept in the configuration.
         Policy::load(policy_file.as_deref())
-            .map_err(|e| invalid("TERRARIUM_POLICY_FILE", e.to_string()))?;
+            .map_err(|e| invalid(&l.label(&d::POLICY_FILE), e.to_string()))?;
 
-        let sandbox = match reader
-            .get("SANDBOX")?
-            .or(file.sandbox)
-            .unwrap_or_else(|| "strict".into())
-            .trim()
-            .to_ascii_lowercase()
-            .as_str()
-        {
+        let sandbox = match l.string(&d::SANDBOX)?.trim().to_ascii_lowercase().as_str() {
             "strict" => SandboxMode::Strict,
             "best-effort" | "best_effort" => SandboxMode::BestEffort,
             "off" => SandboxMode::Off,
             other => {
                 return Err(invalid(
-                    "TERRARIUM_SANDBOX",
+                    &l.label(&d::SANDBOX),
                     format!("expected strict, best-effort or off, got {other:?}"),
                 ));
             }
         };
-        let sandbox_connect_ports = match reader.list("SANDBOX_CONNECT_PORTS")? {
-            Some(list) => list
-                .iter()
-                .map(|p| p.parse::<u16>().ok().filter(|p| *p > 0))
-                .collect::<Option<Vec<u16>>>()
-                .ok_or_else(|| {
-                    invalid(
-                        "TERRARIUM_SANDBOX_CONNECT_PORTS",
-                        "expected TCP port numbers, e.g. 443,5432",
-                    )
-                })?,
-            None => file.sandbox_connect_ports.unwrap_or_else(|| vec![443]),
-        };
-        let sandbox_read_paths: Vec<PathBuf> = reader
-            .list("SANDBOX_READ_PATHS")?
-            .map(|v| v.into_iter().map(PathBuf::from).collect())
-            .or(file.sandbox_read_paths)
-            .unwrap_or_default();
+        let sandbox_connect_ports: Vec<u16> =
+            l.parsed_list(&d::SANDBOX_CONNECT_PORTS, "a TCP port number, e.g. 443")?;
+        if sandbox_connect_ports.contains(&0) {
+            return Err(invalid(
+                &l.label(&d::SANDBOX_CONNECT_PORTS),
+                "0 is not a TCP port number",
+            ));
+        }
+        let sandbox_read_paths: Vec<PathBuf> = l
+            .list(&d::SANDBOX_READ_PATHS)?
+            .into_iter()
+            .map(PathBuf::from)
+            .collect();
         for p in &sandbox_read_paths {
+            let label = l.label(&d::SANDBOX_READ_PATHS);
             if !p.is_absolute() {
                 return Err(invalid(
-                    "TERRARIUM_SANDBOX_READ_PATHS",
+                    &label,
                     format!("{} is not an absolute path", p.display()),
                 ));
             }
             // Granted to every run by name: inside the root a run could swap it for a link to
             // `/`; around the root it would open every workspace to every run.
             let real = std::fs::canonicalize(p).unwrap_or_else(|_| p.clone());
-            if overlaps(&real, &workspace_root) {
-                return Err(invalid(
-                    "TERRARIUM_SANDBOX_READ_PATHS",
-                    format!(
-                        "{} overlaps the workspace root {}",
-                        p.display(),
-                        workspace_root.display()
-                    ),
-                ));
-            }
+            outside_root(&label, &real, &workspace_root, "")?;
         }
-
-        let sandbox_disable = reader
-            .list("SANDBOX_DISABLE")?
-            .or(file.sandbox_disable)
-            .unwrap_or_default()
+        let sandbox_disable = l
+            .list(&d::SANDBOX_DISABLE)?
             .iter()
-            .map(|l| l.parse::<LayerKind>())
+            .map(|s| s.parse::<LayerKind>())
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|m| invalid("TERRARIUM_SANDBOX_DISABLE", m))?;
+            .map_err(|m| invalid(&l.label(&d::SANDBOX_DISABLE), m))?;
 
-        let listen = reader
-            .get("HTTP_LISTEN")?
-            .or(file.http_listen)
-            .unwrap_or_else(|| "127.0.0.1:8080".into());
-        let listen: std::net::SocketAddr = listen.parse().map_err(|_| {
-            invalid(
-                "TERRARIUM_HTTP_LISTEN",
-                format!("expected IP:PORT, got {listen:?}"),
-            )
-        })?;
-        // Tokens come from the variable, or from the file named by TERRARIUM_AUTH_TOKENS_FILE,
-        // which is kept so that SIGHUP can re-read it.
-        let tokens_file = env.get("TERRARIUM_AUTH_TOKENS_FILE").map(PathBuf::from);
-        let tokens = Secret::new(reader.get("AUTH_TOKENS")?.unwrap_or_default());
-        let http = HttpConfig {
-            listen,
-            behind_proxy: reader
-                .bool("HTTP_BEHIND_PROXY")?
-                .or(file.http_behind_proxy)
-                .unwrap_or(false),
-            allowed_hosts: reader
-                .list("HTTP_ALLOWED_HOSTS")?
-                .or(file.http_allowed_hosts)
-                .unwrap_or_else(|| vec!["localhost".into(), "127.0.0.1".into(), "[::1]".into()]),
-            allowed_origins: reader
-                .list("HTTP_ALLOWED_ORIGINS")?
-                .or(file.http_allowed_origins)
-                .unwrap_or_default(),
-            max_body_bytes: reader
-                .parse::<usize>("HTTP_MAX_BODY_BYTES", "a number of bytes")?
-                .or(file.http_max_body_bytes)
-                .unwrap_or(1 << 20),
-            session_idle: secs(
-                "HTTP_SESSION_IDLE_SECS",
-                file.http_session_idle_secs,
-                900,
-                1,
-            )?,
-            max_sessions: reader
-                .parse::<usize>("HTTP_MAX_SESSIONS", "a whole number")?
-                .or(file.http_max_sessions)
-                .unwrap_or(256),
-            // Set below, from the global cap.
-            max_sessions_per_principal: 0,
-            header_timeout: secs(
-                "HTTP_HEADER_TIMEOUT_SECS",
-                file.http_header_timeout_secs,
-                10,
-                1,
-            )?,
-            idle_timeout: secs("HTTP_IDLE_TIMEOUT_SECS", file.http_idle_timeout_secs, 60, 1)?,
-            max_connections: reader
-                .parse::<usize>("HTTP_MAX_CONNECTIONS", "a whole number")?
-                .or(file.http_max_connections)
-                .unwrap_or(512),
-            tokens,
-            tokens_file,
-            rate_per_sec: reader
-                .parse::<u32>(
-                    "RATE_LIMIT_PER_SEC",
-                    "a whole number of requests per second",
-                )?
-                .or(file.rate_limit_per_sec)
-                .unwrap_or(20),
-            rate_burst: reader
-                .parse::<u32>("RATE_LIMIT_BURST", "a whole number of requests")?
-                .or(file.rate_limit_burst)
-                .unwrap_or(100),
-            jwt_issuer: None,
-            jwt_audience: None,
-            jwt_jwks_file: None,
-            jwt_public_key_file: None,
-            resource_url: None,
-            authorization_servers: Vec::new(),
-            tls_cert_file: None,
-            tls_key_file: None,
-            trusted_proxies: reader
-                .list("HTTP_TRUSTED_PROXIES")?
-                .or(file.http_trusted_proxies)
-                .unwrap_or_default()
-                .iter()
-                .map(|s| s.parse::<std::net::IpAddr>())
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|_| {
-                    invalid(
-                        "TERRARIUM_HTTP_TRUSTED_PROXIES",
-                        "expected IP addresses, comma-separated",
-                    )
-                })?,
+        let http = load_http(&l)?;
+        let github = github::load(&l)?;
+
+        let core = Config {
+            sandbox_disable,
+            sandbox,
+            sandbox_connect_ports,
+            sandbox_read_paths,
+            policy_file,
+            workspace_root,
+            terraform_bin,
+            timeout: l.secs(&d::TIMEOUT_SECS)?,
+            kill_grace: l.secs(&d::KILL_GRACE_SECS)?,
+            enable_apply: l.bool(&d::ENABLE_APPLY)?,
+            enable_destroy: l.bool(&d::ENABLE_DESTROY)?,
+            state_dir,
+            plan_ttl: l.secs(&d::PLAN_TTL_SECS)?,
+            output_limit_bytes: l.number(&d::OUTPUT_LIMIT_BYTES)?,
+            max_concurrent_runs,
+            queue_wait: l.secs(&d::QUEUE_WAIT_SECS)?,
+            max_runs_per_principal,
+            shutdown_grace: l.secs(&d::SHUTDOWN_GRACE_SECS)?,
+            child_path: l.string(&d::CHILD_PATH)?,
+            passthrough_env,
+            passthrough_prefixes,
+            limits,
+            audit,
         };
-        let mut http = http;
-        http.jwt_issuer = reader.get("JWT_ISSUER")?.filter(|s| !s.is_empty());
-        http.jwt_audience = reader.get("JWT_AUDIENCE")?.filter(|s| !s.is_empty());
-        http.jwt_jwks_file = reader
-            .get("JWT_JWKS_FILE")?
-            .map(|p| absolutize(Path::new(&p), cwd));
-        http.jwt_public_key_file = reader
-            .get("JWT_PUBLIC_KEY_FILE")?
-            .map(|p| absolutize(Path::new(&p), cwd));
-        http.resource_url = reader.get("RESOURCE_URL")?.filter(|s| !s.is_empty());
-        http.tls_cert_file = reader
-            .get("HTTP_TLS_CERT_FILE")?
-            .map(|p| absolutize(Path::new(&p), cwd));
-        http.tls_key_file = reader
-            .get("HTTP_TLS_KEY_FILE")?
-            .map(|p| absolutize(Path::new(&p), cwd));
-        if http.tls_cert_file.is_some() != http.tls_key_file.is_some() {
-            return Err(invalid(
-                "TERRARIUM_HTTP_TLS_CERT_FILE",
-                "set both TERRARIUM_HTTP_TLS_CERT_FILE and TERRARIUM_HTTP_TLS_KEY_FILE, or neither",
-            ));
-        }
-        http.authorization_servers = reader
-            .list("OAUTH_AUTHORIZATION_SERVERS")?
-            .unwrap_or_else(|| http.jwt_issuer.iter().cloned().collect());
-        if let Some(issuer) = &http.jwt_issuer {
-            let audience = http.jwt_audience.as_deref().ok_or_else(|| {
-                invalid(
-                    "TERRARIUM_JWT_AUDIENCE",
-                    "required with TERRARIUM_JWT_ISSUER (the resource's identifier)",
-                )
-            })?;
-            crate::auth::jwt::JwtVerifier::new(
-                issuer,
-                audience,
-                http.jwt_jwks_file.as_deref(),
-                http.jwt_public_key_file.as_deref(),
-            )
-            .map_err(|m| invalid("TERRARIUM_JWT_ISSUER", m))?;
-        }
-        if http.rate_per_sec == 0 || http.rate_burst == 0 {
-            return Err(invalid(
-                "TERRARIUM_RATE_LIMIT_PER_SEC",
-                "rate and burst must be at least 1",
-            ));
-        }
-        // By default half the server's sessions (at most 32): one principal never holds them all.
-        http.max_sessions_per_principal = reader
-            .parse::<usize>("HTTP_MAX_SESSIONS_PER_PRINCIPAL", "a whole number")?
-            .or(file.http_max_sessions_per_principal)
-            .unwrap_or((http.max_sessions / 2).clamp(1, 32));
-        if http.max_sessions_per_principal == 0 {
-            return Err(invalid(
-                "TERRARIUM_HTTP_MAX_SESSIONS_PER_PRINCIPAL",
-                "must be at least 1",
-            ));
-        }
-        if !(2..=1 << 20).contains(&http.max_connections) {
-            return Err(invalid(
-                "TERRARIUM_HTTP_MAX_CONNECTIONS",
-                "must be between 2 and 1048576",
-            ));
-        }
-        if http.max_body_bytes < 1024 {
-            return Err(invalid(
-                "TERRARIUM_HTTP_MAX_BODY_BYTES",
-                "must be at least 1024",
-            ));
-        }
-        crate::auth::TokenSet::parse(http.tokens.expose())
-            .map_err(|m| invalid("TERRARIUM_AUTH_TOKENS", m))?;
-
-        let github = github::load(&reader)?;
-
         Ok(Settings {
-            http,
-            github,
+            core,
             log_file,
             log_level,
-            core: Config {
-                sandbox_disable,
-                sandbox,
-                sandbox_connect_ports,
-                sandbox_read_paths,
-                policy_file,
-                workspace_root,
-                terraform_bin,
-                timeout,
-                kill_grace,
-                enable_apply,
-                enable_destroy,
-                state_dir,
-                plan_ttl,
-                output_limit_bytes,
-                max_concurrent_runs,
-                queue_wait,
-                max_runs_per_principal,
-                shutdown_grace,
-                child_path,
-                passthrough_env,
-                passthrough_prefixes,
-                limits,
-                audit,
+            http,
+            github,
+            sources: SourceFiles {
+                config: l.path(&d::CONFIG)?,
+                env_file: l.path(&d::ENV_FILE)?,
             },
+            named_files: l.named_files()?,
+            unknown: l.unknown(),
         })
     }
 
-    /// The effective settings as `(env name, value)` pairs, for `check-config` and the startup
-    /// log. Pass-through variables are listed by name only: their values are credentials.
+    /// The effective settings as `(env name, value)` pairs, every definition in order, for
+    /// `check-config` and the start-up audit event. Credentials are masked; pass-through
+    /// variables are listed by name only.
     pub(crate) fn effective(&self) -> Vec<(&'static str, String)> {
-        let mut all = self.effective_core();
-        all.extend(self.github.effective());
-        all
+        d::ALL.iter().map(|d| (d.name, (d.show)(self))).collect()
     }
+}
 
-    fn effective_core(&self) -> Vec<(&'static str, String)> {
-        let d = |d: Duration| d.as_secs().to_string();
-        vec![
-            (
-                "TERRARIUM_WORKSPACE_ROOT",
-                self.core.workspace_root.display().to_string(),
-            ),
-            (
-                "TERRARIUM_TERRAFORM_BIN",
-                self.core.terraform_bin.display().to_string(),
-            ),
-            ("TERRARIUM_TIMEOUT_SECS", d(self.core.timeout)),
-            ("TERRARIUM_KILL_GRACE_SECS", d(self.core.kill_grace)),
-            ("TERRARIUM_ENABLE_APPLY", self.core.enable_apply.to_string()),
-            (
-                "TERRARIUM_ENABLE_DESTROY",
-                self.core.enable_destroy.to_string(),
-            ),
-            (
-                "TERRARIUM_STATE_DIR",
-                self.core.state_dir.display().to_string(),
-            ),
-            ("TERRARIUM_PLAN_TTL_SECS", d(self.core.plan_ttl)),
-            (
-                "TERRARIUM_OUTPUT_LIMIT_BYTES",
-                self.core.output_limit_bytes.to_string(),
-            ),
-            (
-                "TERRARIUM_MAX_CONCURRENT_RUNS",
-                self.core.max_concurrent_runs.to_string(),
-            ),
-            ("TERRARIUM_QUEUE_WAIT_SECS", d(self.core.queue_wait)),
-            (
-                "TERRARIUM_MAX_RUNS_PER_PRINCIPAL",
-                self.core.max_runs_per_principal.to_string(),
-            ),
-            ("TERRARIUM_SHUTDOWN_GRACE_SECS", d(self.core.shutdown_grace)),
-            ("TERRARIUM_CHILD_PATH", self.core.child_path.clone()),
-            (
-                "TERRARIUM_PASSTHROUGH_ENV",
-                self.core.passthrough_env.join(","),
-            ),
-            (
-                "TERRARIUM_PASSTHROUGH_PREFIXES",
-                self.core.passthrough_prefixes.join(","),
-            ),
-            (
-                "TERRARIUM_LIMIT_CPU_SECS",
-                self.core.limits.cpu_secs.to_string(),
-            ),
-            (
-                "TERRARIUM_LIMIT_ADDRESS_SPACE_BYTES",
-                self.core.limits.address_space_bytes.to_string(),
-            ),
-            (
-                "TERRARIUM_LIMIT_OPEN_FILES",
-                self.core.limits.open_files.to_string(),
-            ),
-            (
-                "TERRARIUM_LIMIT_PROCESSES",
-                self.core.limits.processes.to_string(),
-            ),
-            (
-                "TERRARIUM_LIMIT_FILE_SIZE_BYTES",
-                self.core.limits.file_size_bytes.to_string(),
-            ),
-            (
-                "TERRARIUM_AUDIT_DIR",
-                self.core
-                    .audit
-                    .dir
-                    .as_ref()
-                    .map(|p| p.display().to_string())
-                    .unwrap_or_default(),
-            ),
-            (
-                "TERRARIUM_AUDIT_RETENTION_DAYS",
-                self.core.audit.retention_days.to_string(),
-            ),
-            (
-                "TERRARIUM_AUDIT_SYSLOG",
-                self.core.audit.syslog.clone().unwrap_or_default(),
-            ),
-            ("TERRARIUM_AUDIT_STDERR", self.core.audit.stderr.to_string()),
-            (
-                "TERRARIUM_AUDIT_OMIT_PERSONAL_DATA",
-                self.core.audit.omit_personal_data.to_string(),
-            ),
-            (
-                "TERRARIUM_LOG_FILE",
-                self.log_file
-                    .as_ref()
-                    .map_or_else(|| "(stderr)".to_string(), |p| p.display().to_string()),
-            ),
-            ("TERRARIUM_LOG_LEVEL", self.log_level.clone()),
-            ("TERRARIUM_SANDBOX", self.core.sandbox.as_str().to_string()),
-            (
-                "TERRARIUM_SANDBOX_CONNECT_PORTS",
-                self.core
-                    .sandbox_connect_ports
-                    .iter()
-                    .map(u16::to_string)
-                    .collect::<Vec<_>>()
-                    .join(","),
-            ),
-            (
-                "TERRARIUM_SANDBOX_DISABLE",
-                self.core
-                    .sandbox_disable
-                    .iter()
-                    .map(|l| l.as_str())
-                    .collect::<Vec<_>>()
-                    .join(","),
-            ),
-            ("TERRARIUM_HTTP_LISTEN", self.http.listen.to_string()),
-            (
-                "TERRARIUM_HTTP_BEHIND_PROXY",
-                self.http.behind_proxy.to_string(),
-            ),
-            (
-                "TERRARIUM_HTTP_ALLOWED_HOSTS",
-                self.http.allowed_hosts.join(","),
-            ),
-            (
-                "TERRARIUM_HTTP_ALLOWED_ORIGINS",
-                self.http.allowed_origins.join(","),
-            ),
-            (
-                "TERRARIUM_HTTP_MAX_BODY_BYTES",
-                self.http.max_body_bytes.to_string(),
-            ),
-            (
-                "TERRARIUM_HTTP_SESSION_IDLE_SECS",
-                d(self.http.session_idle),
-            ),
-            (
-                "TERRARIUM_HTTP_MAX_SESSIONS",
-                self.http.max_sessions.to_string(),
-            ),
-            (
-                "TERRARIUM_HTTP_MAX_SESSIONS_PER_PRINCIPAL",
-                self.http.max_sessions_per_principal.to_string(),
-            ),
-            (
-                "TERRARIUM_HTTP_HEADER_TIMEOUT_SECS",
-                d(self.http.header_timeout),
-            ),
-            (
-                "TERRARIUM_HTTP_IDLE_TIMEOUT_SECS",
-                d(self.http.idle_timeout),
-            ),
-            (
-                "TERRARIUM_HTTP_MAX_CONNECTIONS",
-                self.http.max_connections.to_string(),
-            ),
-            (
-                "TERRARIUM_AUTH_TOKENS",
-                // Names only: the tokens themselves are secrets.
-                crate::auth::TokenSet::parse(self.http.tokens.expose())
-                    .map(|t| {
-                        t.names()
-                            .iter()
-                            .map(|n| format!("{n}:****"))
-                            .collect::<Vec<_>>()
-                            .join(",")
-                    })
-                    .unwrap_or_default(),
-            ),
-            (
-                "TERRARIUM_SANDBOX_READ_PATHS",
-                self.core
-                    .sandbox_read_paths
-                    .iter()
-                    .map(|p| p.display().to_string())
-                    .collect::<Vec<_>>()
-                    .join(","),
-            ),
-            (
-                "TERRARIUM_POLICY_FILE",
-                self.core.policy_file.as_ref().map_or_else(
-                    || "(built-in policies/default.toml)".to_string(),
-                    |p| p.display().to_string(),
-                ),
-            ),
-        ]
+/// The HTTP front door's settings (and its authentication).
+fn load_http(l: &Layers<'_>) -> Result<HttpConfig, ConfigError> {
+    let listen = l.string(&d::HTTP_LISTEN)?;
+    let listen: std::net::SocketAddr = listen.trim().parse().map_err(|_| {
+        invalid(
+            &l.label(&d::HTTP_LISTEN),
+            format!("expected IP:PORT, got {listen:?}"),
+        )
+    })?;
+    let tokens = l.secret(&d::AUTH_TOKENS)?;
+    crate::auth::TokenSet::parse(tokens.expose())
+        .map_err(|m| invalid(&l.label(&d::AUTH_TOKENS), m))?;
+    // Kept so that SIGHUP can re-read the tokens (the other `NAME_FILE`s are read once).
+    let tokens_file = l.indirect_file(&d::AUTH_TOKENS);
+    let max_sessions: usize = l.number(&d::HTTP_MAX_SESSIONS)?;
+    let jwt_issuer = l.text(&d::JWT_ISSUER)?;
+    let jwt_audience = l.text(&d::JWT_AUDIENCE)?;
+    let jwt_jwks_file = l.path(&d::JWT_JWKS_FILE)?;
+    let jwt_public_key_file = l.path(&d::JWT_PUBLIC_KEY_FILE)?;
+    if let Some(issuer) = &jwt_issuer {
+        let audience = jwt_audience.as_deref().ok_or_else(|| {
+            invalid(
+                d::JWT_AUDIENCE.name,
+                "required with TERRARIUM_JWT_ISSUER (the resource's identifier)",
+            )
+        })?;
+        crate::auth::jwt::JwtVerifier::new(
+            issuer,
+            audience,
+            jwt_jwks_file.as_deref(),
+            jwt_public_key_file.as_deref(),
+        )
+        .map_err(|m| invalid(&l.label(&d::JWT_ISSUER), m))?;
     }
+    let tls_cert_file = l.path(&d::HTTP_TLS_CERT_FILE)?;
+    let tls_key_file = l.path(&d::HTTP_TLS_KEY_FILE)?;
+    if tls_cert_file.is_some() != tls_key_file.is_some() {
+        return Err(invalid(
+            d::HTTP_TLS_CERT_FILE.name,
+            "set both TERRARIUM_HTTP_TLS_CERT_FILE and TERRARIUM_HTTP_TLS_KEY_FILE, or neither",
+        ));
+    }
+    Ok(HttpConfig {
+        listen,
+        behind_proxy: l.bool(&d::HTTP_BEHIND_PROXY)?,
+        allowed_hosts: l.list(&d::HTTP_ALLOWED_HOSTS)?,
+        allowed_origins: l.list(&d::HTTP_ALLOWED_ORIGINS)?,
+        max_body_bytes: l.number(&d::HTTP_MAX_BODY_BYTES)?,
+        session_idle: l.secs(&d::HTTP_SESSION_IDLE_SECS)?,
+        max_sessions,
+        // By default half the server's sessions (at most 32): one principal never holds them all.
+        max_sessions_per_principal: match l.int(&d::HTTP_MAX_SESSIONS_PER_PRINCIPAL)? {
+            Some(n) => n as usize,
+            None => (max_sessions / 2).clamp(1, 32),
+        },
+        header_timeout: l.secs(&d::HTTP_HEADER_TIMEOUT_SECS)?,
+        idle_timeout: l.secs(&d::HTTP_IDLE_TIMEOUT_SECS)?,
+        max_connections: l.number(&d::HTTP_MAX_CONNECTIONS)?,
+        tokens,
+        tokens_file,
+        rate_per_sec: l.number(&d::RATE_LIMIT_PER_SEC)?,
+        rate_burst: l.number(&d::RATE_LIMIT_BURST)?,
+        trusted_proxies: l.parsed_list(&d::HTTP_TRUSTED_PROXIES, "an IP address")?,
+        authorization_servers: l
+            .list_opt(&d::OAUTH_AUTHORIZATION_SERVERS)?
+            .unwrap_or_else(|| jwt_issuer.iter().cloned().collect()),
+        jwt_issuer,
+        jwt_audience,
+        jwt_jwks_file,
+        jwt_public_key_file,
+        resource_url: l.text(&d::RESOURCE_URL)?,
+        tls_cert_file,
+        tls_key_file,
+    })
 }
 
 impl fmt::Display for Settings {
@@ -1005,37 +465,6 @@ impl fmt::Display for Settings {
             writeln!(f, "{k}={v}")?;
         }
         Ok(())
-    }
-}
-
-fn load_file(reader: &EnvReader<'_>, cwd: &Path) -> Result<FileConfig, ConfigError> {
-    // Only the file named explicitly: whether an implicit `terrarium.toml` may be read is
-    // `sources`' decision (never from workspace content), which names it here when it may.
-    let path = match reader.get("CONFIG")? {
-        Some(p) => absolutize(Path::new(&p), cwd),
-        None => return Ok(FileConfig::default()),
-    };
-    let text = match std::fs::read_to_string(&path) {
-        Ok(t) => t,
-        Err(e) => {
-            return Err(ConfigError::File {
-                path,
-                message: e.to_string(),
-            });
-        }
-    };
-    toml::from_str(&text).map_err(|e| ConfigError::File {
-        path,
-        message: e.to_string(),
-    })
-}
-
-fn absolutize(p: &Path, cwd: &Path) -> PathBuf {
-    if p.is_absolute() {
-        p.to_path_buf()
-    } else {
-        let base = std::fs::canonicalize(cwd).unwrap_or_else(|_| cwd.to_path_buf());
-        base.join(p)
     }
 }
 
@@ -1084,13 +513,13 @@ fn validate_passthrough(names: &[String], prefixes: &[String]) -> Result<(), Con
     for n in names {
         if !valid(n) {
             return Err(invalid(
-                "TERRARIUM_PASSTHROUGH_ENV",
+                d::PASSTHROUGH_ENV.name,
                 format!("{n:?} is not a variable name"),
             ));
         }
         if is_forbidden_env(n) {
             return Err(invalid(
-                "TERRARIUM_PASSTHROUGH_ENV",
+                d::PASSTHROUGH_ENV.name,
                 format!("{n} may not be passed to terraform: it would change what terraform runs"),
             ));
         }
@@ -1098,7 +527,7 @@ fn validate_passthrough(names: &[String], prefixes: &[String]) -> Result<(), Con
     for p in prefixes {
         if !valid(p) || p.len() < 2 {
             return Err(invalid(
-                "TERRARIUM_PASSTHROUGH_PREFIXES",
+                d::PASSTHROUGH_PREFIXES.name,
                 format!("{p:?} is not a usable prefix"),
             ));
         }
@@ -1108,7 +537,7 @@ fn validate_passthrough(names: &[String], prefixes: &[String]) -> Result<(), Con
             .any(|f| f.starts_with(p.as_str()) || p.starts_with(ENV_PREFIX))
         {
             return Err(invalid(
-                "TERRARIUM_PASSTHROUGH_PREFIXES",
+                d::PASSTHROUGH_PREFIXES.name,
                 format!(
                     "prefix {p} would pass forbidden variables (such as TF_CLI_ARGS) to terraform"
                 ),
@@ -1134,9 +563,34 @@ pub(crate) fn parse_log_level(s: &str) -> Result<String, String> {
     Ok(level.to_string())
 }
 
-/// Whether one path lies inside the other (either way).
-fn overlaps(a: &Path, b: &Path) -> bool {
-    a.starts_with(b) || b.starts_with(a)
+/// A path the server trusts (or grants every run by name) must neither lie inside the root nor
+/// contain it: inside, a run could swap it for a link to `/`; around it, every workspace would be
+/// open to every run.
+fn outside_root(label: &str, path: &Path, root: &Path, what: &str) -> Result<(), ConfigError> {
+    if path.starts_with(root) || root.starts_with(path) {
+        return Err(invalid(
+            label,
+            format!(
+                "{what}{} overlaps the workspace root {}",
+                path.display(),
+                root.display()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+impl ConfigError {
+    /// The same error with advice appended to its message.
+    fn with_hint(self, hint: &str) -> ConfigError {
+        match self {
+            ConfigError::Invalid { name, message } => ConfigError::Invalid {
+                name,
+                message: format!("{message}; {hint}"),
+            },
+            other => other,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -1325,11 +779,273 @@ mod tests {
     }
 
     #[test]
-    fn unknown_file_keys_are_rejected() {
+    fn unknown_names_are_reported_with_the_closest_valid_one() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("terrarium.toml"), "timeout = 42\n").unwrap();
-        let err = load_with(dir.path(), &[("TERRARIUM_CONFIG", "terrarium.toml")]).unwrap_err();
-        assert!(err.to_string().contains("unknown field"), "{err}");
+        let c = load_with(
+            dir.path(),
+            &[
+                ("TERRARIUM_CONFIG", "terrarium.toml"),
+                ("TERRARIUM_ENABLE_APLY", "true"),
+                ("TERRARIUM_GITHUB_PRIVATE_KEYS_FILE", "/nowhere"),
+                ("TERRARIUM_ZZZZZZZZZZZZZZZZZZZZ", "1"),
+                // Both forms of a known name are known.
+                ("TERRARIUM_KILL_GRACE_SECS_FILE", ""),
+            ],
+        );
+        // An empty NAME_FILE still names a file: it cannot be read.
+        assert!(c.is_err());
+        let c = load_with(
+            dir.path(),
+            &[
+                ("TERRARIUM_CONFIG", "terrarium.toml"),
+                ("TERRARIUM_ENABLE_APLY", "true"),
+                ("TERRARIUM_GITHUB_PRIVATE_KEYS_FILE", "/nowhere"),
+                ("TERRARIUM_ZZZZZZZZZZZZZZZZZZZZ", "1"),
+            ],
+        )
+        .unwrap();
+        assert!(!c.core.enable_apply, "a misspelt name applies nothing");
+        let shown: Vec<String> = c.unknown.iter().map(ToString::to_string).collect();
+        assert_eq!(shown.len(), 4, "{shown:?}");
+        let find = |needle: &str| {
+            shown
+                .iter()
+                .find(|s| s.contains(needle))
+                .unwrap_or_else(|| panic!("{needle}: {shown:?}"))
+                .clone()
+        };
+        assert!(find("TERRARIUM_ENABLE_APLY ").contains("did you mean TERRARIUM_ENABLE_APPLY?"));
+        assert!(
+            find("TERRARIUM_GITHUB_PRIVATE_KEYS_FILE")
+                .contains("did you mean TERRARIUM_GITHUB_PRIVATE_KEY?")
+        );
+        assert!(!find("TERRARIUM_ZZZZ").contains("did you mean"));
+        let key = find("`timeout`");
+        assert!(
+            key.contains("terrarium.toml") && key.contains("did you mean `timeout_secs`?"),
+            "{key}"
+        );
+    }
+
+    /// A sample for every setting the file accepts, unlike its default; the test below fails
+    /// for a setting added without one.
+    fn samples(dir: &Path) -> BTreeMap<&'static str, String> {
+        let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+        let q = |p: PathBuf| format!("{:?}", p.display().to_string());
+        let policy = dir.join("policy.toml");
+        std::fs::write(
+            &policy,
+            std::fs::read_to_string(
+                Path::new(env!("CARGO_MANIFEST_DIR")).join("policies/default.toml"),
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        let key = std::fs::read_to_string(fixtures.join("github/app-private.pem")).unwrap();
+        let pairs: Vec<(&str, String)> = vec![
+            ("WORKSPACE_ROOT", q(dir.join("root2"))),
+            ("TERRAFORM_BIN", q(PathBuf::from("/bin/true"))),
+            ("TIMEOUT_SECS", "301".into()),
+            ("KILL_GRACE_SECS", "11".into()),
+            ("ENABLE_APPLY", "true".into()),
+            ("ENABLE_DESTROY", "true".into()),
+            ("STATE_DIR", q(dir.join("state2"))),
+            ("PLAN_TTL_SECS", "3601".into()),
+            ("OUTPUT_LIMIT_BYTES", "2048".into()),
+            ("MAX_CONCURRENT_RUNS", "5".into()),
+            ("QUEUE_WAIT_SECS", "31".into()),
+            ("MAX_RUNS_PER_PRINCIPAL", "2".into()),
+            ("SHUTDOWN_GRACE_SECS", "32".into()),
+            ("CHILD_PATH", "\"/usr/bin:/bin\"".into()),
+            ("PASSTHROUGH_ENV", "[\"AWS_REGION\"]".into()),
+            ("PASSTHROUGH_PREFIXES", "[\"TF_VAR_\"]".into()),
+            ("POLICY_FILE", q(policy)),
+            ("LIMIT_CPU_SECS", "901".into()),
+            ("LIMIT_ADDRESS_SPACE_BYTES", "8589934593".into()),
+            ("LIMIT_OPEN_FILES", "4097".into()),
+            ("LIMIT_PROCESSES", "4097".into()),
+            ("LIMIT_FILE_SIZE_BYTES", "1073741825".into()),
+            ("SANDBOX", "\"best-effort\"".into()),
+            ("SANDBOX_CONNECT_PORTS", "[443, 5432]".into()),
+            ("SANDBOX_READ_PATHS", "[\"/etc/ssl\"]".into()),
+            ("SANDBOX_DISABLE", "[\"cgroup\"]".into()),
+            ("AUDIT_DIR", q(dir.join("audit2"))),
+            ("AUDIT_RETENTION_DAYS", "91".into()),
+            ("AUDIT_SYSLOG", "\"udp://127.0.0.1:514\"".into()),
+            ("AUDIT_STDERR", "true".into()),
+            ("AUDIT_OMIT_PERSONAL_DATA", "true".into()),
+            ("LOG_FILE", q(dir.join("log"))),
+            ("LOG_LEVEL", "\"debug\"".into()),
+            ("HTTP_LISTEN", "\"127.0.0.1:9090\"".into()),
+            ("HTTP_BEHIND_PROXY", "true".into()),
+            ("HTTP_ALLOWED_HOSTS", "[\"mcp.example.com\"]".into()),
+            (
+                "HTTP_ALLOWED_ORIGINS",
+                "[\"https://app.example.com:443\"]".into(),
+            ),
+            ("HTTP_MAX_BODY_BYTES", "4096".into()),
+            ("HTTP_SESSION_IDLE_SECS", "901".into()),
+            ("HTTP_MAX_SESSIONS", "9".into()),
+            ("HTTP_MAX_SESSIONS_PER_PRINCIPAL", "3".into()),
+            ("HTTP_HEADER_TIMEOUT_SECS", "11".into()),
+            ("HTTP_IDLE_TIMEOUT_SECS", "61".into()),
+            ("HTTP_MAX_CONNECTIONS", "513".into()),
+            ("RATE_LIMIT_PER_SEC", "21".into()),
+            ("RATE_LIMIT_BURST", "101".into()),
+            ("HTTP_TRUSTED_PROXIES", "[\"10.0.0.1\"]".into()),
+            ("HTTP_TLS_CERT_FILE", q(fixtures.join("tls/test-cert.pem"))),
+            ("HTTP_TLS_KEY_FILE", q(fixtures.join("tls/test-key.pem"))),
+            (
+                "AUTH_TOKENS",
+                "\"ci:abcdefghijklmnopqrstuvwxyz012345\"".into(),
+            ),
+            ("JWT_ISSUER", "\"https://issuer.example.com\"".into()),
+            ("JWT_AUDIENCE", "\"https://mcp.example.com/mcp\"".into()),
+            (
+                "JWT_PUBLIC_KEY_FILE",
+                q(fixtures.join("jwt/test-ec-public.pem")),
+            ),
+            ("JWT_JWKS_FILE", q(dir.join("jwks.json"))),
+            ("RESOURCE_URL", "\"https://mcp.example.com/mcp\"".into()),
+            (
+                "OAUTH_AUTHORIZATION_SERVERS",
+                "[\"https://auth.example.com\"]".into(),
+            ),
+            ("GITHUB_APP_ID", "7".into()),
+            ("GITHUB_PRIVATE_KEY", format!("{key:?}")),
+            (
+                "GITHUB_API_URL",
+                "\"https://ghe.example.com/api/v3\"".into(),
+            ),
+            ("GITHUB_REPOS", "[\"acme/*\"]".into()),
+            ("GITHUB_WEBHOOK_SECRET", "\"hook\"".into()),
+            ("GITHUB_ALLOW_FORKS", "true".into()),
+            ("GITHUB_ARCHIVE_MAX_BYTES", "104857601".into()),
+            ("GITHUB_EXTRACT_MAX_BYTES", "268435457".into()),
+            ("GITHUB_EXTRACT_MAX_FILES", "20001".into()),
+            ("GITHUB_QUEUE_SIZE", "33".into()),
+            ("GITHUB_WEBHOOK_MAX_BYTES", "5242881".into()),
+            ("GITHUB_CHECK_NAME", "\"Plan\"".into()),
+            ("GITHUB_API_TIMEOUT_SECS", "31".into()),
+        ];
+        pairs.into_iter().collect()
+    }
+
+    #[test]
+    fn the_file_accepts_every_setting_and_each_applies() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("root2")).unwrap();
+        let jwks = r#"{"keys":[]}"#;
+        std::fs::write(dir.path().join("jwks.json"), jwks).unwrap();
+        let samples = samples(dir.path());
+        // Every setting but the GitHub token, which excludes App credentials (tried last).
+        let in_file: Vec<&defs::Def> = defs::ALL
+            .iter()
+            .copied()
+            .filter(|d| d.in_file && d.name != defs::GITHUB_TOKEN.name)
+            .collect();
+        let mut toml = String::new();
+        for def in &in_file {
+            let key = def.name.strip_prefix(ENV_PREFIX).unwrap();
+            let value = samples
+                .get(key)
+                .unwrap_or_else(|| panic!("no sample for {}: add one here", def.name));
+            toml.push_str(&format!("{} = {value}\n", def.file_key()));
+        }
+        let file = dir.path().join("all.toml");
+        std::fs::write(&file, &toml).unwrap();
+        // Nothing but the file: every value below comes from it.
+        let env: BTreeMap<String, String> = [("TERRARIUM_CONFIG", file.display().to_string())]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect();
+        let from_file = Settings::load(&env, dir.path()).unwrap_or_else(|e| panic!("{e}\n{toml}"));
+        assert!(from_file.unknown.is_empty(), "{:?}", from_file.unknown);
+        let defaults = load_with(dir.path(), &[]).unwrap();
+        for def in &in_file {
+            let (a, b) = ((def.show)(&from_file), (def.show)(&defaults));
+            assert_ne!(a, b, "{} from the file did not apply", def.name);
+        }
+        // The same values as `NAME_FILE`s in the file: every one is read through its file.
+        let mut indirect = String::new();
+        for (i, def) in in_file.iter().enumerate() {
+            let value: toml::Value = toml::from_str::<toml::Table>(&format!(
+                "v = {}",
+                samples[&def.name[ENV_PREFIX.len()..]]
+            ))
+            .unwrap()
+            .remove("v")
+            .unwrap();
+            let text = match value {
+                toml::Value::String(s) => s,
+                toml::Value::Array(a) => a
+                    .iter()
+                    .map(|v| {
+                        v.as_str()
+                            .map(String::from)
+                            .unwrap_or_else(|| v.to_string())
+                    })
+                    .collect::<Vec<_>>()
+                    .join(","),
+                other => other.to_string(),
+            };
+            let f = dir.path().join(format!("v{i}"));
+            std::fs::write(&f, format!("{text}\n")).unwrap();
+            indirect.push_str(&format!(
+                "{}_file = {:?}\n",
+                def.file_key(),
+                f.display().to_string()
+            ));
+        }
+        std::fs::write(&file, &indirect).unwrap();
+        let through_files = Settings::load(&env, dir.path()).unwrap_or_else(|e| panic!("{e}"));
+        for def in &in_file {
+            assert_eq!(
+                (def.show)(&through_files),
+                (def.show)(&from_file),
+                "{} through its _file",
+                def.name
+            );
+        }
+        assert!(through_files.named_files.len() >= in_file.len());
+        // A token instead of App credentials: the one setting the set above cannot hold too.
+        std::fs::write(&file, "github_token = \"ghs_x\"\n").unwrap();
+        let c = load_with(dir.path(), &[("TERRARIUM_CONFIG", file.to_str().unwrap())]).unwrap();
+        assert_eq!(c.github.token.expose(), "ghs_x");
+    }
+
+    #[test]
+    fn check_config_lists_every_setting() {
+        let dir = tempfile::tempdir().unwrap();
+        let shown = load_with(dir.path(), &[]).unwrap().to_string();
+        for def in defs::ALL {
+            assert!(shown.contains(&format!("{}=", def.name)), "{}", def.name);
+        }
+    }
+
+    #[test]
+    fn file_values_are_checked_and_named_by_their_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("t.toml");
+        std::fs::write(&file, "timeout_secs = \"soon\"\n").unwrap();
+        let err = load_with(dir.path(), &[("TERRARIUM_CONFIG", file.to_str().unwrap())])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("`timeout_secs`") && err.contains("t.toml"),
+            "{err}"
+        );
+        std::fs::write(&file, "timeout_secs = [1, 2]\n").unwrap();
+        let err = load_with(dir.path(), &[("TERRARIUM_CONFIG", file.to_str().unwrap())])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("not a list"), "{err}");
+        std::fs::write(&file, "timeout_secs = 5\ntimeout_secs_file = \"/x\"\n").unwrap();
+        let err = load_with(dir.path(), &[("TERRARIUM_CONFIG", file.to_str().unwrap())])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("only one"), "{err}");
     }
 
     #[test]

@@ -3,7 +3,9 @@
 
 use std::time::Duration;
 
-use super::{ConfigError, EnvReader, Secret, invalid};
+use super::defs as d;
+use super::layers::Layers;
+use super::{ConfigError, Secret, invalid};
 
 /// GitHub App (or plain token) access. Everything is off until credentials are set.
 #[derive(Debug, Clone)]
@@ -47,20 +49,20 @@ impl GitHubConfig {
     }
 }
 
-pub(super) fn load(reader: &EnvReader<'_>) -> Result<GitHubConfig, ConfigError> {
-    let app_id = reader.parse::<u64>("GITHUB_APP_ID", "a numeric GitHub App id")?;
-    let private_key = Secret::new(reader.get("GITHUB_PRIVATE_KEY")?.unwrap_or_default());
-    let token = Secret::new(reader.get("GITHUB_TOKEN")?.unwrap_or_default());
+pub(super) fn load(l: &Layers<'_>) -> Result<GitHubConfig, ConfigError> {
+    let app_id = l.int(&d::GITHUB_APP_ID)?;
+    let private_key = l.secret(&d::GITHUB_PRIVATE_KEY)?;
+    let token = l.secret(&d::GITHUB_TOKEN)?;
     match (app_id.is_some(), private_key.expose().is_empty()) {
         (true, true) => {
             return Err(invalid(
-                "TERRARIUM_GITHUB_PRIVATE_KEY",
+                d::GITHUB_PRIVATE_KEY.name,
                 "required with TERRARIUM_GITHUB_APP_ID (or use TERRARIUM_GITHUB_PRIVATE_KEY_FILE)",
             ));
         }
         (false, false) => {
             return Err(invalid(
-                "TERRARIUM_GITHUB_APP_ID",
+                d::GITHUB_APP_ID.name,
                 "required with TERRARIUM_GITHUB_PRIVATE_KEY",
             ));
         }
@@ -71,52 +73,37 @@ pub(super) fn load(reader: &EnvReader<'_>) -> Result<GitHubConfig, ConfigError> 
         // message never includes the key.
         jsonwebtoken::EncodingKey::from_rsa_pem(private_key.expose().as_bytes()).map_err(|e| {
             invalid(
-                "TERRARIUM_GITHUB_PRIVATE_KEY",
+                &l.label(&d::GITHUB_PRIVATE_KEY),
                 format!("not an RSA private key in PEM form ({e})"),
             )
         })?;
         if !token.expose().is_empty() {
             return Err(invalid(
-                "TERRARIUM_GITHUB_TOKEN",
+                d::GITHUB_TOKEN.name,
                 "set either App credentials or a token, not both",
             ));
         }
     }
-    let api_url = reader
-        .get("GITHUB_API_URL")?
-        .filter(|s| !s.trim().is_empty())
-        .unwrap_or_else(|| "https://api.github.com".into());
-    let api_url = api_url.trim().trim_end_matches('/').to_string();
-    check_api_url(&api_url).map_err(|m| invalid("TERRARIUM_GITHUB_API_URL", m))?;
-    let repos = reader.list("GITHUB_REPOS")?.unwrap_or_default();
+    let api_url = l
+        .string(&d::GITHUB_API_URL)?
+        .trim()
+        .trim_end_matches('/')
+        .to_string();
+    check_api_url(&api_url).map_err(|m| invalid(&l.label(&d::GITHUB_API_URL), m))?;
+    let repos = l.list(&d::GITHUB_REPOS)?;
     for r in &repos {
         let ok = r.split('/').count() == 2 && r.split('/').all(|p| !p.is_empty());
         if !ok {
             return Err(invalid(
-                "TERRARIUM_GITHUB_REPOS",
+                &l.label(&d::GITHUB_REPOS),
                 format!("{r:?} is not an owner/repo glob (for example acme/* or acme/infra)"),
             ));
         }
     }
-    let bytes = |key: &str, default: u64| -> Result<u64, ConfigError> {
-        let v = reader
-            .parse::<u64>(key, "a number of bytes")?
-            .unwrap_or(default);
-        if v == 0 {
-            return Err(invalid(&format!("TERRARIUM_{key}"), "must be at least 1"));
-        }
-        Ok(v)
-    };
-    let queue_size = reader
-        .parse::<usize>("GITHUB_QUEUE_SIZE", "a whole number")?
-        .unwrap_or(32);
-    if queue_size == 0 {
-        return Err(invalid("TERRARIUM_GITHUB_QUEUE_SIZE", "must be at least 1"));
-    }
-    let webhook_secret = Secret::new(reader.get("GITHUB_WEBHOOK_SECRET")?.unwrap_or_default());
+    let webhook_secret = l.secret(&d::GITHUB_WEBHOOK_SECRET)?;
     if !webhook_secret.expose().is_empty() && app_id.is_none() && token.expose().is_empty() {
         return Err(invalid(
-            "TERRARIUM_GITHUB_WEBHOOK_SECRET",
+            d::GITHUB_WEBHOOK_SECRET.name,
             "the webhook needs GitHub credentials to report back: set TERRARIUM_GITHUB_APP_ID and TERRARIUM_GITHUB_PRIVATE_KEY",
         ));
     }
@@ -127,22 +114,14 @@ pub(super) fn load(reader: &EnvReader<'_>) -> Result<GitHubConfig, ConfigError> 
         api_url,
         webhook_secret,
         repos,
-        allow_forks: reader.bool("GITHUB_ALLOW_FORKS")?.unwrap_or(false),
-        archive_max_bytes: bytes("GITHUB_ARCHIVE_MAX_BYTES", 100 << 20)?,
-        extract_max_bytes: bytes("GITHUB_EXTRACT_MAX_BYTES", 256 << 20)?,
-        extract_max_files: bytes("GITHUB_EXTRACT_MAX_FILES", 20_000)?,
-        queue_size,
-        webhook_max_bytes: bytes("GITHUB_WEBHOOK_MAX_BYTES", 5 << 20)? as usize,
-        check_name: reader
-            .get("GITHUB_CHECK_NAME")?
-            .filter(|s| !s.trim().is_empty())
-            .unwrap_or_else(|| "Terrarium plan".into()),
-        api_timeout: Duration::from_secs(
-            reader
-                .parse::<u64>("GITHUB_API_TIMEOUT_SECS", "a whole number of seconds")?
-                .unwrap_or(30)
-                .max(1),
-        ),
+        allow_forks: l.bool(&d::GITHUB_ALLOW_FORKS)?,
+        archive_max_bytes: l.number(&d::GITHUB_ARCHIVE_MAX_BYTES)?,
+        extract_max_bytes: l.number(&d::GITHUB_EXTRACT_MAX_BYTES)?,
+        extract_max_files: l.number(&d::GITHUB_EXTRACT_MAX_FILES)?,
+        queue_size: l.number(&d::GITHUB_QUEUE_SIZE)?,
+        webhook_max_bytes: l.number(&d::GITHUB_WEBHOOK_MAX_BYTES)?,
+        check_name: l.string(&d::GITHUB_CHECK_NAME)?,
+        api_timeout: l.secs(&d::GITHUB_API_TIMEOUT_SECS)?,
     })
 }
 
@@ -158,56 +137,6 @@ fn check_api_url(url: &str) -> Result<(), String> {
             "{url:?}: plain http is allowed only to a loopback address; use https"
         )),
         _ => Err(format!("{url:?} is not an http(s) URL")),
-    }
-}
-
-impl GitHubConfig {
-    /// `(name, value)` pairs for `check-config`, secrets masked.
-    pub(crate) fn effective(&self) -> Vec<(&'static str, String)> {
-        let mask = |s: &Secret| {
-            if s.expose().is_empty() {
-                String::new()
-            } else {
-                "****".to_string()
-            }
-        };
-        vec![
-            (
-                "TERRARIUM_GITHUB_APP_ID",
-                self.app_id.map(|i| i.to_string()).unwrap_or_default(),
-            ),
-            ("TERRARIUM_GITHUB_PRIVATE_KEY", mask(&self.private_key)),
-            ("TERRARIUM_GITHUB_TOKEN", mask(&self.token)),
-            ("TERRARIUM_GITHUB_API_URL", self.api_url.clone()),
-            (
-                "TERRARIUM_GITHUB_WEBHOOK_SECRET",
-                mask(&self.webhook_secret),
-            ),
-            ("TERRARIUM_GITHUB_REPOS", self.repos.join(",")),
-            ("TERRARIUM_GITHUB_ALLOW_FORKS", self.allow_forks.to_string()),
-            (
-                "TERRARIUM_GITHUB_ARCHIVE_MAX_BYTES",
-                self.archive_max_bytes.to_string(),
-            ),
-            (
-                "TERRARIUM_GITHUB_EXTRACT_MAX_BYTES",
-                self.extract_max_bytes.to_string(),
-            ),
-            (
-                "TERRARIUM_GITHUB_EXTRACT_MAX_FILES",
-                self.extract_max_files.to_string(),
-            ),
-            ("TERRARIUM_GITHUB_QUEUE_SIZE", self.queue_size.to_string()),
-            (
-                "TERRARIUM_GITHUB_WEBHOOK_MAX_BYTES",
-                self.webhook_max_bytes.to_string(),
-            ),
-            ("TERRARIUM_GITHUB_CHECK_NAME", self.check_name.clone()),
-            (
-                "TERRARIUM_GITHUB_API_TIMEOUT_SECS",
-                self.api_timeout.as_secs().to_string(),
-            ),
-        ]
     }
 }
 

@@ -27,7 +27,8 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use super::{Config, ENV_PREFIX};
+use super::Settings;
+use super::defs::{self, PREFIX};
 
 /// The implicit files looked for in the current directory, in the order they are reported.
 pub(crate) const IMPLICIT_ENV_FILE: &str = ".env";
@@ -72,9 +73,9 @@ pub(crate) struct Prepared {
     /// The environment the configuration is loaded from: the process environment, the env
     /// file's values under it, and `TERRARIUM_CONFIG` naming the TOML file to read (if any).
     pub env: BTreeMap<String, String>,
-    /// Values from the env file that the process environment lacks; `main` exports them once
-    /// every check passed (they may name pass-through credentials).
-    pub additions: Vec<(String, String)>,
+    /// Values below every layer (`ci plan`: the checkout is the workspace root unless one is
+    /// configured), by environment name.
+    pub fallbacks: BTreeMap<String, String>,
     /// The configuration files read, canonical, for the check against the final root.
     files: Vec<PathBuf>,
     /// The current directory, canonical, when an implicit file was read from it.
@@ -135,10 +136,10 @@ fn untrusted_trees(
 ) -> Vec<(&'static str, PathBuf)> {
     let mut trees = Vec::new();
     let root = env
-        .get("TERRARIUM_WORKSPACE_ROOT")
+        .get(defs::WORKSPACE_ROOT.name)
         .cloned()
         .or_else(|| {
-            env.get("TERRARIUM_WORKSPACE_ROOT_FILE")
+            env.get(&format!("{}_FILE", defs::WORKSPACE_ROOT.name))
                 .and_then(|f| std::fs::read_to_string(f).ok())
                 .map(|s| s.trim_end_matches(['\n', '\r']).to_string())
         })
@@ -165,12 +166,24 @@ fn untrusted_trees(
 /// Every `TERRARIUM_*_FILE` value: files the server reads (or writes) as configuration.
 fn named_files(env: &BTreeMap<String, String>) -> Vec<(String, PathBuf)> {
     env.iter()
-        .filter(|(k, v)| k.starts_with(ENV_PREFIX) && k.ends_with("_FILE") && !v.is_empty())
+        .filter(|(k, v)| k.starts_with(PREFIX) && k.ends_with("_FILE") && !v.is_empty())
         .map(|(k, v)| (k.clone(), PathBuf::from(v)))
         .collect()
 }
 
 impl Prepared {
+    /// The sources of this process: its environment and current directory.
+    pub(crate) fn from_process(req: &Request) -> Result<Prepared, SourceError> {
+        let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
+        let process_env: BTreeMap<String, String> = std::env::vars().collect();
+        Prepared::new(req, &process_env, &cwd)
+    }
+
+    /// The current directory (canonical): relative paths in settings start here.
+    pub(crate) fn cwd(&self) -> &Path {
+        &self.cwd
+    }
+
     /// Decides and checks the sources, reads the env file; nothing is applied yet.
     pub(crate) fn new(
         req: &Request,
@@ -192,13 +205,13 @@ impl Prepared {
         };
         let explicit_env = req.env_file.clone().or_else(|| {
             process_env
-                .get("TERRARIUM_ENV_FILE")
+                .get(defs::ENV_FILE.name)
                 .filter(|s| !s.is_empty())
                 .map(PathBuf::from)
         });
         let explicit_config = req.config_file.clone().or_else(|| {
             process_env
-                .get("TERRARIUM_CONFIG")
+                .get(defs::CONFIG.name)
                 .filter(|s| !s.is_empty())
                 .map(PathBuf::from)
         });
@@ -254,7 +267,6 @@ impl Prepared {
 
         let mut files = Vec::new();
         let mut env = process_env.clone();
-        let mut additions = Vec::new();
         if let Some(f) = &env_file {
             refuse(f, &untrusted)?;
             let canon = canonical(f, &cwd);
@@ -267,11 +279,10 @@ impl Prepared {
             for item in iter {
                 let (k, v) = item.map_err(|e| unreadable(e.to_string()))?;
                 // The environment wins over the file.
-                if !env.contains_key(&k) {
-                    env.insert(k.clone(), v.clone());
-                    additions.push((k, v));
-                }
+                env.entry(k).or_insert(v);
             }
+            // Recorded for `check-config` (the loader shows it as TERRARIUM_ENV_FILE).
+            env.insert(defs::ENV_FILE.name.into(), canon.display().to_string());
             files.push(canon);
             // The env file may name the root; its tree is untrusted from now on too.
             for t in untrusted_trees(&env, &cwd, req.ci) {
@@ -282,7 +293,7 @@ impl Prepared {
         }
         let config = explicit_config
             .or_else(|| {
-                env.get("TERRARIUM_CONFIG")
+                env.get(defs::CONFIG.name)
                     .filter(|s| !s.is_empty())
                     .map(PathBuf::from)
             })
@@ -297,18 +308,27 @@ impl Prepared {
                     message: "no such file".into(),
                 });
             }
-            env.insert("TERRARIUM_CONFIG".into(), canon.display().to_string());
+            env.insert(defs::CONFIG.name.into(), canon.display().to_string());
             files.push(canon);
         }
         for (name, f) in named_files(&env) {
-            if name == "TERRARIUM_CONFIG_FILE" || name == "TERRARIUM_ENV_FILE" {
+            if name == format!("{}_FILE", defs::CONFIG.name) || name == defs::ENV_FILE.name {
                 continue;
             }
             refuse(&f, &untrusted)?;
         }
+        let mut fallbacks = BTreeMap::new();
+        if req.ci {
+            // In CI the code is the checkout: GitHub Actions names it, elsewhere it is here.
+            let root = env
+                .get("GITHUB_WORKSPACE")
+                .cloned()
+                .unwrap_or_else(|| cwd.display().to_string());
+            fallbacks.insert(defs::WORKSPACE_ROOT.name.to_string(), root);
+        }
         Ok(Prepared {
             env,
-            additions,
+            fallbacks,
             files,
             implicit_dir,
             untrusted,
@@ -318,7 +338,8 @@ impl Prepared {
 
     /// The check against the configuration as loaded: no source and no file it names lies
     /// inside the final workspace root (which a configuration file may have set).
-    pub(crate) fn check_loaded(&self, config: &Config) -> Result<(), SourceError> {
+    pub(crate) fn check_loaded(&self, settings: &Settings) -> Result<(), SourceError> {
+        let config = &settings.core;
         let mut untrusted = self.untrusted.clone();
         untrusted.push(("the workspace root", config.workspace_root.clone()));
         let cwd = &self.cwd;
@@ -334,7 +355,7 @@ impl Prepared {
         }
         let mut named: Vec<PathBuf> = self.files.clone();
         named.extend(named_files(&self.env).into_iter().map(|(_, f)| f));
-        named.extend(config.policy_file.clone());
+        named.extend(settings.named_files.iter().cloned());
         for f in named {
             if let Some((what, tree)) = inside(&canonical(&f, cwd), &untrusted) {
                 return Err(SourceError::Untrusted {
@@ -405,7 +426,6 @@ mod tests {
         let p = Prepared::new(&Request::default(), &e, d.path()).unwrap();
         assert_eq!(p.env["A_X"], "env");
         assert_eq!(p.env["B_X"], "file");
-        assert_eq!(p.additions, vec![("B_X".to_string(), "file".to_string())]);
     }
 
     #[test]

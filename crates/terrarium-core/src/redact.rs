@@ -397,6 +397,12 @@ fn url_encoded(bytes: &[u8], plus: bool) -> Vec<u8> {
 const BASE64_STD: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 const BASE64_URL: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
 
+/// Up to three bytes as base64's 24-bit group (missing bytes are zero).
+fn group24(chunk: &[u8]) -> u32 {
+    let at = |i: usize| u32::from(chunk.get(i).copied().unwrap_or(0));
+    (at(0) << 16) | (at(1) << 8) | at(2)
+}
+
 /// The base64 characters that depend only on `bytes` when they start `offset` bytes into a
 /// 3-byte group: the secret's fragment in any base64 text that contains it at that alignment.
 fn base64_core(bytes: &[u8], offset: usize, alphabet: &[u8; 64]) -> Vec<u8> {
@@ -404,12 +410,7 @@ fn base64_core(bytes: &[u8], offset: usize, alphabet: &[u8; 64]) -> Vec<u8> {
     input.extend_from_slice(bytes);
     let mut enc = Vec::with_capacity(input.len() * 4 / 3 + 4);
     for chunk in input.chunks(3) {
-        let b = [
-            chunk[0],
-            chunk.get(1).copied().unwrap_or(0),
-            chunk.get(2).copied().unwrap_or(0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        let n = group24(chunk);
         for i in 0..4 {
             enc.push(alphabet[((n >> (18 - 6 * i)) & 63) as usize]);
         }
@@ -429,12 +430,7 @@ mod tests {
     fn b64(alphabet: &[u8; 64], data: &[u8]) -> String {
         let mut out = String::new();
         for chunk in data.chunks(3) {
-            let b = [
-                chunk[0],
-                chunk.get(1).copied().unwrap_or(0),
-                chunk.get(2).copied().unwrap_or(0),
-            ];
-            let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+            let n = group24(chunk);
             for i in 0..4 {
                 if i <= chunk.len() {
                     out.push(alphabet[((n >> (18 - 6 * i)) & 63) as usize] as char);

@@ -24,16 +24,16 @@ pub enum Arg {
 /// matches: a new subcommand cannot run until someone decides whether it may reach the network.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Subcommand {
-    Version,
-    Init,
-    Validate,
-    Fmt,
-    Plan,
-    Show,
     Apply,
-    Output,
+    Fmt,
     Graph,
+    Init,
+    Output,
+    Plan,
     Providers,
+    Show,
+    Validate,
+    Version,
 }
 
 impl Subcommand {

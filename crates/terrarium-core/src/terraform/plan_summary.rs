@@ -85,16 +85,7 @@ pub fn summarize(plan: &Value, destroy_mode: bool) -> Result<PlanSummary, PlanPa
         .into_iter()
         .flatten()
     {
-        let actions: Vec<String> = rc
-            .pointer("/change/actions")
-            .and_then(Value::as_array)
-            .map(|a| {
-                a.iter()
-                    .filter_map(Value::as_str)
-                    .map(String::from)
-                    .collect()
-            })
-            .unwrap_or_default();
+        let actions = strings(rc.pointer("/change/actions"));
         let mode = str_field(rc, "mode");
         let has = |a: &str| actions.iter().any(|x| x == a);
         if mode == "managed" {
@@ -119,25 +110,13 @@ pub fn summarize(plan: &Value, destroy_mode: bool) -> Result<PlanSummary, PlanPa
             name: str_field(rc, "name"),
             mode,
             actions,
-            action_reason: rc
-                .get("action_reason")
-                .and_then(Value::as_str)
-                .map(String::from),
+            action_reason: opt_str(rc, "action_reason"),
         });
     }
     let mut output_changes = Vec::new();
     if let Some(outputs) = plan.get("output_changes").and_then(Value::as_object) {
         for (name, oc) in outputs {
-            let actions: Vec<String> = oc
-                .get("actions")
-                .and_then(Value::as_array)
-                .map(|a| {
-                    a.iter()
-                        .filter_map(Value::as_str)
-                        .map(String::from)
-                        .collect()
-                })
-                .unwrap_or_default();
+            let actions = strings(oc.get("actions"));
             let sensitive = oc
                 .get("after_sensitive")
                 .is_some_and(|v| v != &Value::Bool(false))
@@ -169,10 +148,7 @@ pub fn summarize(plan: &Value, destroy_mode: bool) -> Result<PlanSummary, PlanPa
         resource_changes,
         output_changes,
         destroy_mode,
-        terraform_version: plan
-            .get("terraform_version")
-            .and_then(Value::as_str)
-            .map(String::from),
+        terraform_version: opt_str(plan, "terraform_version"),
         applyable: plan
             .get("applyable")
             .and_then(Value::as_bool)
@@ -181,10 +157,23 @@ pub fn summarize(plan: &Value, destroy_mode: bool) -> Result<PlanSummary, PlanPa
 }
 
 fn str_field(v: &Value, k: &str) -> String {
-    v.get(k)
-        .and_then(Value::as_str)
+    opt_str(v, k).unwrap_or_default()
+}
+
+fn opt_str(v: &Value, k: &str) -> Option<String> {
+    v.get(k).and_then(Value::as_str).map(String::from)
+}
+
+/// The strings of a JSON array (terraform's `actions`); nothing for anything else.
+fn strings(v: Option<&Value>) -> Vec<String> {
+    v.and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .map(String::from)
+                .collect()
+        })
         .unwrap_or_default()
-        .to_string()
 }
 
 #[cfg(test)]

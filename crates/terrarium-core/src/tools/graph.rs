@@ -12,8 +12,6 @@ use crate::workspace::Workspace;
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct Args {
-    #[allow(dead_code)]
-    path: String,
     #[serde(rename = "type")]
     graph_type: Option<GraphType>,
 }

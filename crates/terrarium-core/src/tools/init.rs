@@ -11,16 +11,10 @@ use crate::workspace::Workspace;
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct Args {
-    #[allow(dead_code)]
-    path: String,
     #[serde(default)]
     upgrade: bool,
-    #[serde(default = "yes")]
+    #[serde(default = "super::yes")]
     backend: bool,
-}
-
-fn yes() -> bool {
-    true
 }
 
 pub(super) async fn run(

@@ -48,8 +48,15 @@ pub async fn run(
     kind: ToolKind,
     ctx: &RunCtx<'_>,
     ws: Option<&Workspace>,
-    arguments: Value,
+    mut arguments: Value,
 ) -> Result<ToolOutput, ToolError> {
+    // The workspace was resolved from `path` (by descriptor) before the tool runs: the tool
+    // gets that, never the caller's string, so its arguments do not carry it.
+    if ws.is_some()
+        && let Some(args) = arguments.as_object_mut()
+    {
+        args.remove("path");
+    }
     let need_ws = || ws.ok_or_else(|| ToolError::Internal("tool needs a workspace".into()));
     match kind {
         ToolKind::WorkspaceList => workspace_list::run(ctx),
@@ -65,6 +72,11 @@ pub async fn run(
         ToolKind::Apply => apply::run(ctx, need_ws()?, parse(arguments)?).await,
         ToolKind::GitHubPrepare => github_prepare::run(ctx, parse(arguments)?).await,
     }
+}
+
+/// `#[serde(default = "super::yes")]`: a flag that is on unless the caller turns it off.
+fn yes() -> bool {
+    true
 }
 
 /// Typed arguments. The schema has already accepted them, so a failure here is a mismatch

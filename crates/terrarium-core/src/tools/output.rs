@@ -15,8 +15,6 @@ use crate::workspace::Workspace;
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct Args {
-    #[allow(dead_code)]
-    path: String,
     name: Option<String>,
 }
 

@@ -34,8 +34,6 @@ const MAX_VAR_FILE_BYTES: u64 = 1 << 20;
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct Args {
-    #[allow(dead_code)]
-    path: String,
     #[serde(default)]
     vars: Map<String, Value>,
     #[serde(default)]
@@ -44,12 +42,8 @@ pub(super) struct Args {
     targets: Vec<String>,
     #[serde(default)]
     destroy: bool,
-    #[serde(default = "yes")]
+    #[serde(default = "super::yes")]
     refresh: bool,
-}
-
-fn yes() -> bool {
-    true
 }
 
 pub(super) async fn run(

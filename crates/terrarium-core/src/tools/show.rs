@@ -13,8 +13,6 @@ use crate::workspace::Workspace;
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct Args {
-    #[allow(dead_code)]
-    path: String,
     plan_id: Option<String>,
 }
 
