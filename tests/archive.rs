@@ -1,11 +1,9 @@
 //! Safe extraction of repository archives: hostile tarballs are refused and leave nothing
 //! behind; a good one is extracted with GitHub's top-level directory stripped.
 
-mod common;
-
 use std::path::Path;
 
-use common::tarball::{Kind, tarball};
+use crate::common::tarball::{Kind, tarball};
 
 use terrarium_core::archive::{ArchiveError, Limits, extract_tar_gz};
 

@@ -2,15 +2,13 @@
 //! against edits, deletions, insertions, reorders and torn lines, restarts, signals, syslog,
 //! retention, fail-closed apply, and no secret in any log or event.
 
-mod common;
-
 use std::io::{BufRead, BufReader, Read};
 use std::net::{TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use serde_json::{Value, json};
 
 fn verify(files: &[PathBuf]) -> (i32, String) {
@@ -550,7 +548,7 @@ async fn no_secret_reaches_any_log_event_or_result_at_debug_level() {
 /// reach the trail. Confinement rejections record the field pointer instead of the path.
 #[tokio::test(flavor = "multi_thread")]
 async fn failed_calls_never_copy_caller_values_into_the_trail() {
-    use common::github::{APP_ID, MockGitHub, app_private_key};
+    use crate::common::github::{APP_ID, MockGitHub, app_private_key};
     const M: &str = "Zq9Mark";
     const HEX: &str = "d00dfeedd00dfeedd00dfeedd00dfeed";
     let mock = MockGitHub::start().await;

@@ -2,11 +2,9 @@
 //! `terraform plan -detailed-exitcode` (0, 2, 1), discovery of root modules and of changed
 //! directories, and the Markdown summary in GITHUB_STEP_SUMMARY.
 
-mod common;
-
 use std::process::Command;
 
-use common::*;
+use crate::common::*;
 
 fn ci_plan(sb: &Sandbox, args: &[&str]) -> (i32, String, String) {
     let summary = sb.dir.path().join("summary.md");
@@ -133,7 +131,7 @@ fn attacker() -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
 #[test]
 fn a_hostile_checkout_cannot_configure_ci_plan() {
     let (port, hits) = attacker();
-    let key = common::github::app_private_key();
+    let key = crate::common::github::app_private_key();
     for with_github_workspace in [true, false] {
         let sb = Sandbox::new(&["basic"]);
         std::fs::write(
@@ -159,7 +157,7 @@ fn a_hostile_checkout_cannot_configure_ci_plan() {
             .env("TERRARIUM_TERRAFORM_BIN", terraform())
             .env(
                 "TERRARIUM_GITHUB_APP_ID",
-                common::github::APP_ID.to_string(),
+                crate::common::github::APP_ID.to_string(),
             )
             .env("TERRARIUM_GITHUB_PRIVATE_KEY", &key)
             .env("TERRARIUM_GITHUB_REPOS", "acme/*")

@@ -1,10 +1,8 @@
 //! `terrarium check-config` and configuration loading, through the real binary.
 
-mod common;
-
 use std::process::{Command, Output};
 
-use common::*;
+use crate::common::*;
 
 fn terrarium(env: &[(&str, &str)], cwd: &std::path::Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_terrarium"))

@@ -2,11 +2,9 @@
 //! Every rejected call must name the field and spawn nothing: the terraform here is a stand-in
 //! that records each run, so "nothing ran" is checked, not assumed.
 
-mod common;
-
 use std::os::unix::fs::symlink;
 
-use common::*;
+use crate::common::*;
 use serde_json::{Value, json};
 
 fn recorder_env(

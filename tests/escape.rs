@@ -2,8 +2,6 @@
 //! strict mode: real Terraform where it can express the attack, a compiled stand-in where not.
 //! Every attempt must fail, leak nothing into the result, and leave the server serving.
 
-mod common;
-
 use std::io::Read;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -11,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use serde_json::{Value, json};
 
 const OUTSIDE_SECRET: &str = "TOP-SECRET-OUTSIDE-THE-ROOT";

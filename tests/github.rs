@@ -4,13 +4,11 @@
 //! on a pull request (comment updated in place, split when long, check run), and the webhook
 //! (signatures, replays, forks, the allowlist, the background plan).
 
-mod common;
-
 use std::time::Duration;
 
-use common::github::{APP_ID, MockGitHub, app_private_key, wrong_private_key};
-use common::tarball::{Kind, tarball};
-use common::*;
+use crate::common::github::{APP_ID, MockGitHub, app_private_key, wrong_private_key};
+use crate::common::tarball::{Kind, tarball};
+use crate::common::*;
 use serde_json::{Value, json};
 
 const SHA1: &str = "1111111111111111111111111111111111111111";
@@ -566,7 +564,7 @@ fn pr_event(mock: &MockGitHub, action: &str, repo: &str, number: u64) -> Vec<u8>
         "pull_request": mock.pull_json(repo, number),
         "repository": {"id": 1, "full_name": repo, "name": repo.split('/').nth(1),
                         "owner": {"login": repo.split('/').next()}},
-        "installation": {"id": common::github::INSTALLATION_ID},
+        "installation": {"id": crate::common::github::INSTALLATION_ID},
         "sender": {"login": "octocat", "type": "User"},
     })
     .to_string()

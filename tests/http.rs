@@ -1,11 +1,9 @@
 //! The Streamable HTTP front door over real HTTP on a loopback port: authentication, request
 //! checks, probes, metrics, an MCP client library end to end, and graceful shutdown.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use serde_json::{Value, json};
 
 const ALICE: &str = "alice-token-0123456789abcdef0123456789";

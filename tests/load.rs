@@ -1,11 +1,9 @@
 //! A bounded load test: 200 concurrent MCP sessions over HTTP making cheap calls for a few
 //! seconds, with zero errors and the server's memory bounded.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use serde_json::json;
 
 const TOKEN: &str = "load-token-0123456789abcdef0123456789ab";

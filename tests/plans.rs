@@ -1,8 +1,6 @@
 //! Saved plans and the apply policy, against real Terraform and real `terraform_data` resources.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use serde_json::json;
 
 fn err_message(r: &rmcp::model::CallToolResult) -> String {

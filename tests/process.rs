@@ -1,11 +1,9 @@
 //! What a run is allowed to be: bounded in time, output and resources, with a scrubbed
 //! environment, and leaving no process behind.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use serde_json::json;
 
 #[tokio::test]

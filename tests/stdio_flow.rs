@@ -1,8 +1,6 @@
 //! The main flow over stdio with rmcp's client and the real Terraform 1.15.5.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use serde_json::{Value, json};
 
 #[tokio::test]
