@@ -206,7 +206,7 @@ fn reload(exec: &Executor, settings: &Settings, front: &Front) {
                 tracing::error!(error = %e, "token reload failed; the previous tokens stay valid");
                 (
                     "error",
-                    json!({"what": "auth_tokens", "success": false, "error": e}),
+                    json!({"what": "auth_tokens", "success": false, "error": e.to_string()}),
                 )
             }
         };

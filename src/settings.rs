@@ -330,7 +330,7 @@ impl Settings {
             .iter()
             .map(|s| s.parse::<LayerKind>())
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|m| invalid(&l.label(&d::SANDBOX_DISABLE), m))?;
+            .map_err(|m| invalid(&l.label(&d::SANDBOX_DISABLE), m.to_string()))?;
 
         let http = load_http(&l)?;
         let github = github::load(&l)?;
@@ -394,7 +394,7 @@ fn load_http(l: &Layers<'_>) -> Result<HttpConfig, ConfigError> {
     })?;
     let tokens = l.secret(&d::AUTH_TOKENS)?;
     crate::auth::TokenSet::parse(tokens.expose())
-        .map_err(|m| invalid(&l.label(&d::AUTH_TOKENS), m))?;
+        .map_err(|m| invalid(&l.label(&d::AUTH_TOKENS), m.to_string()))?;
     // Kept so that SIGHUP can re-read the tokens (the other `NAME_FILE`s are read once).
     let tokens_file = l.indirect_file(&d::AUTH_TOKENS);
     let max_sessions: usize = l.number(&d::HTTP_MAX_SESSIONS)?;
@@ -415,7 +415,7 @@ fn load_http(l: &Layers<'_>) -> Result<HttpConfig, ConfigError> {
             jwt_jwks_file.as_deref(),
             jwt_public_key_file.as_deref(),
         )
-        .map_err(|m| invalid(&l.label(&d::JWT_ISSUER), m))?;
+        .map_err(|m| invalid(&l.label(&d::JWT_ISSUER), m.to_string()))?;
     }
     let tls_cert_file = l.path(&d::HTTP_TLS_CERT_FILE)?;
     let tls_key_file = l.path(&d::HTTP_TLS_KEY_FILE)?;

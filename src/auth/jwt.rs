@@ -4,7 +4,7 @@
 //! right. The key decides the algorithm, so a token cannot pick a weaker one (`alg: none`, or
 //! HMAC keyed with a public key). The caller's token is never passed on to anything.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use jsonwebtoken::jwk::{AlgorithmParameters, JwkSet};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation, decode, decode_header};
@@ -52,17 +52,41 @@ impl Refusal {
     }
 }
 
-fn pem_key(pem: &[u8]) -> Result<(DecodingKey, Algorithm), String> {
+/// A verification key that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum KeyError {
+    #[error("{}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}: not an RSA, EC (P-256) or Ed25519 public key in PEM", path.display())]
+    NotAKey { path: PathBuf },
+    #[error("{}: not a JWKS: {source}", path.display())]
+    NotAJwks {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+    #[error("{}: {source}", path.display())]
+    Jwk {
+        path: PathBuf,
+        source: jsonwebtoken::errors::Error,
+    },
+    #[error("no usable public key: set TERRARIUM_JWT_JWKS_FILE or TERRARIUM_JWT_PUBLIC_KEY_FILE")]
+    NoKey,
+}
+
+fn pem_key(pem: &[u8]) -> Option<(DecodingKey, Algorithm)> {
     if let Ok(k) = DecodingKey::from_rsa_pem(pem) {
-        return Ok((k, Algorithm::RS256));
+        return Some((k, Algorithm::RS256));
     }
     if let Ok(k) = DecodingKey::from_ec_pem(pem) {
-        return Ok((k, Algorithm::ES256));
+        return Some((k, Algorithm::ES256));
     }
     if let Ok(k) = DecodingKey::from_ed_pem(pem) {
-        return Ok((k, Algorithm::EdDSA));
+        return Some((k, Algorithm::EdDSA));
     }
-    Err("not an RSA, EC (P-256) or Ed25519 public key in PEM".into())
+    None
 }
 
 impl JwtVerifier {
@@ -71,11 +95,17 @@ impl JwtVerifier {
         audience: &str,
         jwks_file: Option<&Path>,
         pem_file: Option<&Path>,
-    ) -> Result<JwtVerifier, String> {
+    ) -> Result<JwtVerifier, KeyError> {
         let mut keys = Vec::new();
+        let read = |path: &Path, source| KeyError::Read {
+            path: path.to_path_buf(),
+            source,
+        };
         if let Some(path) = pem_file {
-            let pem = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
-            let (key, alg) = pem_key(&pem).map_err(|e| format!("{}: {e}", path.display()))?;
+            let pem = std::fs::read(path).map_err(|e| read(path, e))?;
+            let (key, alg) = pem_key(&pem).ok_or_else(|| KeyError::NotAKey {
+                path: path.to_path_buf(),
+            })?;
             keys.push(Key {
                 kid: None,
                 alg,
@@ -83,10 +113,11 @@ impl JwtVerifier {
             });
         }
         if let Some(path) = jwks_file {
-            let text =
-                std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-            let set: JwkSet = serde_json::from_str(&text)
-                .map_err(|e| format!("{}: not a JWKS: {e}", path.display()))?;
+            let text = std::fs::read_to_string(path).map_err(|e| read(path, e))?;
+            let set: JwkSet = serde_json::from_str(&text).map_err(|source| KeyError::NotAJwks {
+                path: path.to_path_buf(),
+                source,
+            })?;
             for jwk in &set.keys {
                 let alg = match (&jwk.algorithm, jwk.common.key_algorithm) {
                     (AlgorithmParameters::RSA(_), _) => Algorithm::RS256,
@@ -95,8 +126,10 @@ impl JwtVerifier {
                     // Symmetric keys would let anyone who can read the JWKS mint tokens.
                     (AlgorithmParameters::OctetKey(_), _) => continue,
                 };
-                let key =
-                    DecodingKey::from_jwk(jwk).map_err(|e| format!("{}: {e}", path.display()))?;
+                let key = DecodingKey::from_jwk(jwk).map_err(|source| KeyError::Jwk {
+                    path: path.to_path_buf(),
+                    source,
+                })?;
                 keys.push(Key {
                     kid: jwk.common.key_id.clone(),
                     alg,
@@ -105,7 +138,7 @@ impl JwtVerifier {
             }
         }
         if keys.is_empty() {
-            return Err("no usable public key: set TERRARIUM_JWT_JWKS_FILE or TERRARIUM_JWT_PUBLIC_KEY_FILE".into());
+            return Err(KeyError::NoKey);
         }
         Ok(JwtVerifier {
             keys,

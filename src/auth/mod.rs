@@ -30,48 +30,55 @@ impl std::fmt::Debug for TokenSet {
 /// Shortest token accepted: 128 bits of hex, or the equivalent.
 pub(crate) const MIN_TOKEN_LEN: usize = 32;
 
+/// A configured token entry that cannot be used. Entries are named by position (and name),
+/// never by their token.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum TokenError {
+    #[error("entry {0}: expected name:token or name:sha256:HEX")]
+    Shape(usize),
+    #[error("entry {0}: the name must be letters, digits, - _ . @")]
+    Name(usize),
+    #[error("entry {0} ({1}): sha256 must be 64 hex digits")]
+    Digest(usize, String),
+    #[error("entry {0} ({1}): tokens must be at least {MIN_TOKEN_LEN} characters")]
+    Short(usize, String),
+    #[error("entry {0}: the name {1} is used twice")]
+    Twice(usize, String),
+}
+
 impl TokenSet {
     /// Parses the configured entries. Errors name the entry by position, never its token.
-    pub(crate) fn parse(text: &str) -> Result<TokenSet, String> {
+    pub(crate) fn parse(text: &str) -> Result<TokenSet, TokenError> {
         let mut entries = Vec::new();
         for (i, raw) in text.split(['\n', ',']).enumerate() {
             let line = raw.trim();
             if line.is_empty() || line.starts_with('#') {
                 continue;
             }
-            let (name, rest) = line.split_once(':').ok_or_else(|| {
-                format!("entry {}: expected name:token or name:sha256:HEX", i + 1)
-            })?;
+            let n = i + 1;
+            let (name, rest) = line.split_once(':').ok_or(TokenError::Shape(n))?;
             let name = name.trim();
             if name.is_empty()
                 || !name
                     .chars()
                     .all(|c| c.is_ascii_alphanumeric() || "-_.@".contains(c))
             {
-                return Err(format!(
-                    "entry {}: the name must be letters, digits, - _ . @",
-                    i + 1
-                ));
+                return Err(TokenError::Name(n));
             }
             let digest: [u8; 32] = match rest.strip_prefix("sha256:") {
                 Some(hex_digest) => hex::decode(hex_digest.trim())
                     .ok()
                     .and_then(|v| v.try_into().ok())
-                    .ok_or_else(|| {
-                        format!("entry {} ({name}): sha256 must be 64 hex digits", i + 1)
-                    })?,
+                    .ok_or_else(|| TokenError::Digest(n, name.to_string()))?,
                 None => {
                     if rest.len() < MIN_TOKEN_LEN {
-                        return Err(format!(
-                            "entry {} ({name}): tokens must be at least {MIN_TOKEN_LEN} characters",
-                            i + 1
-                        ));
+                        return Err(TokenError::Short(n, name.to_string()));
                     }
                     Sha256::digest(rest.as_bytes()).into()
                 }
             };
             if entries.iter().any(|(n, _)| n == name) {
-                return Err(format!("entry {}: the name {name} is used twice", i + 1));
+                return Err(TokenError::Twice(n, name.to_string()));
             }
             entries.push((name.to_string(), digest));
         }
@@ -143,7 +150,7 @@ mod tests {
             "a b:0123456789abcdef0123456789abcdef",
             "x:sha256:zz",
         ] {
-            let err = TokenSet::parse(bad).unwrap_err();
+            let err = TokenSet::parse(bad).unwrap_err().to_string();
             assert!(!err.contains("0123456789abcdef"), "{err}");
         }
         assert!(

@@ -54,7 +54,9 @@ pub(crate) enum HttpError {
     )]
     NoAuthOnPublicAddress(SocketAddr),
     #[error("TERRARIUM_AUTH_TOKENS: {0}")]
-    Tokens(String),
+    Tokens(crate::auth::TokenError),
+    #[error("TERRARIUM_JWT_ISSUER: {0}")]
+    JwtKey(crate::auth::jwt::KeyError),
     #[error("TLS: {0}")]
     Tls(String),
     #[error("listening on {addr}: {source}")]
@@ -88,15 +90,32 @@ pub(crate) struct HttpState {
     webhook: Option<Arc<crate::github::webhook::Receiver>>,
 }
 
+/// Why the token file could not be re-read (the previous tokens stay valid).
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ReloadError {
+    #[error("no TERRARIUM_AUTH_TOKENS_FILE to re-read")]
+    NoFile,
+    #[error("{}: {source}", path.display())]
+    Read {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Tokens(#[from] crate::auth::TokenError),
+}
+
 impl HttpState {
     /// Re-reads the token file (SIGHUP): new tokens work and removed ones stop working at once.
-    pub(crate) fn reload_tokens(&self) -> Result<usize, String> {
-        let text = match &self.config.tokens_file {
-            Some(path) => {
-                std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?
-            }
-            None => return Err("no TERRARIUM_AUTH_TOKENS_FILE to re-read".into()),
-        };
+    pub(crate) fn reload_tokens(&self) -> Result<usize, ReloadError> {
+        let path = self
+            .config
+            .tokens_file
+            .as_ref()
+            .ok_or(ReloadError::NoFile)?;
+        let text = std::fs::read_to_string(path).map_err(|source| ReloadError::Read {
+            path: path.clone(),
+            source,
+        })?;
         let fresh = TokenSet::parse(&text)?;
         let n = fresh.names().len();
         match self.tokens.write() {
@@ -150,7 +169,7 @@ pub(crate) async fn start(
     settings: &Settings,
     github: Option<Arc<GitHub>>,
 ) -> Result<Running, HttpError> {
-    let cfg = settings.http.clone();
+    let cfg = &settings.http;
     let tls = match (&cfg.tls_cert_file, &cfg.tls_key_file) {
         (Some(cert), Some(key)) => Some(tls::server_config(cert, key).map_err(HttpError::Tls)?),
         _ => None,
@@ -158,7 +177,8 @@ pub(crate) async fn start(
     if !is_loopback(&cfg.listen) && !cfg.behind_proxy && tls.is_none() {
         return Err(HttpError::PlainTextOnPublicAddress(cfg.listen));
     }
-    let mut tokens = TokenSet::parse(cfg.tokens.expose()).map_err(HttpError::Tokens)?;
+    // Before binding: a bad token list never opens a port.
+    TokenSet::parse(cfg.tokens.expose()).map_err(HttpError::Tokens)?;
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await
         .map_err(|source| HttpError::Bind {
@@ -166,6 +186,59 @@ pub(crate) async fn start(
             source,
         })?;
     let addr = listener.local_addr().map_err(HttpError::Serve)?;
+    let is_tls = tls.is_some();
+    let App {
+        router: app,
+        state,
+        sessions_stop,
+    } = app(exec, settings, github, addr, is_tls)?;
+    let stop = CancellationToken::new();
+    let limits = serve::Limits {
+        header_timeout: cfg.header_timeout,
+        idle_timeout: cfg.idle_timeout,
+        max_connections: cfg.max_connections,
+    };
+    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
+    let serving = serve::serve(
+        listener,
+        app,
+        acceptor,
+        limits,
+        state.metrics.clone(),
+        stop.clone(),
+    );
+    let task = tokio::spawn(async move { serving.await.map_err(HttpError::Serve) });
+    tracing::info!(%addr, "serving MCP over Streamable HTTP at /mcp");
+    Ok(Running {
+        tls: is_tls,
+        addr,
+        state,
+        stop,
+        sessions_stop,
+        task,
+    })
+}
+
+/// The application a listener serves: every route and check, without the socket (so the
+/// router can be driven in process).
+pub(crate) struct App {
+    pub router: Router,
+    pub state: Arc<HttpState>,
+    /// Ends every MCP session (shutdown).
+    pub sessions_stop: CancellationToken,
+}
+
+/// Builds the router for a server reachable at `addr` (`tls`: whether this server itself
+/// speaks TLS, for HSTS). Must run inside the runtime: it starts the pruning task.
+pub(crate) fn app(
+    exec: Arc<Executor>,
+    settings: &Settings,
+    github: Option<Arc<GitHub>>,
+    addr: SocketAddr,
+    tls: bool,
+) -> Result<App, HttpError> {
+    let cfg = settings.http.clone();
+    let mut tokens = TokenSet::parse(cfg.tokens.expose()).map_err(HttpError::Tokens)?;
     if tokens.is_empty() && cfg.jwt_issuer.is_none() {
         if !is_loopback(&addr) {
             return Err(HttpError::NoAuthOnPublicAddress(addr));
@@ -187,7 +260,7 @@ pub(crate) async fn start(
                 cfg.jwt_jwks_file.as_deref(),
                 cfg.jwt_public_key_file.as_deref(),
             )
-            .map_err(HttpError::Tokens)?,
+            .map_err(HttpError::JwtKey)?,
         ),
         _ => None,
     };
@@ -321,7 +394,7 @@ pub(crate) async fn start(
         // HSTS only where this server itself speaks TLS (a proxy sets its own).
         .layer(SetResponseHeaderLayer::if_not_present(
             header::STRICT_TRANSPORT_SECURITY,
-            if tls.is_some() {
+            if tls {
                 Some(HeaderValue::from_static(
                     "max-age=63072000; includeSubDomains",
                 ))
@@ -357,31 +430,10 @@ pub(crate) async fn start(
                 .max_age(Duration::from_secs(600)),
         )
     };
-    let is_tls = tls.is_some();
-    let stop = CancellationToken::new();
-    let limits = serve::Limits {
-        header_timeout: cfg.header_timeout,
-        idle_timeout: cfg.idle_timeout,
-        max_connections: cfg.max_connections,
-    };
-    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
-    let serving = serve::serve(
-        listener,
-        app,
-        acceptor,
-        limits,
-        state.metrics.clone(),
-        stop.clone(),
-    );
-    let task = tokio::spawn(async move { serving.await.map_err(HttpError::Serve) });
-    tracing::info!(%addr, "serving MCP over Streamable HTTP at /mcp");
-    Ok(Running {
-        tls: is_tls,
-        addr,
+    Ok(App {
+        router: app,
         state,
-        stop,
         sessions_stop,
-        task,
     })
 }
 
@@ -720,3 +772,6 @@ async fn mcp_checks(State(state): State<Arc<HttpState>>, req: Request, next: Nex
 pub(crate) fn uptime(state: &HttpState) -> Duration {
     state.started.elapsed()
 }
+
+#[cfg(test)]
+mod tests;

@@ -29,28 +29,52 @@ pub struct RunCgroup {
     done: bool,
 }
 
+/// Why runs get no cgroup of their own (teardown then relies on the process group, the PID
+/// namespace and the subreaper sweep).
+#[derive(Debug, thiserror::Error)]
+pub enum CgroupUnavailable {
+    #[error("no cgroup v2 file system is mounted")]
+    NoCgroup2,
+    #[error("/proc/self/cgroup: {0}")]
+    OwnCgroup(std::io::Error),
+    #[error("this process is not in the cgroup v2 hierarchy")]
+    NotInHierarchy,
+    #[error("cannot create {}: {source}", path.display())]
+    Create {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("this kernel has no cgroup.kill (Linux 5.14 or later needed)")]
+    NoKill,
+    #[error("per-run cgroups disabled by TERRARIUM_SANDBOX_DISABLE")]
+    Disabled,
+    #[cfg(test)]
+    #[error("not in unit tests")]
+    NotProbed,
+}
+
 impl RunCgroups {
     /// Finds the cgroup v2 hierarchy and this process's place in it, and creates the runs'
     /// parent cgroup there. `None` (with the reason) where that is not possible.
-    pub fn open() -> Result<RunCgroups, String> {
-        let mount = cgroup2_mount().ok_or("no cgroup v2 file system is mounted")?;
-        let own = std::fs::read_to_string("/proc/self/cgroup")
-            .map_err(|e| format!("/proc/self/cgroup: {e}"))?;
+    pub fn open() -> Result<RunCgroups, CgroupUnavailable> {
+        let mount = cgroup2_mount().ok_or(CgroupUnavailable::NoCgroup2)?;
+        let own =
+            std::fs::read_to_string("/proc/self/cgroup").map_err(CgroupUnavailable::OwnCgroup)?;
         let own = own
             .lines()
             .find_map(|l| l.strip_prefix("0::"))
-            .ok_or("this process is not in the cgroup v2 hierarchy")?;
+            .ok_or(CgroupUnavailable::NotInHierarchy)?;
         let parent = mount.join(own.trim_start_matches('/'));
         sweep_stale(&parent);
         let base = parent.join(format!("terrarium-{}", std::process::id()));
         match std::fs::create_dir(&base) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(format!("cannot create {}: {e}", base.display())),
+            Err(source) => return Err(CgroupUnavailable::Create { path: base, source }),
         }
         if !base.join("cgroup.kill").exists() {
             let _ = std::fs::remove_dir(&base);
-            return Err("this kernel has no cgroup.kill (Linux 5.14 or later needed)".into());
+            return Err(CgroupUnavailable::NoKill);
         }
         Ok(RunCgroups { base })
     }

@@ -94,15 +94,18 @@ impl std::fmt::Display for LayerKind {
     }
 }
 
+/// A layer name that is not one of [`LayerKind::ALL`].
+#[derive(Debug, thiserror::Error)]
+#[error("unknown layer {0:?}; the layers are landlock, seccomp, namespaces, cgroup")]
+pub struct UnknownLayer(pub String);
+
 impl std::str::FromStr for LayerKind {
-    type Err = String;
+    type Err = UnknownLayer;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         LayerKind::ALL
             .into_iter()
             .find(|l| l.as_str() == s)
-            .ok_or_else(|| {
-                format!("unknown layer {s:?}; the layers are landlock, seccomp, namespaces, cgroup")
-            })
+            .ok_or_else(|| UnknownLayer(s.to_string()))
     }
 }
 
@@ -225,7 +228,7 @@ pub struct KernelSandbox {
     connect_ports: Vec<u16>,
     extra_read: Vec<PathBuf>,
     /// Per-run cgroups for teardown, or why there are none.
-    cgroups: Result<super::cgroup::RunCgroups, String>,
+    cgroups: Result<super::cgroup::RunCgroups, super::cgroup::CgroupUnavailable>,
     /// The kernel's Landlock ABI: below the wanted one, best-effort still applies what it has.
     landlock_abi: i32,
 }
@@ -299,7 +302,7 @@ impl KernelSandbox {
             extra_read: read_paths,
             landlock_abi: abi,
             cgroups: if disabled.contains(&LayerKind::Cgroup) {
-                Err("per-run cgroups disabled by TERRARIUM_SANDBOX_DISABLE".into())
+                Err(super::cgroup::CgroupUnavailable::Disabled)
             } else {
                 super::cgroup::RunCgroups::open()
             },
@@ -465,14 +468,37 @@ fn seccomp_supported() -> bool {
     unsafe { libc::prctl(libc::PR_GET_SECCOMP, 0, 0, 0, 0) >= 0 }
 }
 
+/// Why the namespaces layer cannot be had on this machine.
+#[derive(Debug, thiserror::Error)]
+enum NamespaceProbeError {
+    #[error("cannot create the probe's directory {}: {source}", path.display())]
+    TempDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("temporary directory name holds a NUL byte")]
+    NulInName,
+    #[error("{0}")]
+    Os(std::io::Error),
+    #[error(
+        "a /proc of the run's own PID namespace cannot be mounted here (a container that masks /proc?)"
+    )]
+    NoOwnProc,
+    #[error("probe process was killed")]
+    Killed,
+}
+
 /// Forks a child that tries the run's `unshare` and reports the result in its exit code.
-fn probe_namespaces() -> Result<(), String> {
+fn probe_namespaces() -> Result<(), NamespaceProbeError> {
     // A place to try mounting the run's own /proc on (in the probe's private mount namespace).
     let target =
         std::env::temp_dir().join(format!("terrarium-probe-{}", uuid::Uuid::new_v4().simple()));
-    std::fs::create_dir(&target).map_err(|e| format!("{}: {e}", target.display()))?;
+    std::fs::create_dir(&target).map_err(|source| NamespaceProbeError::TempDir {
+        path: target.clone(),
+        source,
+    })?;
     let result = std::ffi::CString::new(target.as_os_str().as_encoded_bytes())
-        .map_err(|_| "temporary directory name holds a NUL byte".to_string())
+        .map_err(|_| NamespaceProbeError::NulInName)
         .and_then(|c| probe_in_child(&c));
     let _ = std::fs::remove_dir(&target);
     result
@@ -481,11 +507,11 @@ fn probe_namespaces() -> Result<(), String> {
 /// Forks a child that does what a run's set-up does — unshare the namespaces, make mounts
 /// private, fork into the PID namespace and mount a procfs there — and reports in its exit code
 /// (0, or the errno of the step that failed; 1000 + errno for the procfs).
-fn probe_in_child(target: &std::ffi::CStr) -> Result<(), String> {
+fn probe_in_child(target: &std::ffi::CStr) -> Result<(), NamespaceProbeError> {
     // SAFETY: the children only make async-signal-safe syscalls and _exit.
     unsafe {
         match libc::fork() {
-            -1 => Err(std::io::Error::last_os_error().to_string()),
+            -1 => Err(NamespaceProbeError::Os(std::io::Error::last_os_error())),
             0 => {
                 let flags = libc::CLONE_NEWUSER
                     | libc::CLONE_NEWPID
@@ -531,18 +557,16 @@ fn probe_in_child(target: &std::ffi::CStr) -> Result<(), String> {
                 let mut status = 0;
                 while libc::waitpid(pid, &mut status, 0) < 0 {
                     if *libc::__errno_location() != libc::EINTR {
-                        return Err(std::io::Error::last_os_error().to_string());
+                        return Err(NamespaceProbeError::Os(std::io::Error::last_os_error()));
                     }
                 }
                 match libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status)) {
                     Some(0) => Ok(()),
-                    Some(255) => Err(
-                        "a /proc of the run's own PID namespace cannot be mounted here (a container \
-                         that masks /proc?)"
-                            .into(),
-                    ),
-                    Some(errno) => Err(std::io::Error::from_raw_os_error(errno).to_string()),
-                    None => Err("probe process was killed".into()),
+                    Some(255) => Err(NamespaceProbeError::NoOwnProc),
+                    Some(errno) => Err(NamespaceProbeError::Os(std::io::Error::from_raw_os_error(
+                        errno,
+                    ))),
+                    None => Err(NamespaceProbeError::Killed),
                 }
             }
         }
@@ -570,7 +594,7 @@ mod tests {
             seccomp: None,
             connect_ports: vec![443],
             extra_read: Vec::new(),
-            cgroups: Err("not in unit tests".into()),
+            cgroups: Err(crate::sandbox::cgroup::CgroupUnavailable::NotProbed),
             landlock_abi: if landlock {
                 access::WANTED_ABI as i32
             } else {
