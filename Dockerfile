@@ -12,7 +12,11 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
+# The workspace: the core library and the binary. Cargo reads every target the manifest declares
+# (benches, examples, the integration-test binary), so those sources come along too.
+COPY crates ./crates
 COPY src ./src
+COPY tests ./tests
 COPY schemas ./schemas
 COPY policies ./policies
 COPY benches ./benches

@@ -96,17 +96,25 @@ pub(crate) async fn run(
         );
     }
     let mut startup = startup_event(&exec, &settings, transport);
-    let mut front = match door {
-        Door::Stdio => Front::Stdio(Box::pin(crate::mcp::serve_stdio(exec.clone()))),
+    let (mut front, announce) = match door {
+        Door::Stdio => (
+            Front::Stdio(Box::pin(crate::mcp::serve_stdio(exec.clone()))),
+            None,
+        ),
         Door::Http { .. } => {
             let running = crate::http::start(exec.clone(), &settings, github).await?;
             startup["listen"] = json!(running.addr.to_string());
             let scheme = if running.tls { "https" } else { "http" };
-            eprintln!("terrarium: serving MCP at {scheme}://{}/mcp", running.addr);
-            Front::Http(running)
+            let line = format!("terrarium: serving MCP at {scheme}://{}/mcp", running.addr);
+            (Front::Http(running), Some(line))
         }
     };
+    // Recorded before the address is announced: whoever waits for the announcement (an
+    // orchestrator, a test) sees a server whose start-up, and its audit health, are settled.
     let _ = exec.auditor().record(startup);
+    if let Some(line) = announce {
+        eprintln!("{line}");
+    }
 
     let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;

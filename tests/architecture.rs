@@ -403,3 +403,102 @@ fn the_checker_sees_a_cycle_when_there_is_one() {
     std::fs::write(src.join("b/inner.rs"), "pub struct Thing;\n").expect("inner");
     assert!(cycles(&graph(src)).is_empty());
 }
+
+/// The top-level entry of the repository that a path (relative to `base`, inside the
+/// repository) lives in.
+fn top_level(base: &Path, rel: &str) -> Option<String> {
+    let mut parts: Vec<String> = Vec::new();
+    let start = base.strip_prefix(manifest_dir()).ok()?;
+    for c in start.join(rel).components() {
+        match c {
+            std::path::Component::ParentDir => {
+                parts.pop()?;
+            }
+            std::path::Component::Normal(n) => parts.push(n.to_string_lossy().into_owned()),
+            _ => {}
+        }
+    }
+    parts.into_iter().next()
+}
+
+/// The image is built from a copy of what the Dockerfile names: every workspace member, every
+/// target the manifest declares (cargo reads them all), and every file a crate embeds must be
+/// copied into the build stage, or `docker build` fails where no test runs it.
+#[test]
+fn the_dockerfile_copies_every_source_the_build_reads() {
+    let root = manifest_dir();
+    let dockerfile = std::fs::read_to_string(root.join("Dockerfile")).unwrap();
+    let build_stage = dockerfile
+        .split("\nFROM ")
+        .find(|stage| stage.contains("cargo build"))
+        .expect("a build stage");
+    let copied: BTreeSet<String> = build_stage
+        .lines()
+        .filter_map(|l| l.strip_prefix("COPY "))
+        .filter(|l| !l.starts_with("--from"))
+        .flat_map(|l| {
+            let words: Vec<&str> = l.split_whitespace().collect();
+            words[..words.len() - 1]
+                .iter()
+                .map(|w| w.trim_end_matches('/').to_string())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+
+    let mut needed = BTreeSet::from(["Cargo.toml".to_string(), "Cargo.lock".to_string()]);
+    let manifest: toml::Table = std::fs::read_to_string(root.join("Cargo.toml"))
+        .unwrap()
+        .parse()
+        .unwrap();
+    let members = manifest["workspace"]["members"].as_array().unwrap();
+    needed.extend(members.iter().filter_map(|m| top_level(&root, m.as_str()?)));
+    needed.insert("src".into());
+    for kind in ["bin", "test", "bench", "example"] {
+        for target in manifest
+            .get(kind)
+            .and_then(|t| t.as_array())
+            .into_iter()
+            .flatten()
+        {
+            match target.get("path").and_then(|p| p.as_str()) {
+                Some(p) => needed.extend(top_level(&root, p)),
+                // Without a path, cargo looks in the conventional directory.
+                None if kind == "bench" => {
+                    needed.insert("benches".into());
+                }
+                None => {}
+            }
+        }
+    }
+    for src in [root.join("src"), root.join("crates/terrarium-core/src")] {
+        let mut stack = vec![src];
+        while let Some(dir) = stack.pop() {
+            for e in std::fs::read_dir(&dir).unwrap().flatten() {
+                let p = e.path();
+                if p.is_dir() {
+                    stack.push(p);
+                } else if p.extension().is_some_and(|x| x == "rs") {
+                    let text = std::fs::read_to_string(&p).unwrap();
+                    for chunk in text.split("include_").skip(1) {
+                        if let Some(arg) = chunk
+                            .strip_prefix("str!(\"")
+                            .or_else(|| chunk.strip_prefix("bytes!(\""))
+                            && let Some(end) = arg.find('"')
+                        {
+                            needed.extend(top_level(p.parent().unwrap(), &arg[..end]));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    assert!(
+        needed.contains("schemas"),
+        "embedded files were found: {needed:?}"
+    );
+    let missing: Vec<&String> = needed.iter().filter(|n| !copied.contains(*n)).collect();
+    assert!(
+        missing.is_empty(),
+        "the Dockerfile's build stage does not COPY {missing:?} (it copies {copied:?})"
+    );
+}

@@ -341,8 +341,7 @@ async fn a_download_that_never_finishes_is_cut_at_the_deadline() {
 
 #[tokio::test]
 async fn without_credentials_the_tool_is_not_offered() {
-    let sb = Sandbox::new(&[]);
-    let session = connect(&sb.env(&terraform(), &[])).await;
+    let (_sb, session) = Setup::new(&[]).stdio().await;
     let tools = session.list_all_tools().await.unwrap();
     assert!(!tools.iter().any(|t| t.name == "github_prepare_workspace"));
     let r = call(

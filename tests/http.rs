@@ -18,6 +18,12 @@ fn env(sb: &Sandbox, extra: &[(&str, &str)]) -> std::collections::BTreeMap<Strin
     e
 }
 
+/// A server set-up with Alice's and Bob's tokens.
+fn setup(fixtures: &[&str]) -> Setup {
+    let tokens = format!("alice:{ALICE},bob:{BOB}");
+    Setup::new(fixtures).env("TERRARIUM_AUTH_TOKENS", &tokens)
+}
+
 fn client() -> reqwest::Client {
     reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
@@ -53,8 +59,7 @@ async fn post(url: &str, token: Option<&str>, body: &str, content_type: &str) ->
 
 #[tokio::test]
 async fn tokens_are_required_and_failures_are_counted_and_audited() {
-    let sb = Sandbox::new(&["basic"]);
-    let server = HttpServer::start(&env(&sb, &[]), &[]);
+    let (sb, server) = setup(&["basic"]).http(&[]);
     let mcp = server.url("/mcp");
     let body = initialize().to_string();
 
@@ -122,8 +127,7 @@ async fn tokens_are_required_and_failures_are_counted_and_audited() {
 
 #[tokio::test]
 async fn probes_report_readiness_and_metrics_move() {
-    let sb = Sandbox::new(&["basic"]);
-    let server = HttpServer::start(&env(&sb, &[]), &[]);
+    let (_sb, server) = setup(&["basic"]).http(&[]);
     let r = client().get(server.url("/healthz")).send().await.unwrap();
     assert_eq!(r.status(), 200);
     let r = client().get(server.url("/readyz")).send().await.unwrap();
@@ -455,11 +459,9 @@ async fn rate_limits_answer_429_with_headers_and_count_failed_logins() {
 
 #[tokio::test]
 async fn forwarded_for_is_believed_only_from_trusted_proxies() {
-    let sb = Sandbox::new(&["basic"]);
-    let server = HttpServer::start(
-        &env(&sb, &[("TERRARIUM_HTTP_TRUSTED_PROXIES", "127.0.0.1")]),
-        &[],
-    );
+    let (sb, server) = setup(&["basic"])
+        .envs(&[("TERRARIUM_HTTP_TRUSTED_PROXIES", "127.0.0.1")])
+        .http(&[]);
     let r = client()
         .post(server.url("/mcp"))
         .header("x-forwarded-for", "198.51.100.7")
@@ -476,8 +478,7 @@ async fn forwarded_for_is_believed_only_from_trusted_proxies() {
         .unwrap();
     assert_eq!(failure["source_ip"], "198.51.100.7");
 
-    let sb = Sandbox::new(&["basic"]);
-    let server = HttpServer::start(&env(&sb, &[]), &[]);
+    let (sb, server) = setup(&["basic"]).http(&[]);
     let r = client()
         .post(server.url("/mcp"))
         .header("x-forwarded-for", "198.51.100.7")
@@ -499,8 +500,7 @@ async fn forwarded_for_is_believed_only_from_trusted_proxies() {
 
 #[test]
 fn the_healthcheck_command_probes_the_server() {
-    let sb = Sandbox::new(&["basic"]);
-    let server = HttpServer::start(&env(&sb, &[]), &[]);
+    let (_sb, server) = setup(&["basic"]).http(&[]);
     let status = std::process::Command::new(env!("CARGO_BIN_EXE_terrarium"))
         .args(["healthcheck", "--addr", &server.addr.to_string()])
         .status()
@@ -1094,8 +1094,7 @@ async fn list_tools_in(mcp: &str, token: &str, session: &str) -> (u16, String) {
 /// exist — and the owner's session goes on working.
 #[tokio::test]
 async fn another_principal_cannot_use_or_end_a_session() {
-    let sb = Sandbox::new(&["basic"]);
-    let server = HttpServer::start(&env(&sb, &[]), &[]);
+    let (sb, server) = setup(&["basic"]).http(&[]);
     let mcp = server.url("/mcp");
     let alices = open_session(&mcp, ALICE).await;
 

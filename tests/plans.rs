@@ -10,8 +10,7 @@ fn err_message(r: &rmcp::model::CallToolResult) -> String {
 
 #[tokio::test]
 async fn apply_is_disabled_by_default() {
-    let sb = Sandbox::new(&["basic"]);
-    let session = connect(&sb.env(&terraform(), &[])).await;
+    let (sb, session) = Setup::new(&["basic"]).stdio().await;
     call_ok(&session, "terraform_init", json!({"path": "basic"})).await;
     let plan = call_ok(&session, "terraform_plan", json!({"path": "basic"})).await;
     let r = call(
@@ -31,8 +30,10 @@ async fn apply_is_disabled_by_default() {
 
 #[tokio::test]
 async fn plans_are_single_use_bound_to_their_workspace_and_tamper_evident() {
-    let sb = Sandbox::new(&["basic", "outputs_only"]);
-    let session = connect(&sb.env(&terraform(), &[("TERRARIUM_ENABLE_APPLY", "true")])).await;
+    let (sb, session) = Setup::new(&["basic", "outputs_only"])
+        .envs(&[("TERRARIUM_ENABLE_APPLY", "true")])
+        .stdio()
+        .await;
     call_ok(&session, "terraform_init", json!({"path": "basic"})).await;
 
     // Wrong workspace.

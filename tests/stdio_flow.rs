@@ -5,8 +5,7 @@ use serde_json::{Value, json};
 
 #[tokio::test]
 async fn tools_list_advertises_the_schema_files_and_true_annotations() {
-    let sb = Sandbox::new(&["basic"]);
-    let session = connect(&sb.env(&terraform(), &[])).await;
+    let (sb, session) = Setup::new(&["basic"]).stdio().await;
     let tools = session.list_all_tools().await.unwrap();
     let names: Vec<&str> = tools.iter().map(|t| t.name.as_ref()).collect();
     assert_eq!(
@@ -65,8 +64,10 @@ async fn tools_list_advertises_the_schema_files_and_true_annotations() {
 
 #[tokio::test]
 async fn init_validate_plan_show_apply_output_end_to_end() {
-    let sb = Sandbox::new(&["basic", "module_user", "unformatted", "invalid"]);
-    let session = connect(&sb.env(&terraform(), &[("TERRARIUM_ENABLE_APPLY", "true")])).await;
+    let (sb, session) = Setup::new(&["basic", "module_user", "unformatted", "invalid"])
+        .envs(&[("TERRARIUM_ENABLE_APPLY", "true")])
+        .stdio()
+        .await;
 
     let r = call_ok(&session, "workspace_list", json!({})).await;
     assert_eq!(
@@ -260,8 +261,7 @@ async fn init_validate_plan_show_apply_output_end_to_end() {
 
 #[tokio::test]
 async fn progress_notifications_are_forwarded() {
-    let sb = Sandbox::new(&["basic"]);
-    let session = connect(&sb.env(&terraform(), &[])).await;
+    let (_sb, session) = Setup::new(&["basic"]).stdio().await;
     call_ok(&session, "terraform_init", json!({"path": "basic"})).await;
     let handle = start_call(&session, "terraform_plan", json!({"path": "basic"})).await;
     let _ = handle.await_response().await.unwrap();

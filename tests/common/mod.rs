@@ -153,6 +153,73 @@ impl Sandbox {
     }
 }
 
+/// A test's set-up in one expression: a [`Sandbox`] with fixture copies, the server's
+/// environment, and the real binary started over stdio or HTTP.
+///
+/// ```ignore
+/// let (sb, session) = Setup::new(&["basic"]).env("TERRARIUM_ENABLE_APPLY", "true").stdio().await;
+/// ```
+pub struct Setup {
+    sandbox: Sandbox,
+    terraform: PathBuf,
+    extra: Vec<(String, String)>,
+}
+
+impl Setup {
+    /// Copies of these fixtures under a fresh root, the real Terraform 1.15.5.
+    pub fn new(fixtures: &[&str]) -> Setup {
+        Setup {
+            sandbox: Sandbox::new(fixtures),
+            terraform: terraform(),
+            extra: Vec::new(),
+        }
+    }
+
+    /// Another terraform (a stand-in, or 1.0.3).
+    pub fn terraform(mut self, path: PathBuf) -> Setup {
+        self.terraform = path;
+        self
+    }
+
+    /// One more server variable (later ones win).
+    pub fn env(mut self, name: &str, value: &str) -> Setup {
+        self.extra.push((name.to_string(), value.to_string()));
+        self
+    }
+
+    pub fn envs(mut self, pairs: &[(&str, &str)]) -> Setup {
+        for (k, v) in pairs {
+            self = self.env(k, v);
+        }
+        self
+    }
+
+    /// The sandbox and the environment, for a test that starts the server itself.
+    pub fn build(self) -> (Sandbox, BTreeMap<String, String>) {
+        let extra: Vec<(&str, &str)> = self
+            .extra
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let env = self.sandbox.env(&self.terraform, &extra);
+        (self.sandbox, env)
+    }
+
+    /// `terrarium serve` over stdio, initialized.
+    pub async fn stdio(self) -> (Sandbox, Session) {
+        let (sb, env) = self.build();
+        let session = connect(&env).await;
+        (sb, session)
+    }
+
+    /// `terrarium serve --http` on a free loopback port, with these extra arguments.
+    pub fn http(self, args: &[&str]) -> (Sandbox, HttpServer) {
+        let (sb, env) = self.build();
+        let server = HttpServer::start(&env, args);
+        (sb, server)
+    }
+}
+
 pub fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
     for e in std::fs::read_dir(from).unwrap() {
