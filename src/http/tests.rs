@@ -109,6 +109,14 @@ fn mcp(token: Option<&str>, content_type: &str) -> axum::http::request::Builder 
     mcp_to("127.0.0.1:8080", token, content_type)
 }
 
+/// A GET from a client without a token.
+fn get(path: &str) -> Request<Body> {
+    Request::get(path)
+        .header("host", "127.0.0.1:8080")
+        .body(Body::empty())
+        .unwrap()
+}
+
 fn post(token: Option<&str>, content_type: &str, body: String) -> Request<Body> {
     mcp(token, content_type).body(Body::from(body)).unwrap()
 }
@@ -147,25 +155,11 @@ async fn everything_but_the_probes_and_the_webhook_needs_a_valid_token() {
             .contains("invalid_token")
     );
     for path in ["/anything", "/mcp/../healthz", "/metricsx"] {
-        let r = h
-            .send(
-                Request::get(path)
-                    .header("host", "127.0.0.1:8080")
-                    .body(Body::empty())
-                    .unwrap(),
-            )
-            .await;
+        let r = h.send(get(path)).await;
         assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "{path}");
     }
     for path in ["/healthz", "/readyz", "/metrics"] {
-        let r = h
-            .send(
-                Request::get(path)
-                    .header("host", "127.0.0.1:8080")
-                    .body(Body::empty())
-                    .unwrap(),
-            )
-            .await;
+        let r = h.send(get(path)).await;
         assert_eq!(r.status(), StatusCode::OK, "{path}");
     }
     // The webhook is public but unconfigured here: not found, never the executor.
@@ -225,14 +219,7 @@ async fn malformed_oversized_and_cross_site_requests_never_reach_the_executor() 
     );
 
     for path in ["/healthz", "/readyz", "/metrics", "/mcp"] {
-        let r = h
-            .send(
-                Request::get(path)
-                    .header("host", "127.0.0.1:8080")
-                    .body(Body::empty())
-                    .unwrap(),
-            )
-            .await;
+        let r = h.send(get(path)).await;
         let headers = r.headers();
         assert_eq!(headers["x-content-type-options"], "nosniff", "{path}");
         assert_eq!(headers["x-frame-options"], "DENY", "{path}");
