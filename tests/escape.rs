@@ -71,7 +71,17 @@ async fn file_and_remote_state_outside_the_workspace_are_denied() {
         json!({"path": "escape_file", "vars": {"target": "inside.txt"}}),
     )
     .await;
-    assert_eq!(r["summary"]["output_changes"][0]["after"], "inside-is-fine");
+    // The planned value is in the full plan, one terraform_show away.
+    let shown = call_ok(
+        &session,
+        "terraform_show",
+        json!({"path": "escape_file", "plan_id": r["plan_id"]}),
+    )
+    .await;
+    assert_eq!(
+        shown["plan"]["output_changes"]["leak"]["after"],
+        "inside-is-fine"
+    );
 
     let targets = [
         sb.dir
@@ -415,7 +425,16 @@ async fn the_same_escape_succeeds_with_the_sandbox_off_and_results_say_so() {
         json!({"path": "escape_file", "vars": {"target": target}}),
     )
     .await;
-    assert_eq!(r["summary"]["output_changes"][0]["after"], OUTSIDE_SECRET);
+    let shown = call_ok(
+        &session,
+        "terraform_show",
+        json!({"path": "escape_file", "plan_id": r["plan_id"]}),
+    )
+    .await;
+    assert_eq!(
+        shown["plan"]["output_changes"]["leak"]["after"],
+        OUTSIDE_SECRET
+    );
     assert_eq!(r["sandbox"]["mode"], "off");
     assert!(
         r["sandbox"]["warnings"][0]

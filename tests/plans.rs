@@ -455,3 +455,93 @@ async fn secrets_stay_masked_in_later_calls_and_after_a_restart() {
         std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&store).unwrap().permissions());
     assert_eq!(mode & 0o777, 0o700);
 }
+
+/// A copy of the real Terraform behind `count_runs.sh`, outside the root.
+fn counting_terraform(sb: &Sandbox) -> std::path::PathBuf {
+    let dir = sb.dir.path().join("counting-terraform");
+    copy_dir(terraform().parent().unwrap(), &dir);
+    std::fs::rename(dir.join("terraform"), dir.join("terraform-real")).unwrap();
+    std::fs::copy(standin("count_runs.sh"), dir.join("terraform")).unwrap();
+    dir.join("terraform")
+}
+
+/// The subcommands terraform was started with in `ws` since the last look.
+fn runs_since(sb: &Sandbox, ws: &str) -> Vec<String> {
+    let log = sb.root.join(ws).join(".terraform-runs.log");
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    let _ = std::fs::remove_file(&log);
+    text.lines().map(String::from).collect()
+}
+
+#[tokio::test]
+async fn a_plan_is_one_terraform_process_and_its_full_json_is_made_once() {
+    let sb = Sandbox::new(&["basic"]);
+    let tf = counting_terraform(&sb);
+    let session = connect(&sb.env(&tf, &[("TERRARIUM_ENABLE_APPLY", "true")])).await;
+    call_ok(&session, "terraform_init", json!({"path": "basic"})).await;
+    assert_eq!(runs_since(&sb, "basic"), ["init"]);
+
+    let plan = call_ok(&session, "terraform_plan", json!({"path": "basic"})).await;
+    assert_eq!(runs_since(&sb, "basic"), ["plan"], "one process per plan");
+    assert_eq!(plan["summary"]["counts"]["add"], 1);
+    assert_eq!(
+        plan["summary"]["resource_changes"][0]["address"],
+        "terraform_data.greeting"
+    );
+    let id = plan["plan_id"].as_str().unwrap().to_string();
+
+    // The full plan: made by the first show, read from beside the plan after that.
+    let shown = call_ok(
+        &session,
+        "terraform_show",
+        json!({"path": "basic", "plan_id": id}),
+    )
+    .await;
+    assert_eq!(runs_since(&sb, "basic"), ["show"]);
+    assert_eq!(
+        shown["plan"]["output_changes"]["greeting"]["after"],
+        "(known after apply)"
+    );
+    assert_eq!(
+        shown["plan"]["output_changes"]["password"]["after"],
+        "(sensitive value)"
+    );
+    assert_eq!(
+        shown["plan"]["resource_changes"][0]["after"]["input"],
+        "hello world"
+    );
+    let again = call_ok(
+        &session,
+        "terraform_show",
+        json!({"path": "basic", "plan_id": id}),
+    )
+    .await;
+    assert_eq!(runs_since(&sb, "basic"), Vec::<String>::new(), "cached");
+    assert_eq!(again["plan"], shown["plan"]);
+
+    // Applying a shown plan needs no second look at it.
+    call_ok(
+        &session,
+        "terraform_apply",
+        json!({"path": "basic", "plan_id": id}),
+    )
+    .await;
+    assert_eq!(runs_since(&sb, "basic"), ["apply"]);
+
+    // A plan applied without being shown: its full JSON is made once, before the apply.
+    std::fs::write(
+        sb.root.join("basic/extra.tf"),
+        "resource \"terraform_data\" \"more\" {\n  input = 1\n}\n",
+    )
+    .unwrap();
+    let plan = call_ok(&session, "terraform_plan", json!({"path": "basic"})).await;
+    assert_eq!(runs_since(&sb, "basic"), ["plan"]);
+    call_ok(
+        &session,
+        "terraform_apply",
+        json!({"path": "basic", "plan_id": plan["plan_id"]}),
+    )
+    .await;
+    assert_eq!(runs_since(&sb, "basic"), ["show", "apply"]);
+    session.cancel().await.unwrap();
+}

@@ -168,11 +168,9 @@ async fn init_validate_plan_show_apply_output_end_to_end() {
         json!({"path": "basic", "plan_id": plan_id}),
     )
     .await;
-    assert!(
-        shown["stdout"]
-            .as_str()
-            .unwrap()
-            .contains("terraform_data.greeting")
+    assert_eq!(
+        shown["plan"]["resource_changes"][0]["address"],
+        "terraform_data.greeting"
     );
     assert_eq!(shown["summary"]["counts"]["add"], 1);
 

@@ -279,7 +279,7 @@ pub async fn call(session: &Session, tool: &str, args: Value) -> CallToolResult 
     )
     .await
     .expect("tool call timed out")
-    .expect("tool call failed at the protocol level")
+    .unwrap_or_else(|e| panic!("tool call {tool} failed at the protocol level: {e}"))
 }
 
 /// The structured content of a result.

@@ -9,7 +9,8 @@
 //! variables, so another remote caller may neither show nor apply it unless the policy says so
 //! (`apply_others_plans`, `show_others_plans`); the check comes before anything else about the
 //! plan is revealed. Beside the plan, `<id>.secrets.json` keeps the values that were secret in
-//! the call that made it, so every later call that shows or applies it redacts them.
+//! the call that made it, so every later call that shows or applies it redacts them, and
+//! `<id>.plan.json` the full JSON plan once something needed it (made at most once per plan).
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -133,6 +134,46 @@ impl PlanStore {
         self.dir.join(format!("{id}.secrets.json"))
     }
 
+    fn full_plan_path(&self, id: &str) -> PathBuf {
+        self.dir.join(format!("{id}.plan.json"))
+    }
+
+    /// The full JSON plan (`terraform show -json`) saved for a plan, when one was made. Callers
+    /// have verified the plan first; the file is the server's own, written only by
+    /// [`PlanStore::store_full_plan`].
+    pub fn full_plan(&self, id: &str) -> Result<Option<Vec<u8>>, PlanError> {
+        match std::fs::read(self.full_plan_path(id)) {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(PlanError::Io(e)),
+        }
+    }
+
+    /// Saves a plan's full JSON plan, and the secrets known once it was read (they replace the
+    /// plan's secrets: a superset of the call's that made it). The secrets are written first, so
+    /// a cached JSON plan always has its secrets beside it.
+    pub fn store_full_plan(
+        &self,
+        id: &str,
+        json: &[u8],
+        secrets: &[String],
+    ) -> Result<(), PlanError> {
+        let mut all = self.secrets(id)?;
+        for s in secrets {
+            if !all.contains(s) {
+                all.push(s.clone());
+            }
+        }
+        let text = serde_json::to_vec(&all).map_err(|e| PlanError::Corrupt(e.to_string()))?;
+        let tmp = self.dir.join(format!("{id}.secrets.json.tmp-{}", new_id()));
+        write_private(&tmp, &text)?;
+        std::fs::rename(&tmp, self.secrets_path(id))?;
+        let tmp = self.dir.join(format!("{id}.plan.json.tmp-{}", new_id()));
+        write_private(&tmp, json)?;
+        std::fs::rename(&tmp, self.full_plan_path(id))?;
+        Ok(())
+    }
+
     /// Saves a plan terraform wrote into its run dir (terraform itself never sees the store:
     /// its sandbox gives it no access to other plans), with its owner and the values that were
     /// secret in the call that made it. The record is written last, so a plan that can be found
@@ -233,6 +274,7 @@ impl PlanStore {
         let _ = std::fs::remove_file(&claimed);
         let _ = std::fs::remove_file(self.plan_path(id));
         let _ = std::fs::remove_file(self.secrets_path(id));
+        let _ = std::fs::remove_file(self.full_plan_path(id));
         result
     }
 

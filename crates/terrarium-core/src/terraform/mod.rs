@@ -6,5 +6,6 @@ pub mod invocation;
 pub mod plan_summary;
 pub mod state;
 pub mod stream;
+pub mod values;
 
 pub use invocation::{Arg, Invocation, Subcommand};

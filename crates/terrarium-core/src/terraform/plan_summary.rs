@@ -1,14 +1,17 @@
-//! A plan's meaning, from `terraform show -json PLANFILE`: what will be added, changed, replaced
-//! and destroyed, and how outputs change. This is what callers read and what the apply policy
-//! checks, so it is computed once, at plan time, and stored with the plan.
+//! A plan's meaning: what will be added, changed, replaced and destroyed, and how outputs change.
+//! This is what callers read and what the apply policy checks, so it is computed once, at plan
+//! time, and stored with the plan — from the `plan -json` UI stream the plan run writes anyway
+//! ([`from_stream`]), so a plan costs one terraform process. The full JSON plan
+//! (`show -json`, attribute values included) is made only when something needs it, and
+//! [`summarize`] reads the same summary from it.
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-/// Shown instead of a sensitive value.
-pub const SENSITIVE: &str = "(sensitive value)";
-/// Shown instead of a value only known after apply.
-pub const UNKNOWN: &str = "(known after apply)";
+use super::stream::StreamReport;
+
+pub use super::values::{SENSITIVE, UNKNOWN};
+use super::values::{mask, planned_value};
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Counts {
@@ -125,13 +128,8 @@ pub fn summarize(plan: &Value, destroy_mode: bool) -> Result<PlanSummary, PlanPa
                     .is_some_and(|v| v != &Value::Bool(false));
             let after = if sensitive {
                 Some(Value::String(SENSITIVE.into()))
-            } else if oc
-                .get("after_unknown")
-                .is_some_and(|v| v == &Value::Bool(true))
-            {
-                Some(Value::String(UNKNOWN.into()))
             } else {
-                oc.get("after").cloned()
+                Some(planned_value(oc))
             };
             output_changes.push(OutputChange {
                 name: name.clone(),
@@ -154,6 +152,158 @@ pub fn summarize(plan: &Value, destroy_mode: bool) -> Result<PlanSummary, PlanPa
             .and_then(Value::as_bool)
             .unwrap_or(true),
     })
+}
+
+/// A full JSON plan's changes with their values, as `terraform_show` of a plan returns them:
+/// every resource that changes (before and after, sensitive parts masked, unknown parts
+/// marked) and every output.
+pub fn detailed_changes(plan: &Value) -> Value {
+    let mut resources = Vec::new();
+    for rc in plan
+        .get("resource_changes")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let change = rc.get("change").unwrap_or(&Value::Null);
+        let actions = strings(change.get("actions"));
+        if actions.iter().all(|a| a == "no-op") {
+            continue;
+        }
+        let before = mask(
+            change.get("before").unwrap_or(&Value::Null),
+            change.get("before_sensitive").unwrap_or(&Value::Null),
+        );
+        resources.push(serde_json::json!({
+            "address": str_field(rc, "address"),
+            "mode": str_field(rc, "mode"),
+            "type": str_field(rc, "type"),
+            "name": str_field(rc, "name"),
+            "actions": actions,
+            "action_reason": rc.get("action_reason"),
+            "before": before,
+            "after": planned_value(change),
+        }));
+    }
+    let mut outputs = serde_json::Map::new();
+    for (name, oc) in plan
+        .get("output_changes")
+        .and_then(Value::as_object)
+        .into_iter()
+        .flatten()
+    {
+        outputs.insert(
+            name.clone(),
+            serde_json::json!({
+                "actions": strings(oc.get("actions")),
+                "after": planned_value(oc),
+            }),
+        );
+    }
+    serde_json::json!({"resource_changes": resources, "output_changes": outputs})
+}
+
+/// The summary from a `plan -json` run's UI stream: its `planned_change` messages, its `outputs`
+/// message (planned actions; values are in the full JSON plan only) and its version. `errored`:
+/// the run failed (a failed plan is not applicable).
+pub fn from_stream(report: &StreamReport, destroy_mode: bool, errored: bool) -> PlanSummary {
+    let mut counts = Counts::default();
+    let mut resource_changes = Vec::new();
+    let mut any_change = false;
+    for change in &report.planned_changes {
+        let resource = change.get("resource").unwrap_or(&Value::Null);
+        let action = str_field(change, "action");
+        let actions = plan_actions(&action);
+        let mode = if str_field(resource, "resource").starts_with("data.") {
+            "data"
+        } else {
+            "managed"
+        };
+        // Every planned_change is a change terraform would make (no-ops are not reported), a
+        // move or an import included.
+        any_change = true;
+        if mode == "managed" {
+            match action.as_str() {
+                "create" => counts.add += 1,
+                "update" => counts.change += 1,
+                "delete" => counts.destroy += 1,
+                "replace" => {
+                    counts.add += 1;
+                    counts.destroy += 1;
+                    counts.replace += 1;
+                }
+                _ => {}
+            }
+        }
+        if actions.iter().all(|a| a == "no-op" || a == "read") {
+            continue;
+        }
+        resource_changes.push(ResourceChange {
+            address: str_field(resource, "addr"),
+            resource_type: str_field(resource, "resource_type"),
+            name: str_field(resource, "resource_name"),
+            mode: mode.to_string(),
+            actions,
+            action_reason: opt_str(change, "reason").map(|r| plan_reason(&r)),
+        });
+    }
+    let mut output_changes = Vec::new();
+    for (name, o) in report
+        .outputs
+        .as_ref()
+        .and_then(Value::as_object)
+        .into_iter()
+        .flatten()
+    {
+        let action = str_field(o, "action");
+        let sensitive = o.get("sensitive").and_then(Value::as_bool).unwrap_or(false);
+        any_change |= action != "noop";
+        output_changes.push(OutputChange {
+            name: name.clone(),
+            actions: plan_actions(&action),
+            sensitive,
+            after: sensitive.then(|| Value::String(SENSITIVE.into())),
+        });
+    }
+    PlanSummary {
+        deletes: destroy_mode || counts.destroy > 0,
+        counts,
+        resource_changes,
+        output_changes,
+        destroy_mode,
+        terraform_version: report.terraform_version.clone(),
+        applyable: !errored && any_change,
+    }
+}
+
+/// The UI stream's action name as the JSON plan's action list (what callers and the apply
+/// policy read). The stream does not say in which order a replacement happens: it is listed as
+/// delete then create.
+fn plan_actions(action: &str) -> Vec<String> {
+    let list: &[&str] = match action {
+        "create" => &["create"],
+        "read" => &["read"],
+        "update" => &["update"],
+        "delete" => &["delete"],
+        "replace" => &["delete", "create"],
+        "remove" => &["forget"],
+        // A move or an import without changes, and an output that stays.
+        "noop" | "move" | "import" => &["no-op"],
+        other => return vec![other.to_string()],
+    };
+    list.iter().map(|a| a.to_string()).collect()
+}
+
+/// The UI stream's reason as the JSON plan's `action_reason`.
+fn plan_reason(reason: &str) -> String {
+    match reason {
+        "tainted" => "replace_because_tainted",
+        "requested" => "replace_by_request",
+        "cannot_update" => "replace_because_cannot_update",
+        "replace_triggered_by" => "replace_by_triggers",
+        other => other,
+    }
+    .to_string()
 }
 
 fn str_field(v: &Value, k: &str) -> String {
@@ -245,11 +395,116 @@ mod tests {
         assert_eq!(by("plain"), Some(json!("hello")));
         assert_eq!(by("secret"), Some(json!(SENSITIVE)));
         assert_eq!(by("later"), Some(json!(UNKNOWN)));
+        // Elements unknown until apply are marked, never shown as nulls.
+        let list = json!({"after": ["a", null, null], "after_unknown": [false, true, true],
+                          "after_sensitive": false});
+        assert_eq!(planned_value(&list), json!(["a", UNKNOWN, UNKNOWN]));
+        let obj = json!({"after": {"id": null, "tags": {"k": "hunter2"}},
+                         "after_unknown": {"id": true}, "after_sensitive": {"tags": {"k": true}}});
+        assert_eq!(
+            planned_value(&obj),
+            json!({"id": UNKNOWN, "tags": {"k": SENSITIVE}})
+        );
+    }
+
+    #[test]
+    fn detailed_changes_mask_values() {
+        let plan = json!({"format_version": "1.2", "resource_changes": [
+            {"address": "terraform_data.a", "mode": "managed", "type": "terraform_data", "name": "a",
+             "change": {"actions": ["update"], "before": {"input": "old", "pw": "hunter2"},
+                        "before_sensitive": {"pw": true},
+                        "after": {"input": "new", "pw": "hunter3", "output": null},
+                        "after_sensitive": {"pw": true}, "after_unknown": {"output": true}}},
+            {"address": "terraform_data.b", "mode": "managed", "type": "terraform_data", "name": "b",
+             "change": {"actions": ["no-op"]}}],
+            "output_changes": {"o": {"actions": ["create"], "after": "x", "after_unknown": false,
+                                     "after_sensitive": false}}});
+        let d = detailed_changes(&plan);
+        let text = d.to_string();
+        assert!(!text.contains("hunter"), "{text}");
+        assert_eq!(d["resource_changes"].as_array().unwrap().len(), 1);
+        assert_eq!(d["resource_changes"][0]["after"]["output"], UNKNOWN);
+        assert_eq!(d["resource_changes"][0]["before"]["input"], "old");
+        assert_eq!(d["output_changes"]["o"]["after"], "x");
     }
 
     #[test]
     fn finds_sensitive_variables() {
         assert_eq!(sensitive_variables(&plan()), vec!["password".to_string()]);
+    }
+
+    /// The UI stream of a plan that creates, replaces, updates, deletes and reads, as
+    /// terraform 1.15 writes it.
+    const STREAM: &str = r#"{"@message":"Terraform 1.15.5","terraform":"1.15.5","type":"version","ui":"1.3"}
+{"@message":"terraform_data.a: Plan to create","change":{"resource":{"addr":"terraform_data.a","module":"","resource":"terraform_data.a","implied_provider":"terraform","resource_type":"terraform_data","resource_name":"a","resource_key":null},"action":"create"},"type":"planned_change"}
+{"@message":"terraform_data.b: Plan to replace","change":{"resource":{"addr":"terraform_data.b","module":"","resource":"terraform_data.b","resource_type":"terraform_data","resource_name":"b"},"action":"replace","reason":"cannot_update"},"type":"planned_change"}
+{"@message":"module.m.terraform_data.c: Plan to update","change":{"resource":{"addr":"module.m.terraform_data.c","module":"module.m","resource":"terraform_data.c","resource_type":"terraform_data","resource_name":"c"},"action":"update"},"type":"planned_change"}
+{"@message":"terraform_data.e: Plan to delete","change":{"resource":{"addr":"terraform_data.e","module":"","resource":"terraform_data.e","resource_type":"terraform_data","resource_name":"e"},"action":"delete","reason":"delete_because_no_resource_config"},"type":"planned_change"}
+{"@message":"data.terraform_remote_state.r: Plan to read","change":{"resource":{"addr":"data.terraform_remote_state.r","module":"","resource":"data.terraform_remote_state.r","resource_type":"terraform_remote_state","resource_name":"r"},"action":"read"},"type":"planned_change"}
+{"@message":"Plan: 2 to add, 1 to change, 2 to destroy.","changes":{"add":2,"change":1,"import":0,"remove":2,"operation":"plan"},"type":"change_summary"}
+{"@message":"Outputs: 3","outputs":{"plain":{"sensitive":false,"action":"create"},"secret":{"sensitive":true,"action":"update"},"same":{"sensitive":false,"action":"noop"}},"type":"outputs"}"#;
+
+    #[test]
+    fn the_stream_gives_the_same_summary_as_the_json_plan() {
+        let report = crate::terraform::stream::parse(STREAM);
+        let s = from_stream(&report, false, false);
+        assert_eq!(
+            s.counts,
+            Counts {
+                add: 2,
+                change: 1,
+                destroy: 2,
+                replace: 1
+            }
+        );
+        assert!(s.deletes && s.applyable && !s.destroy_mode);
+        assert_eq!(s.terraform_version.as_deref(), Some("1.15.5"));
+        let addresses: Vec<&str> = s
+            .resource_changes
+            .iter()
+            .map(|r| r.address.as_str())
+            .collect();
+        assert_eq!(
+            addresses,
+            [
+                "terraform_data.a",
+                "terraform_data.b",
+                "module.m.terraform_data.c",
+                "terraform_data.e"
+            ],
+            "reads are left out, as from the JSON plan"
+        );
+        let b = &s.resource_changes[1];
+        assert_eq!(b.actions, ["delete", "create"]);
+        assert_eq!(
+            b.action_reason.as_deref(),
+            Some("replace_because_cannot_update")
+        );
+        assert_eq!(s.resource_changes[2].mode, "managed");
+        assert_eq!(s.resource_changes[2].name, "c");
+        let out = |n: &str| s.output_changes.iter().find(|o| o.name == n).unwrap();
+        assert_eq!(out("plain").actions, ["create"]);
+        assert_eq!(out("plain").after, None, "values are in the full plan only");
+        assert_eq!(out("secret").after, Some(Value::String(SENSITIVE.into())));
+        assert_eq!(out("same").actions, ["no-op"]);
+        // The policy reads the same facts from either source.
+        let json_plan = json!({"format_version": "1.2", "resource_changes": [
+            {"address": "terraform_data.b", "mode": "managed", "type": "terraform_data", "name": "b",
+             "change": {"actions": ["delete", "create"]}, "action_reason": "replace_because_cannot_update"}]});
+        assert_eq!(
+            summarize(&json_plan, false).unwrap().resource_changes[0],
+            s.resource_changes[1]
+        );
+    }
+
+    #[test]
+    fn an_empty_or_failed_plan_is_not_applicable() {
+        let version = r#"{"terraform":"1.15.5","type":"version"}"#;
+        let s = from_stream(&crate::terraform::stream::parse(version), false, false);
+        assert!(!s.applyable && !s.deletes);
+        let s = from_stream(&crate::terraform::stream::parse(STREAM), false, true);
+        assert!(!s.applyable);
+        assert!(from_stream(&crate::terraform::stream::parse(version), true, false).deletes);
     }
 
     #[test]

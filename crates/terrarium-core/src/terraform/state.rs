@@ -3,32 +3,7 @@
 
 use serde_json::{Map, Value, json};
 
-use super::plan_summary::SENSITIVE;
-
-/// Replaces the parts of `value` that a terraform sensitivity mask (`sensitive_values`, a
-/// structure of the same shape with `true` at sensitive leaves) marks.
-pub fn mask(value: &Value, sensitive: &Value) -> Value {
-    match (value, sensitive) {
-        (_, Value::Bool(true)) => Value::String(SENSITIVE.into()),
-        (Value::Object(v), Value::Object(s)) => Value::Object(
-            v.iter()
-                .map(|(k, x)| {
-                    (
-                        k.clone(),
-                        s.get(k).map_or_else(|| x.clone(), |m| mask(x, m)),
-                    )
-                })
-                .collect(),
-        ),
-        (Value::Array(v), Value::Array(s)) => Value::Array(
-            v.iter()
-                .enumerate()
-                .map(|(i, x)| s.get(i).map_or_else(|| x.clone(), |m| mask(x, m)))
-                .collect(),
-        ),
-        _ => value.clone(),
-    }
-}
+use super::values::{SENSITIVE, mask};
 
 /// `terraform output -json` → `{name: {value, type, sensitive}}` with sensitive values redacted.
 pub fn outputs(raw: &Value) -> Map<String, Value> {

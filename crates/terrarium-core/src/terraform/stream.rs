@@ -25,8 +25,29 @@ pub struct StreamReport {
     pub diagnostics: Vec<Diagnostic>,
     /// The `change_summary` message's `changes` object, if one came.
     pub change_summary: Option<Value>,
-    /// The `outputs` message's object, if one came (after apply).
+    /// The `outputs` message's object, if one came: after apply each output's value, after a
+    /// plan each output's planned action.
     pub outputs: Option<Value>,
+    /// Each `planned_change` message's `change` object (a plan's resource changes).
+    pub planned_changes: Vec<Value>,
+    /// The `version` message's terraform version.
+    pub terraform_version: Option<String>,
+    /// The `version` message's UI protocol version (`ui`).
+    pub ui_version: Option<String>,
+}
+
+impl StreamReport {
+    /// Whether a plan's stream reports its output changes: from UI protocol 1.0 (terraform 1.1)
+    /// on; older streams (terraform 1.0's UI 0.1.0) name only resource changes.
+    pub fn reports_plan_outputs(&self) -> bool {
+        self.outputs.is_some()
+            || self
+                .ui_version
+                .as_deref()
+                .and_then(|v| v.split('.').next())
+                .and_then(|major| major.parse::<u32>().ok())
+                .is_some_and(|major| major >= 1)
+    }
 }
 
 /// The `@message` of one line, if the line is a UI message.
@@ -55,6 +76,15 @@ pub fn parse(stdout: &str) -> StreamReport {
             }
             Some("change_summary") => report.change_summary = v.get("changes").cloned(),
             Some("outputs") => report.outputs = v.get("outputs").cloned(),
+            Some("planned_change") => {
+                if let Some(c) = v.get("change") {
+                    report.planned_changes.push(c.clone());
+                }
+            }
+            Some("version") => {
+                report.terraform_version =
+                    v.get("terraform").and_then(Value::as_str).map(String::from);
+            }
             _ => {}
         }
     }

@@ -35,6 +35,10 @@ pub(super) async fn run(
         &ctx.policy(),
         &verified.record.summary,
     )?;
+    // What the apply prints (outputs, ids) may carry a variable terraform resolved from any
+    // source: the full JSON plan (made once per plan; cached if the plan was shown) names the
+    // secret ones, and they are masked before anything is applied. No JSON plan, no apply.
+    super::plan::full_plan(ctx, ws, &args.plan_id, &verified.bytes).await?;
     let taken = ctx.plans().take(&args.plan_id, &ws.relative, &who)?;
     let dir = ctx.run_dir()?;
     let plan_file = dir.write("plan.tfplan", &taken.bytes)?;

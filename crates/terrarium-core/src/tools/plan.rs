@@ -2,13 +2,16 @@
 //!
 //! Variables never go on the command line: they are written to a private `.tfvars.json` in the
 //! run dir. Var files are read (confined to the root, size-capped) and copied there too, so
-//! terraform reads exactly what was checked. The plan file goes to the server's state dir; its
-//! `show -json` gives the summary stored with it and returned to the caller.
+//! terraform reads exactly what was checked. The plan file goes to the server's state dir with
+//! the summary read from the run's own `-json` UI stream: one terraform process per plan.
 //!
 //! Secrets: values of secret-named variables (from `vars` and from var files) are masked from
-//! the start; after the plan, every variable terraform resolved (from any source) that is
-//! secret-named or `sensitive` in the configuration is too. They are saved with the plan and,
-//! through the executor, with the workspace, so later calls mask them as well.
+//! the start. The full JSON plan ([`full_plan`], made at most once per plan and only when
+//! something needs it: `terraform_show` of the plan, or its apply) also names every variable
+//! terraform resolved from any source that is secret-named or `sensitive` in the configuration:
+//! those values are masked from then on too. The plan run itself prints no variable values, so
+//! nothing is revealed before they are known. They are saved with the plan and, through the
+//! executor, with the workspace, so later calls mask them as well.
 
 use std::path::PathBuf;
 
@@ -21,7 +24,7 @@ use crate::redact::name_looks_secret;
 use crate::run::{RunCtx, ToolError};
 use crate::secrets::var_file_values;
 use crate::terraform::Subcommand;
-use crate::terraform::plan_summary::{self, PlanSummary};
+use crate::terraform::plan_summary;
 use crate::terraform::{Invocation, stream};
 use crate::workspace::Workspace;
 
@@ -127,14 +130,19 @@ pub(super) async fn run(
         return Ok(out);
     }
 
-    // The plan file lies in the run's writable dir, and workspace code (a provider) may still
-    // run there during `show`: its bytes are taken now, by descriptor (no link, FIFO or device
-    // followed, size capped), and those exact bytes are what is summarized, checked, stored and
-    // later applied — `show` reads a server-written copy in a fresh dir.
+    // The plan file lies in the run's writable dir: its bytes are taken now, by descriptor (no
+    // link, FIFO or device followed, size capped), and those exact bytes are what is stored and
+    // later shown and applied.
     let bytes = dir.read_back("plan.tfplan", MAX_PLAN_BYTES)?;
-    let show_dir = ctx.run_dir()?;
-    let shown = show_dir.write("plan.tfplan", &bytes)?;
-    let summary = summarize(ctx, ws, &show_dir, &shown, args.destroy, &supplied).await?;
+    // The run's own stream says what the plan does; a terraform whose stream leaves output
+    // changes out (1.0) is asked for the full JSON plan instead, which is then kept.
+    let summary = if report.reports_plan_outputs() {
+        plan_summary::from_stream(&report, args.destroy, false)
+    } else {
+        let plan = full_plan(ctx, ws, &plan_id, &bytes).await?;
+        plan_summary::summarize(&plan, args.destroy)
+            .map_err(|e| ToolError::Terraform(e.to_string()))?
+    };
     let record = ctx.plans().record(
         &plan_id,
         &ws.relative,
@@ -184,33 +192,39 @@ pub(super) async fn run(
     Ok(out)
 }
 
-async fn summarize(
+/// The full JSON plan (`terraform show -json`) of a stored plan: made at most once per plan, in a
+/// fresh run dir from the verified bytes, and cached beside the plan. Every variable value it
+/// reveals as secret is masked from now on and remembered with the plan.
+pub(super) async fn full_plan(
     ctx: &RunCtx<'_>,
     ws: &Workspace,
-    dir: &crate::run::RunDir,
-    plan_path: &std::path::Path,
-    destroy: bool,
-    vars: &Map<String, Value>,
-) -> Result<PlanSummary, ToolError> {
+    plan_id: &str,
+    bytes: &[u8],
+) -> Result<Value, ToolError> {
+    let parse = |text: &[u8]| {
+        serde_json::from_slice::<Value>(text)
+            .map_err(|e| ToolError::Terraform(format!("the saved JSON plan is not JSON: {e}")))
+    };
+    if let Some(cached) = ctx.plans().full_plan(plan_id)? {
+        return parse(&cached);
+    }
+    let dir = ctx.run_dir()?;
+    // Terraform reads a copy in its own run dir; the plan store stays out of its reach.
+    let copy = dir.write("plan.tfplan", bytes)?;
     let inv = Invocation::new(Subcommand::Show)
         .flag("json")
         .flag("no-color")
-        .path(plan_path.to_path_buf());
-    let shown = ctx.terraform_json(ws, dir, &inv).await?;
+        .path(copy);
+    let shown = ctx.terraform_json(ws, &dir, &inv).await?;
     if !shown.success() {
         return Err(ToolError::Terraform(format!(
-            "terraform show of the new plan failed (exit code {:?}): {}",
+            "terraform show of the saved plan failed (exit code {:?}): {}",
             shown.exit_code,
             shown.stderr.text.trim()
         )));
     }
     let plan = stdout_json(&shown, "terraform show -json")?;
     let sensitive = plan_summary::sensitive_variables(&plan);
-    for name in &sensitive {
-        if let Some(v) = vars.get(name) {
-            ctx.add_secret(v);
-        }
-    }
     // The values terraform itself resolved, whatever their source (var files, `*.auto.tfvars`,
     // `TF_VAR_*`), except a configured default: that is the configuration's, not a secret the
     // caller brought, and masking it would let workspace content blank out words of the plan.
@@ -231,5 +245,10 @@ async fn summarize(
             }
         }
     }
-    plan_summary::summarize(&plan, destroy).map_err(|e| ToolError::Terraform(e.to_string()))
+    ctx.plans().store_full_plan(
+        plan_id,
+        shown.stdout.text.trim().as_bytes(),
+        &ctx.secret_values(),
+    )?;
+    Ok(plan)
 }

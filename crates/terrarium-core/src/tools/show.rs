@@ -2,12 +2,12 @@
 //! secrets remembered with the plan and the workspace, which the executor loads).
 
 use serde::Deserialize;
-use serde_json::json;
+use serde_json::{Value, json};
 
 use super::{ToolOutput, from_run, stdout_json};
 use crate::run::{RunCtx, ToolError};
 use crate::terraform::Subcommand;
-use crate::terraform::{Invocation, state};
+use crate::terraform::{Invocation, plan_summary, state};
 use crate::workspace::Workspace;
 
 #[derive(Debug, Deserialize)]
@@ -21,10 +21,10 @@ pub(super) async fn run(
     ws: &Workspace,
     args: Args,
 ) -> Result<ToolOutput, ToolError> {
-    let dir = ctx.run_dir()?;
     if let Some(id) = &args.plan_id {
-        // The human rendering of the saved plan (terraform masks sensitive values in it) and
-        // the summary recorded when it was made.
+        // The saved plan with its values (sensitive ones masked, unknown ones marked), from the
+        // full JSON plan: made at most once per plan (by the first show or the apply), then
+        // read from beside the plan. The plan's secrets are masked before anything is shown.
         let who = ctx.plan_requester(crate::policy::PlanUse::Show);
         let crate::plans::VerifiedPlan {
             record,
@@ -32,18 +32,42 @@ pub(super) async fn run(
             secrets,
         } = ctx.plans().verify(id, &ws.relative, &who)?;
         ctx.add_secrets(&secrets);
-        // Terraform reads a verified copy in its run dir; the plan store stays out of its reach.
-        let copy = dir.write("plan.tfplan", &bytes)?;
-        let inv = Invocation::new(Subcommand::Show)
-            .flag("no-color")
-            .path(copy);
-        let outcome = ctx.terraform(ws, &dir, &inv, false).await?;
-        let mut out = from_run(outcome, &inv, String::new());
+        let plan = super::plan::full_plan(ctx, ws, id, &bytes).await?;
+        let details = plan_summary::detailed_changes(&plan);
+        let c = &record.summary.counts;
+        let mut text = format!(
+            "Plan {id}: {} to add, {} to change, {} to destroy.",
+            c.add, c.change, c.destroy
+        );
+        for rc in details["resource_changes"].as_array().into_iter().flatten() {
+            let actions: Vec<&str> = rc["actions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .collect();
+            text.push_str(&format!(
+                "\n  {} {}",
+                actions.join("/"),
+                rc["address"].as_str().unwrap_or_default()
+            ));
+        }
+        for (name, o) in details["output_changes"].as_object().into_iter().flatten() {
+            text.push_str(&format!("\n  output {name} = {}", o["after"]));
+        }
+        let mut out = ToolOutput {
+            success: true,
+            text,
+            action: Some(format!("show saved plan {id}")),
+            ..ToolOutput::default()
+        };
         out.data.insert("plan_id".into(), json!(id));
         out.data.insert("summary".into(), json!(record.summary));
+        out.data.insert("plan".into(), details);
         out.plan_id = Some(id.clone());
         return Ok(out);
     }
+    let dir = ctx.run_dir()?;
     let inv = Invocation::new(Subcommand::Show)
         .flag("json")
         .flag("no-color");
