@@ -2,8 +2,11 @@
 //!
 //! In one run, on the same machine and workspace:
 //! - overhead: median wall time of `terraform_validate` and `terraform_plan` through the server
-//!   (MCP over stdio, rmcp client) divided by the median of the same terraform commands run
-//!   directly, interleaved so that machine noise hits both alike;
+//!   (MCP over stdio, rmcp client) divided by the median of terraform run directly, interleaved
+//!   so that machine noise hits both alike: `terraform plan -out` (what a person runs; its
+//!   human rendering is work the server skips), and the pair the tool ran before it read the
+//!   plan's own stream (`plan -json -out` + `show -json`); a small plan and one of 1,000
+//!   resources;
 //! - cold start: spawn of `terrarium serve` to the `initialize` response, next to the spawn and
 //!   exit of `/bin/true` as the baseline;
 //! - memory: peak RSS (VmHWM) of the idle server after `initialize` and `tools/list`, next to
@@ -110,6 +113,20 @@ async fn main() {
     );
     let planfile = tmp.path().join("direct.tfplan");
     let planfile_arg = format!("-out={}", planfile.display());
+    // A workspace of 1,000 resources: the summary of a large plan.
+    let big = root.join("big");
+    std::fs::create_dir_all(&big).unwrap();
+    std::fs::write(
+        big.join("main.tf"),
+        "resource \"terraform_data\" \"r\" {\n  count = 1000\n  input = count.index\n}\n",
+    )
+    .unwrap();
+    direct(
+        &terraform,
+        &big,
+        &home,
+        &["init", "-input=false", "-no-color"],
+    );
 
     let server = |sandbox: &str| {
         let mut cmd = tokio::process::Command::new(&bin);
@@ -151,7 +168,8 @@ async fn main() {
     let call = |tool: &'static str, args: Value| call_on("strict", tool, args);
     let (mut v_srv, mut v_dir, mut p_srv, mut p_dir, mut noop) =
         (vec![], vec![], vec![], vec![], vec![]);
-    let (mut v_off, mut p_off) = (vec![], vec![]);
+    let (mut v_off, mut p_off, mut p_plain) = (vec![], vec![], vec![]);
+    let (mut big_srv, mut big_plain) = (vec![], vec![]);
     // Warm-up: page cache, plugin cache, first-run costs on both sides.
     call("terraform_validate", json!({"path": "hello"})).await;
     call_on("off", "terraform_validate", json!({"path": "hello"})).await;
@@ -182,6 +200,22 @@ async fn main() {
             &["show", "-json", "-no-color", planfile.to_str().unwrap()],
         );
         p_dir.push(a + b);
+        p_plain.push(direct(
+            &terraform,
+            &ws,
+            &home,
+            &["plan", "-input=false", "-no-color", &planfile_arg],
+        ));
+    }
+    // The large plan takes seconds: a third of the iterations (at least 5).
+    for _ in 0..(iterations / 3).max(5) {
+        big_srv.push(call("terraform_plan", json!({"path": "big"})).await);
+        big_plain.push(direct(
+            &terraform,
+            &big,
+            &home,
+            &["plan", "-input=false", "-no-color", &planfile_arg],
+        ));
     }
     client.cancel().await.unwrap();
     client_off.cancel().await.unwrap();
@@ -222,6 +256,8 @@ async fn main() {
     let (c, t) = (median(cold), median(true_spawn));
     let n = median(noop);
     let (vo, po) = (median(v_off), median(p_off));
+    let pp = median(p_plain);
+    let (bs, bp) = (median(big_srv), median(big_plain));
     println!(
         "terrarium benchmark ({iterations} iterations, medians; terraform {})",
         terraform.display()
@@ -235,10 +271,22 @@ async fn main() {
         vs.as_secs_f64() / vd.as_secs_f64()
     );
     println!(
+        "| terraform_plan vs `terraform plan -out` | {:.1} ms | {:.1} ms | {:.3} |",
+        ms(ps),
+        ms(pp),
+        ps.as_secs_f64() / pp.as_secs_f64()
+    );
+    println!(
         "| terraform_plan vs `terraform plan -json -out` + `show -json` | {:.1} ms | {:.1} ms | {:.3} |",
         ms(ps),
         ms(pd),
         ps.as_secs_f64() / pd.as_secs_f64()
+    );
+    println!(
+        "| 1,000-resource terraform_plan vs `terraform plan -out` | {:.1} ms | {:.1} ms | {:.3} |",
+        ms(bs),
+        ms(bp),
+        bs.as_secs_f64() / bp.as_secs_f64()
     );
     println!(
         "| terraform_validate, sandbox strict vs off | {:.1} ms | {:.1} ms | {:.3} |",

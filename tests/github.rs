@@ -511,7 +511,7 @@ async fn long_plans_are_split_into_balanced_comment_parts() {
     assert!(
         parts
             .iter()
-            .any(|p| p.body.contains("terraform_data.many[1199]"))
+            .any(|p| p.body.contains("terraform_data.many[1999]"))
     );
     let ids: Vec<u64> = parts.iter().map(|c| c.id).collect();
     // Again: the same comments are edited; none added.

@@ -59,6 +59,18 @@ pub struct PlanSummary {
     pub applyable: bool,
 }
 
+impl PlanSummary {
+    /// Whether applying it would change anything: a resource, or an output's value.
+    pub fn has_changes(&self) -> bool {
+        let c = &self.counts;
+        c.add + c.change + c.destroy > 0
+            || self
+                .output_changes
+                .iter()
+                .any(|o| o.actions.iter().any(|a| a != "no-op"))
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 #[error("terraform show -json returned something that is not a plan: {0}")]
 pub struct PlanParseError(String);

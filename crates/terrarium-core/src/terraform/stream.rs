@@ -20,7 +20,7 @@ pub struct Diagnostic {
 /// What a whole `-json` UI stream said.
 #[derive(Debug, Default, Clone, PartialEq, Serialize)]
 pub struct StreamReport {
-    /// The human-readable messages, in order.
+    /// The human-readable messages, in order (planned changes, which are data, left out).
     pub messages: Vec<String>,
     pub diagnostics: Vec<Diagnostic>,
     /// The `change_summary` message's `changes` object, if one came.
@@ -65,10 +65,14 @@ pub fn parse(stdout: &str) -> StreamReport {
             }
             continue;
         };
-        if let Some(m) = v.get("@message").and_then(Value::as_str) {
+        let kind = v.get("type").and_then(Value::as_str);
+        // A planned change is data (`planned_changes`), not prose: its line would repeat it.
+        if let Some(m) = v.get("@message").and_then(Value::as_str)
+            && kind != Some("planned_change")
+        {
             report.messages.push(m.to_string());
         }
-        match v.get("type").and_then(Value::as_str) {
+        match kind {
             Some("diagnostic") => {
                 if let Some(d) = v.get("diagnostic") {
                     report.diagnostics.push(diagnostic(d));
@@ -120,7 +124,12 @@ mod tests {
 {"@level":"info","@message":"Plan: 1 to add","type":"change_summary","changes":{"add":1,"change":0,"remove":0,"operation":"plan"}}
 not json at all"#;
         let r = parse(out);
-        assert_eq!(r.messages.len(), 5);
+        assert_eq!(
+            r.messages.len(),
+            4,
+            "the planned change is data, not a message"
+        );
+        assert_eq!(r.planned_changes.len(), 1);
         assert_eq!(r.diagnostics[0].summary, "boom");
         assert_eq!(r.change_summary.unwrap()["add"], 1);
         assert_eq!(

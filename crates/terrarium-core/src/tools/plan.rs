@@ -31,6 +31,9 @@ use crate::workspace::Workspace;
 /// Largest saved plan accepted from a run.
 const MAX_PLAN_BYTES: u64 = 256 << 20;
 
+/// Resource changes listed in a plan's text block (the structured result has all of them).
+const TEXT_RESOURCES: usize = 50;
+
 /// Largest var file accepted.
 const MAX_VAR_FILE_BYTES: u64 = 1 << 20;
 
@@ -163,8 +166,14 @@ pub(super) async fn run(
             String::new()
         }
     );
-    for rc in &summary.resource_changes {
+    for rc in summary.resource_changes.iter().take(TEXT_RESOURCES) {
         text_out.push_str(&format!("\n  {} {}", rc.actions.join("/"), rc.address));
+    }
+    if summary.resource_changes.len() > TEXT_RESOURCES {
+        text_out.push_str(&format!(
+            "\n  … and {} more (all of them in the structured result)",
+            summary.resource_changes.len() - TEXT_RESOURCES
+        ));
     }
     if summary.deletes && !ctx.config().enable_destroy {
         text_out.push_str(
@@ -175,10 +184,12 @@ pub(super) async fn run(
     text_out.push_str(&text);
 
     let mut out = from_run(outcome, &inv, text_out);
-    let changes = c.add + c.change + c.destroy > 0 || !summary.output_changes.is_empty();
     out.data.insert("plan_id".into(), json!(plan_id));
     out.data.insert("plan_sha256".into(), json!(record.sha256));
-    out.data.insert("changes".into(), json!(changes));
+    out.data
+        .insert("changes".into(), json!(summary.has_changes()));
+    // The data once: every resource change is here (and nowhere else in the structured
+    // result: the planned-change lines are left out of stdout); the text lists the first few.
     out.data.insert("summary".into(), json!(summary));
     out.data
         .insert("diagnostics".into(), json!(report.diagnostics));
