@@ -119,7 +119,7 @@ mod tests {
     #[test]
     fn parses_a_plan_stream() {
         let out = r#"{"@level":"info","@message":"Terraform 1.15.5","type":"version"}
-{"@level":"info","@message":"terraform_data.a: Plan to create","type":"planned_change"}
+{"@level":"info","@message":"terraform_data.a: Plan to create","type":"planned_change","change":{"resource":{"addr":"terraform_data.a"},"action":"create"}}
 {"@level":"error","@message":"Error: boom","type":"diagnostic","diagnostic":{"severity":"error","summary":"boom","detail":"d"}}
 {"@level":"info","@message":"Plan: 1 to add","type":"change_summary","changes":{"add":1,"change":0,"remove":0,"operation":"plan"}}
 not json at all"#;
