@@ -55,6 +55,18 @@ fn leaks(r: &rmcp::model::CallToolResult, secrets: &[&str]) -> Option<String> {
         .map(|s| s.to_string())
 }
 
+/// What `escape_file`'s plan would output: the planned value is in the full plan, one
+/// `terraform_show` away.
+async fn leaked_value(session: &Session, plan: &Value) -> Value {
+    let shown = call_ok(
+        session,
+        "terraform_show",
+        json!({"path": "escape_file", "plan_id": plan["plan_id"]}),
+    )
+    .await;
+    shown["plan"]["output_changes"]["leak"]["after"].clone()
+}
+
 #[tokio::test]
 async fn file_and_remote_state_outside_the_workspace_are_denied() {
     let sb = scene();
@@ -71,17 +83,7 @@ async fn file_and_remote_state_outside_the_workspace_are_denied() {
         json!({"path": "escape_file", "vars": {"target": "inside.txt"}}),
     )
     .await;
-    // The planned value is in the full plan, one terraform_show away.
-    let shown = call_ok(
-        &session,
-        "terraform_show",
-        json!({"path": "escape_file", "plan_id": r["plan_id"]}),
-    )
-    .await;
-    assert_eq!(
-        shown["plan"]["output_changes"]["leak"]["after"],
-        "inside-is-fine"
-    );
+    assert_eq!(leaked_value(&session, &r).await, "inside-is-fine");
 
     let targets = [
         sb.dir
@@ -425,16 +427,7 @@ async fn the_same_escape_succeeds_with_the_sandbox_off_and_results_say_so() {
         json!({"path": "escape_file", "vars": {"target": target}}),
     )
     .await;
-    let shown = call_ok(
-        &session,
-        "terraform_show",
-        json!({"path": "escape_file", "plan_id": r["plan_id"]}),
-    )
-    .await;
-    assert_eq!(
-        shown["plan"]["output_changes"]["leak"]["after"],
-        OUTSIDE_SECRET
-    );
+    assert_eq!(leaked_value(&session, &r).await, OUTSIDE_SECRET);
     assert_eq!(r["sandbox"]["mode"], "off");
     assert!(
         r["sandbox"]["warnings"][0]

@@ -59,6 +59,29 @@ pub struct PlanSummary {
     pub applyable: bool,
 }
 
+impl Counts {
+    /// Counts one resource change the way terraform does (a replacement is one add, one destroy
+    /// and one replace; only managed resources count); whether it is listed (not a no-op or a
+    /// read).
+    fn record(&mut self, mode: &str, actions: &[String]) -> bool {
+        let has = |a: &str| actions.iter().any(|x| x == a);
+        if mode == "managed" {
+            match (has("create"), has("delete"), has("update")) {
+                (true, true, _) => {
+                    self.add += 1;
+                    self.destroy += 1;
+                    self.replace += 1;
+                }
+                (true, false, _) => self.add += 1,
+                (false, true, _) => self.destroy += 1,
+                (false, false, true) => self.change += 1,
+                _ => {}
+            }
+        }
+        !actions.iter().all(|a| a == "no-op" || a == "read")
+    }
+}
+
 impl PlanSummary {
     /// Whether applying it would change anything: a resource, or an output's value.
     pub fn has_changes(&self) -> bool {
@@ -102,21 +125,7 @@ pub fn summarize(plan: &Value, destroy_mode: bool) -> Result<PlanSummary, PlanPa
     {
         let actions = strings(rc.pointer("/change/actions"));
         let mode = str_field(rc, "mode");
-        let has = |a: &str| actions.iter().any(|x| x == a);
-        if mode == "managed" {
-            match (has("create"), has("delete"), has("update")) {
-                (true, true, _) => {
-                    counts.add += 1;
-                    counts.destroy += 1;
-                    counts.replace += 1;
-                }
-                (true, false, _) => counts.add += 1,
-                (false, true, _) => counts.destroy += 1,
-                (false, false, true) => counts.change += 1,
-                _ => {}
-            }
-        }
-        if actions.iter().all(|a| a == "no-op" || a == "read") {
+        if !counts.record(&mode, &actions) {
             continue;
         }
         resource_changes.push(ResourceChange {
@@ -234,20 +243,7 @@ pub fn from_stream(report: &StreamReport, destroy_mode: bool, errored: bool) -> 
         // Every planned_change is a change terraform would make (no-ops are not reported), a
         // move or an import included.
         any_change = true;
-        if mode == "managed" {
-            match action.as_str() {
-                "create" => counts.add += 1,
-                "update" => counts.change += 1,
-                "delete" => counts.destroy += 1,
-                "replace" => {
-                    counts.add += 1;
-                    counts.destroy += 1;
-                    counts.replace += 1;
-                }
-                _ => {}
-            }
-        }
-        if actions.iter().all(|a| a == "no-op" || a == "read") {
+        if !counts.record(mode, &actions) {
             continue;
         }
         resource_changes.push(ResourceChange {
