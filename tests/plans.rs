@@ -456,13 +456,65 @@ async fn secrets_stay_masked_in_later_calls_and_after_a_restart() {
     assert_eq!(mode & 0o777, 0o700);
 }
 
-/// A copy of the real Terraform behind `count_runs.sh`, outside the root.
-fn counting_terraform(sb: &Sandbox) -> std::path::PathBuf {
-    let dir = sb.dir.path().join("counting-terraform");
+/// A copy of the real Terraform (as `terraform-real`) behind a stand-in script, outside the root.
+fn wrapped_terraform(sb: &Sandbox, script: &str) -> std::path::PathBuf {
+    let dir = sb.dir.path().join(format!("wrapped-{script}"));
     copy_dir(terraform().parent().unwrap(), &dir);
     std::fs::rename(dir.join("terraform"), dir.join("terraform-real")).unwrap();
-    std::fs::copy(standin("count_runs.sh"), dir.join("terraform")).unwrap();
+    std::fs::copy(standin(script), dir.join("terraform")).unwrap();
     dir.join("terraform")
+}
+
+fn counting_terraform(sb: &Sandbox) -> std::path::PathBuf {
+    wrapped_terraform(sb, "count_runs.sh")
+}
+
+#[tokio::test]
+async fn a_plan_file_replaced_during_the_plan_is_never_applied() {
+    let sb = Sandbox::new(&["basic"]);
+    let apply = [("TERRARIUM_ENABLE_APPLY", "true")];
+    // First a real deployment, so that a destroy plan has something to delete.
+    let session = connect(&sb.env(&terraform(), &apply)).await;
+    call_ok(&session, "terraform_init", json!({"path": "basic"})).await;
+    let plan = call_ok(&session, "terraform_plan", json!({"path": "basic"})).await;
+    call_ok(
+        &session,
+        "terraform_apply",
+        json!({"path": "basic", "plan_id": plan["plan_id"]}),
+    )
+    .await;
+    session.cancel().await.unwrap();
+    std::fs::write(
+        sb.root.join("basic/extra.tf"),
+        "resource \"terraform_data\" \"more\" {\n  input = 1\n}\n",
+    )
+    .unwrap();
+
+    // Workspace code swaps the plan file for a destroy plan after terraform wrote its stream.
+    let session = connect(&sb.env(&wrapped_terraform(&sb, "swap_destroy.sh"), &apply)).await;
+    let plan = call_ok(&session, "terraform_plan", json!({"path": "basic"})).await;
+    assert_eq!(plan["summary"]["counts"]["add"], 1, "the stream's summary");
+    assert_eq!(plan["summary"]["counts"]["destroy"], 0);
+    let r = call(
+        &session,
+        "terraform_apply",
+        json!({"path": "basic", "plan_id": plan["plan_id"]}),
+    )
+    .await;
+    let m = err_message(&r);
+    assert!(m.contains("does not do what its summary says"), "{m}");
+    let state = std::fs::read_to_string(sb.root.join("basic/terraform.tfstate")).unwrap();
+    assert!(state.contains("greeting"), "nothing was destroyed");
+    // Shown, the plan tells what its bytes do, not what the stream said.
+    let plan = call_ok(&session, "terraform_plan", json!({"path": "basic"})).await;
+    let shown = call_ok(
+        &session,
+        "terraform_show",
+        json!({"path": "basic", "plan_id": plan["plan_id"]}),
+    )
+    .await;
+    assert_eq!(shown["summary"]["counts"]["destroy"], 1, "{shown}");
+    session.cancel().await.unwrap();
 }
 
 /// The subcommands terraform was started with in `ws` since the last look.

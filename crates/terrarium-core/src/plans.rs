@@ -36,6 +36,10 @@ pub enum PlanError {
     )]
     Tampered,
     #[error(
+        "plan_id: the saved plan file does not do what its summary says (code in the workspace replaced it while the plan ran); it is not applied: run terraform_plan again"
+    )]
+    Mismatch,
+    #[error(
         "plan_id: this plan was made by another caller; {principal} may show and apply only its own plans (the server's policy can allow more with apply_others_plans or show_others_plans under principals.{principal})"
     )]
     NotYours { principal: String },

@@ -164,6 +164,7 @@ impl ToolError {
                 | PlanError::Unknown
                 | PlanError::Expired { .. }
                 | PlanError::Tampered
+                | PlanError::Mismatch
                 | PlanError::Io(_) => Cow::Owned(e.to_string()),
             },
             ToolError::Busy(_) => Cow::Borrowed("the workspace is busy with another run"),

@@ -83,6 +83,26 @@ impl Counts {
 }
 
 impl PlanSummary {
+    /// Whether two summaries of one plan agree on what it does: the counts, the deletion flag
+    /// and every changed resource with its actions (what the apply rules read).
+    pub fn same_changes(&self, other: &PlanSummary) -> bool {
+        let key = |s: &PlanSummary| {
+            let mut v: Vec<(String, Vec<String>)> = s
+                .resource_changes
+                .iter()
+                .map(|r| {
+                    let mut a = r.actions.clone();
+                    // The stream does not give a replacement's order: compare as sets.
+                    a.sort();
+                    (r.address.clone(), a)
+                })
+                .collect();
+            v.sort();
+            v
+        };
+        self.counts == other.counts && self.deletes == other.deletes && key(self) == key(other)
+    }
+
     /// Whether applying it would change anything: a resource, or an output's value.
     pub fn has_changes(&self) -> bool {
         let c = &self.counts;

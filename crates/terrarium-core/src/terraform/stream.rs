@@ -86,8 +86,9 @@ pub fn parse(stdout: &str) -> StreamReport {
                 }
             }
             Some("version") => {
-                report.terraform_version =
-                    v.get("terraform").and_then(Value::as_str).map(String::from);
+                let field = |k: &str| v.get(k).and_then(Value::as_str).map(String::from);
+                report.terraform_version = field("terraform");
+                report.ui_version = field("ui");
             }
             _ => {}
         }
@@ -118,7 +119,7 @@ mod tests {
 
     #[test]
     fn parses_a_plan_stream() {
-        let out = r#"{"@level":"info","@message":"Terraform 1.15.5","type":"version"}
+        let out = r#"{"@level":"info","@message":"Terraform 1.15.5","type":"version","terraform":"1.15.5","ui":"1.3"}
 {"@level":"info","@message":"terraform_data.a: Plan to create","type":"planned_change","change":{"resource":{"addr":"terraform_data.a"},"action":"create"}}
 {"@level":"error","@message":"Error: boom","type":"diagnostic","diagnostic":{"severity":"error","summary":"boom","detail":"d"}}
 {"@level":"info","@message":"Plan: 1 to add","type":"change_summary","changes":{"add":1,"change":0,"remove":0,"operation":"plan"}}
@@ -130,6 +131,9 @@ not json at all"#;
             "the planned change is data, not a message"
         );
         assert_eq!(r.planned_changes.len(), 1);
+        assert!(r.reports_plan_outputs(), "UI 1.3 reports output changes");
+        let old = parse(r#"{"terraform":"1.0.3","type":"version","ui":"0.1.0"}"#);
+        assert!(!old.reports_plan_outputs(), "UI 0.1.0 does not");
         assert_eq!(r.diagnostics[0].summary, "boom");
         assert_eq!(r.change_summary.unwrap()["add"], 1);
         assert_eq!(

@@ -11,7 +11,7 @@ use super::{ToolOutput, diagnostics_text, from_run};
 use crate::policy;
 use crate::run::{RunCtx, ToolError};
 use crate::terraform::Subcommand;
-use crate::terraform::{Invocation, state, stream};
+use crate::terraform::{Invocation, plan_summary, state, stream};
 use crate::workspace::Workspace;
 
 #[derive(Debug, Deserialize)]
@@ -30,15 +30,21 @@ pub(super) async fn run(
     // The plan holds the variables of the call that made it; whatever the apply prints of them
     // is masked here, and the executor remembers them with the workspace (they go into state).
     ctx.add_secrets(&verified.secrets);
-    policy::check_apply(
-        ctx.config().enable_destroy,
-        &ctx.policy(),
-        &verified.record.summary,
-    )?;
-    // What the apply prints (outputs, ids) may carry a variable terraform resolved from any
-    // source: the full JSON plan (made once per plan; cached if the plan was shown) names the
-    // secret ones, and they are masked before anything is applied. No JSON plan, no apply.
-    super::plan::full_plan(ctx, ws, &args.plan_id, &verified.bytes).await?;
+    // The rules are checked against the summary recorded at plan time first (a refusal costs
+    // no terraform process), then against the full JSON plan of the exact bytes that will be
+    // applied: workspace code running during the plan could have swapped the plan file after
+    // terraform wrote its stream, so the stream's summary alone is not proof of what the bytes
+    // do. The full plan (made once per plan; cached if the plan was shown) also names the
+    // secret variable values, masked before anything is applied. No JSON plan, no apply.
+    let recorded = &verified.record.summary;
+    policy::check_apply(ctx.config().enable_destroy, &ctx.policy(), recorded)?;
+    let full = super::plan::full_plan(ctx, ws, &args.plan_id, &verified.bytes).await?;
+    let actual = plan_summary::summarize(&full, recorded.destroy_mode)
+        .map_err(|e| ToolError::Terraform(e.to_string()))?;
+    if !actual.same_changes(recorded) {
+        return Err(crate::plans::PlanError::Mismatch.into());
+    }
+    policy::check_apply(ctx.config().enable_destroy, &ctx.policy(), &actual)?;
     let taken = ctx.plans().take(&args.plan_id, &ws.relative, &who)?;
     let dir = ctx.run_dir()?;
     let plan_file = dir.write("plan.tfplan", &taken.bytes)?;

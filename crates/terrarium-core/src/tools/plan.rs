@@ -9,8 +9,9 @@
 //! the start. The full JSON plan ([`full_plan`], made at most once per plan and only when
 //! something needs it: `terraform_show` of the plan, or its apply) also names every variable
 //! terraform resolved from any source that is secret-named or `sensitive` in the configuration:
-//! those values are masked from then on too. The plan run itself prints no variable values, so
-//! nothing is revealed before they are known. They are saved with the plan and, through the
+//! those values are masked from then on too. A plan's stream carries no variable values except
+//! in diagnostics (a `check` block's message may quote one): a plan with diagnostics has its
+//! full plan made before it answers. They are saved with the plan and, through the
 //! executor, with the workspace, so later calls mask them as well.
 
 use std::path::PathBuf;
@@ -139,7 +140,13 @@ pub(super) async fn run(
     let bytes = dir.read_back("plan.tfplan", MAX_PLAN_BYTES)?;
     // The run's own stream says what the plan does; a terraform whose stream leaves output
     // changes out (1.0) is asked for the full JSON plan instead, which is then kept.
+    // A successful plan's warnings (a `check` block's message, a precondition) may quote a
+    // variable resolved from workspace files: then the full plan is made now, so the secret
+    // ones are masked in this very result.
     let summary = if report.reports_plan_outputs() {
+        if !report.diagnostics.is_empty() {
+            full_plan(ctx, ws, &plan_id, &bytes).await?;
+        }
         plan_summary::from_stream(&report, args.destroy, false)
     } else {
         let plan = full_plan(ctx, ws, &plan_id, &bytes).await?;

@@ -34,7 +34,11 @@ pub(super) async fn run(
         ctx.add_secrets(&secrets);
         let plan = super::plan::full_plan(ctx, ws, id, &bytes).await?;
         let details = plan_summary::detailed_changes(&plan);
-        let c = &record.summary.counts;
+        // The counts of the plan itself, the same source as the details (the recorded summary
+        // is from the plan run's stream).
+        let summary = plan_summary::summarize(&plan, record.summary.destroy_mode)
+            .map_err(|e| ToolError::Terraform(e.to_string()))?;
+        let c = &summary.counts;
         let mut text = format!(
             "Plan {id}: {} to add, {} to change, {} to destroy.",
             c.add, c.change, c.destroy
@@ -62,7 +66,7 @@ pub(super) async fn run(
             ..ToolOutput::default()
         };
         out.data.insert("plan_id".into(), json!(id));
-        out.data.insert("summary".into(), json!(record.summary));
+        out.data.insert("summary".into(), json!(summary));
         out.data.insert("plan".into(), details);
         out.plan_id = Some(id.clone());
         return Ok(out);
