@@ -1016,6 +1016,32 @@ mod tests {
     }
 
     #[test]
+    fn errors_never_quote_a_value_read_from_a_file_or_a_broken_toml_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("key");
+        std::fs::write(&key, "ghp_SECRETSECRETSECRET\n").unwrap();
+        let err = load_with(
+            dir.path(),
+            &[("TERRARIUM_TIMEOUT_SECS_FILE", key.to_str().unwrap())],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("TERRARIUM_TIMEOUT_SECS_FILE"), "{err}");
+        assert!(!err.contains("SECRET"), "{err}");
+        let file = dir.path().join("t.toml");
+        std::fs::write(
+            &file,
+            "timeout_secs = 5\nauth_tokens = \"ci:SECRETSECRETSECRET\n",
+        )
+        .unwrap();
+        let err = load_with(dir.path(), &[("TERRARIUM_CONFIG", file.to_str().unwrap())])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("line 2"), "{err}");
+        assert!(!err.contains("SECRET"), "{err}");
+    }
+
+    #[test]
     fn check_config_lists_every_setting() {
         let dir = tempfile::tempdir().unwrap();
         let shown = load_with(dir.path(), &[]).unwrap().to_string();

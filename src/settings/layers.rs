@@ -77,9 +77,18 @@ impl<'a> Layers<'a> {
                 path: path.clone(),
                 message: e.to_string(),
             })?;
+            // The parser's own text quotes the offending line, which may hold a credential:
+            // only its message and the line number are reported.
             let table: toml::Table = toml::from_str(&text).map_err(|e| ConfigError::File {
                 path: path.clone(),
-                message: e.to_string(),
+                message: match e.span() {
+                    Some(span) => format!(
+                        "line {}: {}",
+                        text[..span.start.min(text.len())].lines().count().max(1),
+                        e.message()
+                    ),
+                    None => e.message().to_string(),
+                },
             })?;
             layers.file = table.into_iter().collect();
             layers.file_path = Some(path);
@@ -235,10 +244,12 @@ impl<'a> Layers<'a> {
         let Some((v, label)) = self.one(d)? else {
             return Ok(None);
         };
-        let n: u64 = v
-            .trim()
-            .parse()
-            .map_err(|_| invalid(&label, format!("expected a whole number, got {v:?}")))?;
+        let n: u64 = v.trim().parse().map_err(|_| {
+            invalid(
+                &label,
+                format!("expected a whole number, got {}", shown(&v, &label)),
+            )
+        })?;
         if !(min..=max).contains(&n) {
             let range = if max >= u64::from(u32::MAX) {
                 format!("must be at least {min}")
@@ -387,6 +398,16 @@ impl<'a> Layers<'a> {
             }
         }
         out
+    }
+}
+
+/// A rejected value as a message may quote it: not when it was read through a file (a
+/// `NAME_FILE` pointing at the wrong file could be pointing at a key).
+fn shown(value: &str, label: &str) -> String {
+    if label.ends_with("_FILE") || label.contains("_file`") {
+        format!("the content of that file ({} bytes)", value.len())
+    } else {
+        format!("{value:?}")
     }
 }
 

@@ -277,7 +277,15 @@ impl Prepared {
             };
             let iter = dotenvy::from_path_iter(&canon).map_err(|e| unreadable(e.to_string()))?;
             for item in iter {
-                let (k, v) = item.map_err(|e| unreadable(e.to_string()))?;
+                // Never the offending line: it may hold a credential.
+                let (k, v) = item.map_err(|e| {
+                    unreadable(match e {
+                        dotenvy::Error::LineParse(_, at) => {
+                            format!("a line could not be parsed (at character {at})")
+                        }
+                        other => other.to_string(),
+                    })
+                })?;
                 // The environment wins over the file.
                 env.entry(k).or_insert(v);
             }
