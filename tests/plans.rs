@@ -550,6 +550,10 @@ async fn a_plan_is_one_terraform_process_and_its_full_json_is_made_once() {
     )
     .await;
     assert_eq!(runs_since(&sb, "basic"), ["show"]);
+    // The run is reported like any other; its stdout (the raw JSON plan) is not.
+    assert_eq!(shown["exit_code"], 0);
+    assert_eq!(shown["stdout"], "");
+    assert!(shown["sandbox"].is_object(), "{shown}");
     assert_eq!(
         shown["plan"]["output_changes"]["greeting"]["after"],
         "(known after apply)"

@@ -219,12 +219,23 @@ pub(super) async fn full_plan(
     plan_id: &str,
     bytes: &[u8],
 ) -> Result<Value, ToolError> {
+    Ok(full_plan_run(ctx, ws, plan_id, bytes).await?.0)
+}
+
+/// [`full_plan`], with the `show` run when one was needed (its stdout, the raw JSON plan with
+/// sensitive values in clear, emptied), so a caller can report the run like any other.
+pub(super) async fn full_plan_run(
+    ctx: &RunCtx<'_>,
+    ws: &Workspace,
+    plan_id: &str,
+    bytes: &[u8],
+) -> Result<(Value, Option<crate::sandbox::RunOutcome>), ToolError> {
     let parse = |text: &[u8]| {
         serde_json::from_slice::<Value>(text)
             .map_err(|e| ToolError::Terraform(format!("the saved JSON plan is not JSON: {e}")))
     };
     if let Some(cached) = ctx.plans().full_plan(plan_id)? {
-        return parse(&cached);
+        return Ok((parse(&cached)?, None));
     }
     let dir = ctx.run_dir()?;
     // Terraform reads a copy in its own run dir; the plan store stays out of its reach.
@@ -268,5 +279,7 @@ pub(super) async fn full_plan(
         shown.stdout.text.trim().as_bytes(),
         &ctx.secret_values(),
     )?;
-    Ok(plan)
+    let mut shown = shown;
+    shown.stdout.text.clear();
+    Ok((plan, Some(shown)))
 }

@@ -32,7 +32,7 @@ pub(super) async fn run(
             secrets,
         } = ctx.plans().verify(id, &ws.relative, &who)?;
         ctx.add_secrets(&secrets);
-        let plan = super::plan::full_plan(ctx, ws, id, &bytes).await?;
+        let (plan, run) = super::plan::full_plan_run(ctx, ws, id, &bytes).await?;
         let details = plan_summary::detailed_changes(&plan);
         // The counts of the plan itself, the same source as the details (the recorded summary
         // is from the plan run's stream).
@@ -59,10 +59,13 @@ pub(super) async fn run(
         for (name, o) in details["output_changes"].as_object().into_iter().flatten() {
             text.push_str(&format!("\n  output {name} = {}", o["after"]));
         }
+        // When terraform ran, its run is reported like any other (exit code, stderr, sandbox
+        // state, a sandbox that is not strict stated in the text); its stdout was emptied.
         let mut out = ToolOutput {
             success: true,
             text,
             action: Some(format!("show saved plan {id}")),
+            run,
             ..ToolOutput::default()
         };
         out.data.insert("plan_id".into(), json!(id));
