@@ -175,8 +175,8 @@ async fn child_gets_limits_a_scrubbed_environment_and_its_own_group() {
         "private HOME: {home}"
     );
 
-    // Its own session and process group, led by the sandbox's relay process (its parent, which
-    // stays outside the run's PID namespace): pgid == sid == ppid.
+    // Its own session and process group, led by terraform itself, created as PID 1 of the run's
+    // PID namespace (no relay process in between, and no visible parent).
     let pg = log.lines().find(|l| l.starts_with("PGID:")).unwrap();
     let field = |name: &str| {
         pg.split_whitespace()
@@ -185,7 +185,9 @@ async fn child_gets_limits_a_scrubbed_environment_and_its_own_group() {
             .to_string()
     };
     assert_eq!(field("PGID"), field("SID"), "{pg}");
-    assert_eq!(field("PGID"), field("PPID"), "{pg}");
+    assert_eq!(field("PID"), "1", "{pg}");
+    assert_eq!(field("PGID"), field("PID"), "{pg}");
+    assert_eq!(field("PPID"), "0", "{pg}");
     assert_ne!(field("PGID"), std::process::id().to_string());
 
     // The credential is masked in what the caller sees.

@@ -4,9 +4,10 @@
 //! seccomp profiles refuse user namespaces), and the subreaper sweep has to chase a lineage
 //! generation by generation. A cgroup holds every descendant whatever it does, and
 //! `cgroup.kill` (Linux 5.14) kills them all at once. So each run gets a cgroup of its own
-//! under one the server creates beside itself; the child joins it before anything else (it
-//! writes to `cgroup.procs` through a descriptor opened here), and when the run ends the cgroup
-//! is killed, waited for and removed. Where cgroups cannot be created (read-only cgroupfs in
+//! under one the server creates beside itself; the child is created inside it (`clone3` with
+//! `CLONE_INTO_CGROUP` and the directory descriptor opened here; where that call is refused the
+//! child writes itself into `cgroup.procs` first thing), and when the run ends the cgroup is
+//! killed, waited for and removed. Where cgroups cannot be created (read-only cgroupfs in
 //! most containers), the process group, the PID namespace and the sweep still apply.
 
 use std::fs::File;
@@ -24,7 +25,10 @@ pub struct RunCgroups {
 #[derive(Debug)]
 pub struct RunCgroup {
     dir: PathBuf,
-    /// `cgroup.procs` of this cgroup, opened for writing: the child writes "0" to join.
+    /// The cgroup's directory, for `clone3`'s `CLONE_INTO_CGROUP`.
+    pub dir_fd: File,
+    /// `cgroup.procs` of this cgroup, opened for writing: where the child cannot be created
+    /// in the cgroup, it writes "0" here to join.
     pub procs: File,
     done: bool,
 }
@@ -85,21 +89,29 @@ impl RunCgroups {
             .base
             .join(format!("run-{}", uuid::Uuid::new_v4().simple()));
         std::fs::create_dir(&dir)?;
-        let procs = match std::fs::OpenOptions::new()
-            .write(true)
-            .open(dir.join("cgroup.procs"))
-        {
-            Ok(f) => f,
+        let open = || {
+            use std::os::unix::fs::OpenOptionsExt;
+            let dir_fd = std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_DIRECTORY)
+                .open(&dir)?;
+            let procs = std::fs::OpenOptions::new()
+                .write(true)
+                .open(dir.join("cgroup.procs"))?;
+            Ok::<_, std::io::Error>((dir_fd, procs))
+        };
+        match open() {
+            Ok((dir_fd, procs)) => Ok(RunCgroup {
+                dir,
+                dir_fd,
+                procs,
+                done: false,
+            }),
             Err(e) => {
                 let _ = std::fs::remove_dir(&dir);
-                return Err(e);
+                Err(e)
             }
-        };
-        Ok(RunCgroup {
-            dir,
-            procs,
-            done: false,
-        })
+        }
     }
 
     /// Where runs' cgroups go.
@@ -132,6 +144,13 @@ impl RunCgroup {
         }
         let _ = std::fs::remove_dir(&self.dir);
         populated
+    }
+}
+
+impl RunCgroup {
+    #[cfg(test)]
+    pub(crate) fn path_for_tests(&self) -> &Path {
+        &self.dir
     }
 }
 
@@ -168,12 +187,14 @@ fn sweep_stale(parent: &Path) {
         }
         if let Ok(runs) = std::fs::read_dir(e.path()) {
             for run in runs.flatten().filter(|r| r.path().is_dir()) {
+                let (Ok(dir_fd), Ok(procs)) = (File::open("/dev/null"), File::open("/dev/null"))
+                else {
+                    continue;
+                };
                 let mut cg = RunCgroup {
                     dir: run.path(),
-                    procs: match File::open("/dev/null") {
-                        Ok(f) => f,
-                        Err(_) => continue,
-                    },
+                    dir_fd,
+                    procs,
                     done: false,
                 };
                 cg.teardown(Duration::from_millis(500));

@@ -5,11 +5,9 @@
 //! network namespace for actions that need no network). The mode decides what happens when a
 //! layer is missing: `strict` refuses to run, `best-effort` runs and warns, `off` applies none.
 
-use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use landlock::RulesetCreated;
 use seccompiler::BpfProgram;
 use serde::Serialize;
 
@@ -34,28 +32,6 @@ impl SandboxMode {
             SandboxMode::Strict => "strict",
             SandboxMode::BestEffort => "best-effort",
             SandboxMode::Off => "off",
-        }
-    }
-}
-
-/// Resource limits applied to every terraform process (and inherited by what it starts).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Limits {
-    pub cpu_secs: u64,
-    pub address_space_bytes: u64,
-    pub open_files: u64,
-    pub processes: u64,
-    pub file_size_bytes: u64,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            cpu_secs: 900,
-            address_space_bytes: 8 << 30,
-            open_files: 4096,
-            processes: 4096,
-            file_size_bytes: 1 << 30,
         }
     }
 }
@@ -138,64 +114,7 @@ impl Layer {
     }
 }
 
-/// Everything the child applies before exec (see `child::prepare`).
-pub struct ChildSetup {
-    pub limits: Limits,
-    /// The server's pid, taken before the fork: the child's parent must still be it.
-    pub server_pid: libc::pid_t,
-    /// `unshare` flags; 0 for none.
-    pub namespaces: libc::c_int,
-    pub landlock: Option<RulesetCreated>,
-    pub seccomp: Option<Arc<Vec<BpfProgram>>>,
-    /// The directory the run starts in, held open: the child `fchdir`s to it (never a name).
-    pub cwd: Option<Arc<OwnedFd>>,
-    /// The run's own mount namespace view (with the namespaces layer).
-    pub mounts: Option<MountPlan>,
-    /// The run's cgroup, where the server may create cgroups: the parent keeps it (to kill it
-    /// at the end), the child joins it through `cgroup_procs`.
-    pub cgroup: Option<super::cgroup::RunCgroup>,
-    /// Raw descriptor of the cgroup's `cgroup.procs`, valid in the child until exec.
-    pub cgroup_procs: Option<libc::c_int>,
-    /// A second descriptor of the Landlock ruleset, so the child can grant reading the `/proc`
-    /// it mounts itself (a new superblock no rule made in the server can name).
-    pub landlock_fd: Option<OwnedFd>,
-}
-
-impl std::fmt::Debug for ChildSetup {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ChildSetup")
-            .field("limits", &self.limits)
-            .field("namespaces", &self.namespaces)
-            .field("landlock", &self.landlock.is_some())
-            .field("seccomp", &self.seccomp.is_some())
-            .field("cwd", &self.cwd)
-            .field("mounts", &self.mounts)
-            .finish()
-    }
-}
-
-impl ChildSetup {
-    /// Process-level limits only (no kernel layers).
-    pub fn plain(limits: Limits) -> ChildSetup {
-        ChildSetup {
-            limits,
-            server_pid: std::process::id() as libc::pid_t,
-            namespaces: 0,
-            landlock: None,
-            seccomp: None,
-            cwd: None,
-            mounts: None,
-            cgroup: None,
-            cgroup_procs: None,
-            landlock_fd: None,
-        }
-    }
-
-    /// The skeleton of the mount namespace view, to remove once the run has ended.
-    pub fn skeleton(&self) -> Option<&Path> {
-        self.mounts.as_ref().map(|m| m.skeleton())
-    }
-}
+pub use super::setup::{ChildSetup, Limits};
 
 /// Where and how one run starts, besides its limits.
 #[derive(Debug)]

@@ -2,10 +2,12 @@
 //!
 //! `env` builds the scrubbed environment; `kernel` knows which kernel layers this machine can
 //! apply and prepares them per run (`access`: Landlock rules, `seccomp`: the syscall filter);
-//! `child` is the `pre_exec` hook that applies everything (session, rlimits, no-new-privs,
-//! parent-death signal, umask, no inherited descriptors, namespaces, Landlock, seccomp);
-//! `capture` keeps a bounded copy of each output stream; `process` spawns, waits, and on
-//! timeout or cancellation interrupts and then kills the whole process group.
+//! `setup` is what one run's child gets; `spawn` creates it with one `clone3`, already in its
+//! cgroup and namespaces, and `child` applies the rest between clone and exec (session,
+//! rlimits, no-new-privs, parent-death signal, umask, no inherited descriptors, the mount view,
+//! Landlock, seccomp), reporting a failed `step`; `capture` keeps a bounded copy of each output
+//! stream; `process` runs, waits, and on timeout or cancellation interrupts and then kills the
+//! whole process group and cgroup.
 
 pub mod access;
 pub mod capture;
@@ -17,6 +19,9 @@ pub mod mounts;
 pub mod process;
 pub mod reaper;
 pub mod seccomp;
+pub mod setup;
+pub mod spawn;
+pub mod step;
 
 pub use capture::Captured;
 pub use kernel::{

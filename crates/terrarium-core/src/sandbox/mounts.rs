@@ -19,6 +19,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 
 use super::access::{self, Grant, RunAccess};
+use super::step::{self, ChildError, Step};
 
 /// One bind mount: source, target inside the skeleton, and for a held grant the identity the
 /// mounted directory must have.
@@ -169,19 +170,8 @@ impl MountPlan {
     /// # Safety
     /// Called between fork and exec, in the process that will exec (PID 1 of the run's PID
     /// namespace, inside its user and mount namespaces): only syscalls on prepared strings.
-    pub unsafe fn enter(&self, landlock: Option<BorrowedFd<'_>>) -> io::Result<()> {
-        // The error names the step (allocating only on this failure path).
-        let check = |r: libc::c_int, step: &str| {
-            if r < 0 {
-                let e = io::Error::last_os_error();
-                Err(io::Error::new(
-                    e.kind(),
-                    format!("mount namespace, {step}: {e}"),
-                ))
-            } else {
-                Ok(())
-            }
-        };
+    pub unsafe fn enter(&self, landlock: Option<BorrowedFd<'_>>) -> Result<(), ChildError> {
+        let check = |r: libc::c_int, step: Step| step::check(r as libc::c_long, step);
         let null = std::ptr::null::<libc::c_char>();
         // SAFETY: plain syscalls with NUL-terminated strings prepared before fork.
         unsafe {
@@ -193,7 +183,7 @@ impl MountPlan {
                     libc::MS_REC | libc::MS_PRIVATE,
                     std::ptr::null(),
                 ),
-                "making mounts private",
+                Step::MountPrivate,
             )?;
             check(
                 libc::mount(
@@ -203,7 +193,7 @@ impl MountPlan {
                     libc::MS_BIND,
                     std::ptr::null(),
                 ),
-                "binding the skeleton",
+                Step::MountRoot,
             )?;
             for b in &self.binds {
                 check(
@@ -214,16 +204,13 @@ impl MountPlan {
                         libc::MS_BIND | libc::MS_REC,
                         std::ptr::null(),
                     ),
-                    "binding a granted path",
+                    Step::MountBind,
                 )?;
                 if let Some(expect) = b.expect {
                     let mut st: libc::stat = std::mem::zeroed();
-                    check(
-                        libc::lstat(b.target.as_ptr(), &mut st),
-                        "stat of a bound path",
-                    )?;
+                    check(libc::lstat(b.target.as_ptr(), &mut st), Step::MountBind)?;
                     if (st.st_dev, st.st_ino) != expect {
-                        return Err(io::Error::from_raw_os_error(libc::ESTALE));
+                        return Err(ChildError::new(Step::BoundPathChanged, libc::ESTALE));
                     }
                 }
             }
@@ -238,35 +225,26 @@ impl MountPlan {
                         libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
                         std::ptr::null(),
                     ),
-                    "mounting the run's /proc",
+                    Step::MountProc,
                 )?;
             }
-            check(
-                libc::chdir(self.skeleton_c.as_ptr()),
-                "entering the skeleton",
-            )?;
+            check(libc::chdir(self.skeleton_c.as_ptr()), Step::PivotRoot)?;
             let pivot = libc::syscall(libc::SYS_pivot_root, c".".as_ptr(), c".".as_ptr());
-            check(pivot as libc::c_int, "pivot_root")?;
+            check(pivot as libc::c_int, Step::PivotRoot)?;
             check(
                 libc::umount2(c".".as_ptr(), libc::MNT_DETACH),
-                "detaching the old root",
+                Step::DetachOldRoot,
             )?;
-            check(libc::chdir(c"/".as_ptr()), "chdir /")?;
+            check(libc::chdir(c"/".as_ptr()), Step::PivotRoot)?;
             if let (Some(ruleset), Some(_)) = (landlock, &self.proc_target) {
-                grant_proc(ruleset)?;
+                grant_proc(ruleset).map_err(|e| ChildError::new(Step::MountProc, e))?;
             }
-            check(
-                libc::chdir(self.cwd.as_ptr()),
-                "entering the working directory",
-            )?;
+            check(libc::chdir(self.cwd.as_ptr()), Step::EnterWorkspace)?;
             let mut st: libc::stat = std::mem::zeroed();
-            check(
-                libc::stat(c".".as_ptr(), &mut st),
-                "stat of the working directory",
-            )?;
+            check(libc::stat(c".".as_ptr(), &mut st), Step::EnterWorkspace)?;
             if (st.st_dev, st.st_ino) != self.cwd_id {
                 // The workspace was replaced while the run started: ESTALE, not a moved run.
-                return Err(io::Error::from_raw_os_error(libc::ESTALE));
+                return Err(ChildError::new(Step::WorkspaceChanged, libc::ESTALE));
             }
         }
         Ok(())
@@ -277,7 +255,7 @@ impl MountPlan {
 ///
 /// # Safety
 /// Between fork and exec: syscalls only.
-unsafe fn grant_proc(ruleset: BorrowedFd<'_>) -> io::Result<()> {
+unsafe fn grant_proc(ruleset: BorrowedFd<'_>) -> Result<(), i32> {
     #[repr(C, packed)]
     struct PathBeneathAttr {
         allowed_access: u64,
@@ -290,7 +268,7 @@ unsafe fn grant_proc(ruleset: BorrowedFd<'_>) -> io::Result<()> {
     unsafe {
         let fd = libc::open(c"/proc".as_ptr(), libc::O_PATH | libc::O_CLOEXEC);
         if fd < 0 {
-            return Err(io::Error::last_os_error());
+            return Err(errno());
         }
         let attr = PathBeneathAttr {
             allowed_access: READ_FILE | READ_DIR,
@@ -303,13 +281,19 @@ unsafe fn grant_proc(ruleset: BorrowedFd<'_>) -> io::Result<()> {
             &attr as *const PathBeneathAttr,
             0,
         );
-        let err = io::Error::last_os_error();
+        let err = errno();
         libc::close(fd);
         if r < 0 {
             return Err(err);
         }
     }
     Ok(())
+}
+
+fn errno() -> i32 {
+    io::Error::last_os_error()
+        .raw_os_error()
+        .unwrap_or(libc::EIO)
 }
 
 fn cstring(bytes: &[u8]) -> io::Result<CString> {

@@ -1,24 +1,27 @@
-//! Spawning terraform and making sure the run ends: no shell, its own process group, a
-//! deadline, and a kill of the whole group at the end so no orphan outlives the run.
+//! Running terraform and making sure the run ends: no shell (`spawn`), its own process group, a
+//! deadline, and a kill of the whole group (and its cgroup) at the end so no orphan outlives
+//! the run.
 
-use std::ffi::OsString;
-use std::os::fd::AsRawFd;
+use std::ffi::{CString, OsString};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
 use std::pin::Pin;
-use std::process::Stdio;
+use std::process::ExitStatus;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
-use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::io::unix::AsyncFd;
+use tokio::io::{AsyncRead, AsyncReadExt, Interest};
+use tokio::net::unix::pipe;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::capture::{Capture, Captured};
-use super::child;
 use super::kernel::ChildSetup;
 use super::reaper::{self, ActiveRuns};
+use super::spawn::{self, SpawnFailure};
 
 /// Everything needed to start one terraform process.
 #[derive(Debug)]
@@ -72,6 +75,9 @@ pub enum SpawnError {
     },
     #[error("waiting for terraform failed: {0}")]
     Wait(std::io::Error),
+    /// The sandboxed child failed a step of its set-up (or the exec) and terraform never ran.
+    #[error("terraform could not be started in its sandbox: {0}")]
+    Setup(super::step::ChildError),
 }
 
 pub type LineSink<'a> = &'a (dyn Fn(StreamLine) + Send + Sync);
@@ -134,60 +140,77 @@ async fn run(
     cancel: CancellationToken,
     active: &ActiveRuns,
 ) -> Result<RunOutcome, SpawnError> {
-    let mut cmd = tokio::process::Command::new(&spec.program);
-    cmd.args(&spec.argv)
-        .env_clear()
-        .envs(spec.env.iter().map(|(k, v)| (k, v)))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    // Without a PID namespace, escaped descendants are swept up after the run.
-    let sweep_after = spec.setup.namespaces & libc::CLONE_NEWPID == 0;
-    let mut setup = spec.setup;
-    // The parent keeps the run's cgroup (to kill it at the end); the child joins it.
-    let mut cgroup = setup.cgroup.take();
-    setup.cgroup_procs = cgroup.as_ref().map(|c| c.procs.as_raw_fd());
-    // SAFETY: `prepare` only makes async-signal-safe calls.
-    unsafe {
-        cmd.pre_exec(move || child::prepare(&mut setup));
-    }
-    let started = Instant::now();
-    let mut child = {
-        let mut registered = active.lock();
-        let child = cmd.spawn().map_err(|source| SpawnError::Spawn {
-            program: spec.program.display().to_string(),
-            source,
-        })?;
-        if let Some(id) = child.id() {
-            registered.insert(id as i32);
-        }
-        child
+    let spawn_error = |source: std::io::Error| SpawnError::Spawn {
+        program: spec.program.display().to_string(),
+        source,
     };
-    let child_pid = child.id().map(|id| id as i32);
+    let cstring = |b: &[u8]| {
+        CString::new(b).map_err(|_| {
+            spawn_error(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "an argument or environment entry contains a NUL byte",
+            ))
+        })
+    };
+    let program = cstring(spec.program.as_os_str().as_bytes())?;
+    let argv = std::iter::once(spec.program.as_os_str())
+        .chain(spec.argv.iter().map(|a| a.as_os_str()))
+        .map(|a| cstring(a.as_bytes()))
+        .collect::<Result<Vec<_>, _>>()?;
+    let env = spec
+        .env
+        .iter()
+        .map(|(k, v)| cstring(format!("{k}={v}").as_bytes()))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut setup = spec.setup;
+    // Without a PID namespace or a cgroup, escaped descendants are swept up after the run.
+    let sweep_after = setup.namespaces & libc::CLONE_NEWPID == 0 && setup.cgroup.is_none();
+    let started = Instant::now();
+    let spawned = {
+        // Registered before a sweep can run, so a run starting is never taken for an orphan.
+        let mut registered = active.lock();
+        let spawned = spawn::spawn(&program, &argv, &env, &mut setup).map_err(|e| match e {
+            SpawnFailure::Server(e) => spawn_error(e),
+            SpawnFailure::Child(e) => SpawnError::Setup(e),
+        })?;
+        registered.insert(spawned.pid);
+        spawned
+    };
+    // The parent keeps the run's cgroup, to kill it at the end.
+    let mut cgroup = setup.cgroup.take();
+    drop(setup);
+    let child_pid = spawned.pid;
     // The child called setsid(), so its pid is its process group id.
-    let pgid = child.id().map(|id| Pid::from_raw(id as i32));
+    let pgid = Some(Pid::from_raw(child_pid));
     // If this future is dropped before the run ends (the client went away, the server is
-    // shutting down), the group is killed rather than left running unsupervised.
-    let mut guard = GroupGuard { pgid, armed: true };
+    // shutting down), the group is killed and the process reaped rather than left running
+    // unsupervised.
+    let mut guard = GroupGuard {
+        pgid,
+        pid: child_pid,
+        active: active.clone(),
+        armed: true,
+    };
+    // SAFETY: the pidfd is owned by the AsyncFd from here on and stays open with it.
+    let exited = unsafe { AsyncFd::register_with_interest(spawned.pidfd, Interest::READABLE) }
+        .map_err(|e| spawn_error(e.into_parts().1))?;
+    let stdout = pipe::Receiver::from_owned_fd(spawned.stdout).map_err(spawn_error)?;
+    let stderr = pipe::Receiver::from_owned_fd(spawned.stderr).map_err(spawn_error)?;
 
     let (tx, mut rx) = mpsc::unbounded_channel();
     let want_lines = on_line.is_some();
-    let out_task = child.stdout.take().map(|s| {
-        tokio::spawn(read_stream(
-            s,
-            spec.output_limit,
-            want_lines.then(|| tx.clone()),
-            StreamLine::Stdout,
-        ))
-    });
-    let err_task = child.stderr.take().map(|s| {
-        tokio::spawn(read_stream(
-            s,
-            spec.output_limit,
-            want_lines.then(|| tx.clone()),
-            StreamLine::Stderr,
-        ))
-    });
+    let out_task = Some(tokio::spawn(read_stream(
+        stdout,
+        spec.output_limit,
+        want_lines.then(|| tx.clone()),
+        StreamLine::Stdout,
+    )));
+    let err_task = Some(tokio::spawn(read_stream(
+        stderr,
+        spec.output_limit,
+        want_lines.then(|| tx.clone()),
+        StreamLine::Stderr,
+    )));
     drop(tx);
 
     let deadline = tokio::time::sleep(spec.timeout);
@@ -201,7 +224,10 @@ async fn run(
 
     let status = loop {
         tokio::select! {
-            status = child.wait() => break status.map_err(SpawnError::Wait)?,
+            ready = exited.readable() => {
+                ready.map_err(SpawnError::Wait)?.retain_ready();
+                break ExitStatus::from_raw(spawn::reap(child_pid));
+            }
             Some(line) = rx.recv() => {
                 if let Some(f) = on_line { f(line) }
             }
@@ -232,9 +258,7 @@ async fn run(
         stragglers_killed |= cg.teardown(spec.kill_grace);
     }
     guard.armed = false;
-    if let Some(pid) = child_pid {
-        active.lock().remove(&pid);
-    }
+    active.lock().remove(&child_pid);
     if sweep_after {
         stragglers_killed |= reaper::sweep(active) > 0;
     }
@@ -260,6 +284,8 @@ async fn run(
 
 struct GroupGuard {
     pgid: Option<Pid>,
+    pid: libc::pid_t,
+    active: ActiveRuns,
     armed: bool,
 }
 
@@ -267,6 +293,17 @@ impl Drop for GroupGuard {
     fn drop(&mut self) {
         if self.armed {
             signal_group(self.pgid, Signal::SIGKILL);
+            // SAFETY: killing our own child, which nothing else waits for any more.
+            unsafe { libc::kill(self.pid, libc::SIGKILL) };
+            let (pid, active) = (self.pid, self.active.clone());
+            // The killed process is collected off the async threads (it may take a moment
+            // to die), and only then forgotten, so a sweep never reaps it in between.
+            let _ = std::thread::Builder::new()
+                .name("terrarium-reap".into())
+                .spawn(move || {
+                    spawn::reap(pid);
+                    active.lock().remove(&pid);
+                });
         }
     }
 }
