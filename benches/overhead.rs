@@ -10,7 +10,9 @@
 //! - cold start: spawn of `terrarium serve` to the `initialize` response, next to the spawn and
 //!   exit of `/bin/true` as the baseline;
 //! - memory: peak RSS (VmHWM) of the idle server after `initialize` and `tools/list`, next to
-//!   that of `/bin/sleep` as the baseline.
+//!   that of `/bin/sleep` as the baseline; and the server's RSS after `BENCH_MEMORY_PLANS`
+//!   (default 100) plans of 1,000 resources next to its RSS after the first one (growth means
+//!   something is kept or fragmented per plan).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -66,10 +68,14 @@ fn direct(terraform: &Path, cwd: &Path, home: &Path, args: &[&str]) -> Duration 
 }
 
 fn vm_hwm_kb(pid: u32) -> u64 {
+    status_kb(pid, "VmHWM:")
+}
+
+fn status_kb(pid: u32, field: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap_or_default()
         .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.split_whitespace().next())
         .and_then(|v| v.parse().ok())
         .unwrap_or(0)
@@ -220,6 +226,32 @@ async fn main() {
     client.cancel().await.unwrap();
     client_off.cancel().await.unwrap();
 
+    // Memory over many large plans, in a fresh server.
+    let memory_plans: usize = std::env::var("BENCH_MEMORY_PLANS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100)
+        .max(2);
+    let transport = TokioChildProcess::new(server("strict")).unwrap();
+    let mem_pid = transport.id().unwrap();
+    let mem_client = ().serve(transport).await.unwrap();
+    let mut rss_after_first = 0;
+    for i in 0..memory_plans {
+        let Value::Object(map) = json!({"path": "big"}) else {
+            unreachable!()
+        };
+        let r = mem_client
+            .call_tool(CallToolRequestParams::new("terraform_plan").with_arguments(map))
+            .await
+            .unwrap();
+        assert_ne!(r.is_error, Some(true), "big plan failed: {:?}", r.content);
+        if i == 0 {
+            rss_after_first = status_kb(mem_pid, "VmRSS:");
+        }
+    }
+    let rss_after_all = status_kb(mem_pid, "VmRSS:");
+    mem_client.cancel().await.unwrap();
+
     let mut cold = vec![];
     let mut true_spawn = vec![];
     let mut rss_kb = 0;
@@ -317,5 +349,11 @@ async fn main() {
         rss_kb as f64 / 1024.0,
         sleep_kb as f64 / 1024.0,
         rss_kb as f64 / sleep_kb.max(1) as f64
+    );
+    println!(
+        "| server RSS after {memory_plans} 1,000-resource plans vs after the first | {:.1} MB | {:.1} MB | {:+.1} MB |",
+        rss_after_all as f64 / 1024.0,
+        rss_after_first as f64 / 1024.0,
+        (rss_after_all as f64 - rss_after_first as f64) / 1024.0
     );
 }

@@ -11,6 +11,7 @@ mod github;
 mod http;
 mod logging;
 mod mcp;
+mod memory;
 mod metrics;
 mod serve;
 mod settings;
@@ -26,6 +27,7 @@ use settings::sources::{Prepared, Request};
 use settings::{Settings, parse_log_level};
 
 fn main() -> ExitCode {
+    memory::tune_allocator();
     // Not dumpable: the server's memory and /proc entries (its environment holds credentials)
     // stay out of reach of same-user processes without CAP_SYS_PTRACE, sandbox or not.
     // SAFETY: a prctl with integer arguments.

@@ -43,6 +43,47 @@ async fn timeout_kills_a_stubborn_process_group() {
     assert_eq!(events[0]["timed_out"], true);
 }
 
+/// Without a PID namespace (here: the namespaces layer disabled, the cgroup kept), what a run
+/// left behind is killed and also reaped: no zombie stays a child of the server, where it
+/// would count against the user's process limit forever.
+#[tokio::test]
+async fn what_a_run_leaves_behind_is_killed_and_reaped_without_a_pid_namespace() {
+    let sb = Sandbox::new(&["basic"]);
+    for disable in ["namespaces", "namespaces,cgroup"] {
+        let env = sb.env(
+            &standin("orphan.sh"),
+            &[
+                ("TERRARIUM_SANDBOX", "best-effort"),
+                ("TERRARIUM_SANDBOX_DISABLE", disable),
+            ],
+        );
+        let (session, server) = connect_as(&env, None).await;
+        let _ = std::fs::remove_file(sb.root.join("basic/orphan.pid"));
+        let r = call(&session, "terraform_validate", json!({"path": "basic"})).await;
+        assert!(
+            text(&r).contains("left one behind"),
+            "{disable}: {}",
+            text(&r)
+        );
+        let orphan = read_pid(&sb.root.join("basic/orphan.pid"));
+        assert!(
+            !std::path::Path::new(&format!("/proc/{orphan}")).exists(),
+            "{disable}: the orphan {orphan} is still there (alive or a zombie)"
+        );
+        let children: String = std::fs::read_dir(format!("/proc/{server}/task"))
+            .unwrap()
+            .flatten()
+            .map(|t| std::fs::read_to_string(t.path().join("children")).unwrap_or_default())
+            .collect();
+        assert_eq!(
+            children.trim(),
+            "",
+            "{disable}: the server still has children"
+        );
+        session.cancel().await.unwrap();
+    }
+}
+
 #[tokio::test]
 async fn interrupted_real_apply_leaves_no_provisioner_orphan() {
     let sb = Sandbox::new(&["slow_fork"]);

@@ -191,7 +191,7 @@ settings! {
         "RLIMIT_NOFILE",
         |s| s.core.limits.open_files.to_string();
     LIMIT_PROCESSES: POSITIVE, Value("4096"), FILE,
-        "RLIMIT_NPROC (counted per user by the kernel, not enforced for root)",
+        "RLIMIT_NPROC: processes a run may have at once (counted in the run's user namespace; without one, per user across runs; not enforced for root)",
         |s| s.core.limits.processes.to_string();
     LIMIT_FILE_SIZE_BYTES: POSITIVE, Value("1073741824"), FILE,
         "RLIMIT_FSIZE",

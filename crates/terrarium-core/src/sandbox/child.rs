@@ -21,17 +21,22 @@ pub use super::step::{ChildError, Step, check};
 pub unsafe fn prepare(setup: &mut ChildSetup) -> Result<(), ChildError> {
     // SAFETY: plain syscalls on integers and on data prepared before the spawn.
     unsafe {
-        // The server ignores SIGPIPE and may block signals; an ignored signal would survive
-        // exec, so terraform starts with the defaults.
+        // Signals arrive blocked (see `spawn`). Every handler goes back to its default
+        // first — the server's handlers must never run here, and an ignored signal (SIGPIPE,
+        // or whatever the server was started with) would survive exec — then the mask is
+        // cleared, so terraform starts with the defaults.
+        for sig in 1..libc::SIGRTMAX() {
+            if sig != libc::SIGKILL && sig != libc::SIGSTOP {
+                // Signals the C library reserves for itself refuse this; they need no reset.
+                libc::signal(sig, libc::SIG_DFL);
+            }
+        }
         let mut empty: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut empty);
         check(
             libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut()) as _,
             Step::Signals,
         )?;
-        if libc::signal(libc::SIGPIPE, libc::SIG_DFL) == libc::SIG_ERR {
-            return Err(ChildError::last(Step::Signals));
-        }
         // A new session, so the run is its own process group: the group is what timeouts
         // kill, and no controlling terminal leaks in.
         check(libc::setsid() as _, Step::Session)?;
@@ -61,7 +66,10 @@ pub unsafe fn prepare(setup: &mut ChildSetup) -> Result<(), ChildError> {
             libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) as _,
             Step::NoNewPrivs,
         )?;
-        // If the server dies, the run dies with it rather than running on unsupervised.
+        // If the server dies, the run dies with it rather than running on unsupervised. The
+        // signal follows the *thread* that created the child: runs are spawned on the
+        // runtime's worker threads, which live as long as the server (never spawn one from
+        // `spawn_blocking`, whose threads exit when idle).
         check(
             libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) as _,
             Step::DeathSignal,
@@ -114,15 +122,21 @@ pub unsafe fn prepare(setup: &mut ChildSetup) -> Result<(), ChildError> {
 unsafe fn server_gone(setup: &ChildSetup) -> bool {
     // SAFETY: plain syscalls.
     unsafe {
-        if let Some(fd) = setup.server_pidfd {
-            let mut p = libc::pollfd {
-                fd,
-                events: libc::POLLIN,
-                revents: 0,
-            };
-            return libc::poll(&mut p, 1, 0) != 0;
+        if setup.namespaces & libc::CLONE_NEWPID == 0 && libc::getppid() != setup.server_pid {
+            return true;
         }
-        setup.namespaces & libc::CLONE_NEWPID == 0 && libc::getppid() != setup.server_pid
+        match setup.server_pidfd {
+            Some(fd) => {
+                let mut p = libc::pollfd {
+                    fd,
+                    events: libc::POLLIN,
+                    revents: 0,
+                };
+                libc::poll(&mut p, 1, 0) != 0
+            }
+            // Without a pidfd a child in a PID namespace cannot tell: it does not run.
+            None => setup.namespaces & libc::CLONE_NEWPID != 0,
+        }
     }
 }
 

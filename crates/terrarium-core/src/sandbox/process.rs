@@ -163,8 +163,11 @@ async fn run(
         .map(|(k, v)| cstring(format!("{k}={v}").as_bytes()))
         .collect::<Result<Vec<_>, _>>()?;
     let mut setup = spec.setup;
-    // Without a PID namespace or a cgroup, escaped descendants are swept up after the run.
-    let sweep_after = setup.namespaces & libc::CLONE_NEWPID == 0 && setup.cgroup.is_none();
+    // Without a PID namespace, descendants that left the group come back to the server (its
+    // subreaper) when their parent dies: they are swept up, killed if a cgroup did not already
+    // kill them, and reaped, after the run.
+    let pid_namespace = setup.namespaces & libc::CLONE_NEWPID != 0;
+    let sweep_after = !pid_namespace;
     let started = Instant::now();
     let spawned = {
         // Registered before a sweep can run, so a run starting is never taken for an orphan.
@@ -226,7 +229,7 @@ async fn run(
         tokio::select! {
             ready = exited.readable() => {
                 ready.map_err(SpawnError::Wait)?.retain_ready();
-                break ExitStatus::from_raw(spawn::reap(child_pid));
+                break ExitStatus::from_raw(spawn::reap(child_pid).map_err(SpawnError::Wait)?);
             }
             Some(line) = rx.recv() => {
                 if let Some(f) = on_line { f(line) }
@@ -252,7 +255,9 @@ async fn run(
     let duration = started.elapsed();
     // Whatever terraform left behind in its group (provider plugins, provisioner children) goes
     // now. The group id stays reserved while any member lives, so this cannot hit a stranger.
-    let mut stragglers_killed = signal_group(pgid, Signal::SIGKILL);
+    // In a PID namespace there is nothing left: the kernel killed the namespace when its
+    // PID 1, terraform, exited.
+    let mut stragglers_killed = !pid_namespace && signal_group(pgid, Signal::SIGKILL);
     // Then whatever is still in the run's cgroup, whatever session or namespace it is in.
     if let Some(cg) = cgroup.as_mut() {
         stragglers_killed |= cg.teardown(spec.kill_grace);
@@ -301,7 +306,7 @@ impl Drop for GroupGuard {
             let _ = std::thread::Builder::new()
                 .name("terrarium-reap".into())
                 .spawn(move || {
-                    spawn::reap(pid);
+                    let _ = spawn::reap(pid);
                     active.lock().remove(&pid);
                 });
         }

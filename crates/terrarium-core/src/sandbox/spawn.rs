@@ -119,6 +119,10 @@ fn spawn_with(
         cgroup: cgroup.map_or(0, |fd| fd as u64),
         ..CloneArgs::default()
     };
+    // No signal handler of the server may run in the child before it has reset them all: the
+    // spawning thread blocks every signal across the clone (the child clears its mask once
+    // the handlers are back to their defaults), then restores its own mask.
+    let blocked = BlockSignals::new();
     // SAFETY: `clone3` without CLONE_VM behaves like fork: the child gets a copy of this
     // address space with one thread, and runs only `child_main`, which never returns.
     let mut pid = match call {
@@ -135,8 +139,15 @@ fn spawn_with(
             -1
         }
     };
-    if pid < 0 && io::Error::last_os_error().raw_os_error() == Some(libc::ENOSYS) {
-        // The classic call: the same namespaces, the pidfd in `parent_tid`; the child joins
+    // ENOSYS: no clone3 (Linux before 5.3). EPERM: container seccomp profiles of before
+    // 2021 refuse clone3 outright. Either way the classic call may still be allowed.
+    let refused = matches!(
+        io::Error::last_os_error().raw_os_error(),
+        Some(libc::ENOSYS | libc::EPERM)
+    );
+    if pid < 0 && refused && cfg!(any(target_arch = "x86_64", target_arch = "aarch64")) {
+        // The classic call: the same namespaces, the pidfd in `parent_tid` (its third argument
+        // on x86_64 and aarch64; other architectures order them differently); the child joins
         // its cgroup itself.
         setup.cgroup_procs = setup.cgroup.as_ref().map(|c| c.procs.as_raw_fd());
         // SAFETY: as above; with a null stack the child runs on a copy of this one.
@@ -155,8 +166,10 @@ fn spawn_with(
         // SAFETY: we are the child.
         unsafe { child_main(program, &argv_ptrs, &env_ptrs, fds, setup) }
     }
+    let clone_error = io::Error::last_os_error();
+    drop(blocked);
     if pid < 0 {
-        return Err(SpawnFailure::Server(io::Error::last_os_error()));
+        return Err(SpawnFailure::Server(clone_error));
     }
     let pid = pid as libc::pid_t;
     // SAFETY: the kernel wrote a new descriptor there.
@@ -171,28 +184,56 @@ fn spawn_with(
             stderr: err_r,
         }),
         Ok(Some(e)) => {
-            reap(pid);
+            let _ = reap(pid);
             Err(SpawnFailure::Child(e))
         }
         Err(e) => {
             // SAFETY: signalling our own child, which is then reaped.
             unsafe { libc::kill(pid, libc::SIGKILL) };
-            reap(pid);
+            let _ = reap(pid);
             Err(SpawnFailure::Server(e))
         }
     }
 }
 
-/// Waits for the process to be gone and collects it.
-pub fn reap(pid: libc::pid_t) -> libc::c_int {
+/// Waits for the process to be gone and collects it: its wait status.
+pub fn reap(pid: libc::pid_t) -> io::Result<libc::c_int> {
     let mut status = 0;
     // SAFETY: waiting for our own child.
     while unsafe { libc::waitpid(pid, &mut status, 0) } < 0 {
-        if io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
-            break;
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::EINTR) {
+            return Err(e);
         }
     }
-    status
+    Ok(status)
+}
+
+/// Every signal blocked in this thread until dropped, when the previous mask comes back.
+struct BlockSignals {
+    previous: libc::sigset_t,
+}
+
+impl BlockSignals {
+    fn new() -> BlockSignals {
+        // SAFETY: plain signal-mask calls on local sets.
+        unsafe {
+            let mut all: libc::sigset_t = std::mem::zeroed();
+            let mut previous: libc::sigset_t = std::mem::zeroed();
+            libc::sigfillset(&mut all);
+            libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut previous);
+            BlockSignals { previous }
+        }
+    }
+}
+
+impl Drop for BlockSignals {
+    fn drop(&mut self) {
+        // SAFETY: restoring the mask saved by `new`.
+        unsafe {
+            libc::pthread_sigmask(libc::SIG_SETMASK, &self.previous, std::ptr::null_mut());
+        }
+    }
 }
 
 #[derive(Clone, Copy)]
@@ -306,7 +347,7 @@ mod tests {
         std::fs::File::from(child.stdout)
             .read_to_string(&mut out)
             .unwrap();
-        Ok((out, reap(child.pid)))
+        Ok((out, reap(child.pid).unwrap()))
     }
 
     #[test]
