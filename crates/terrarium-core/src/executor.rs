@@ -60,6 +60,8 @@ pub struct Executor {
     locks: Mutex<HashMap<FileId, Arc<tokio::sync::Mutex<()>>>>,
     /// Holds this instance's lock on the runs dir for its whole life.
     _runs: RunsDir,
+    /// And on its directory for mount skeletons, when that is not the runs dir.
+    _skeletons: Option<RunsDir>,
     /// Cancelled when the server shuts down: every run in flight is interrupted.
     shutdown: CancellationToken,
     in_flight: AtomicUsize,
@@ -85,6 +87,10 @@ impl Executor {
         create_private_dir(&plugin_cache).map_err(state_err(&plugin_cache))?;
         let runs = RunsDir::claim(&runs_root).map_err(state_err(&runs_root))?;
         let runs_dir = runs.path.clone();
+        let skeletons = skeleton_dir();
+        let skeletons_dir = skeletons
+            .as_ref()
+            .map_or_else(|| runs_dir.clone(), |s| s.path.clone());
         let root = WorkspaceRoot::open(config.workspace_root.clone()).map_err(|source| {
             StartError::Root {
                 path: config.workspace_root.clone(),
@@ -115,6 +121,7 @@ impl Executor {
                 runner,
                 host_env,
                 runs_dir,
+                skeletons_dir,
                 plugin_cache,
                 config: Arc::new(config),
             },
@@ -126,6 +133,7 @@ impl Executor {
             audit,
             locks: Mutex::new(HashMap::new()),
             _runs: runs,
+            _skeletons: skeletons,
         })
     }
 
@@ -636,6 +644,40 @@ impl RunsDir {
         }
         Ok(RunsDir { path, _lock: lock })
     }
+}
+
+/// Where the per-run mount skeletons go: a private directory on the memory file system at
+/// `/dev/shm` when there is one. A skeleton is some sixty empty directories and files made
+/// before the run and removed after it; on a journalling disk that costs ~10 ms a run, in
+/// memory a few hundred microseconds. `/dev/shm` is shared by every user, so the directory
+/// (`terrarium-<uid>`) is used only if it is a real directory, not a link, owned by this user
+/// and closed to everyone else; otherwise (and where there is no tmpfs) skeletons go to the
+/// runs dir. Each instance claims a subdirectory under a lock, as in the runs dir, so a crashed
+/// instance's leftovers are removed by the next one.
+fn skeleton_dir() -> Option<RunsDir> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+    let shm = Path::new("/dev/shm");
+    let fs = nix::sys::statfs::statfs(shm).ok()?;
+    if fs.filesystem_type() != nix::sys::statfs::TMPFS_MAGIC {
+        return None;
+    }
+    // SAFETY: a plain getter.
+    let uid = unsafe { libc::geteuid() };
+    let base = shm.join(format!("terrarium-{uid}"));
+    match std::fs::DirBuilder::new().mode(0o700).create(&base) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(_) => return None,
+    }
+    let meta = std::fs::symlink_metadata(&base).ok()?;
+    if !meta.file_type().is_dir() || meta.uid() != uid || meta.mode() & 0o077 != 0 {
+        tracing::warn!(
+            path = %base.display(),
+            "not using the memory file system for mount skeletons: the directory is not this user's own"
+        );
+        return None;
+    }
+    RunsDir::claim(&base).ok()
 }
 
 /// An exclusive, non-blocking `flock`; held until the file is closed.

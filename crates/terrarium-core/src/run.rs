@@ -46,6 +46,9 @@ pub(crate) struct RunEnv {
     pub(crate) principal_slots: Mutex<HashMap<String, Arc<Semaphore>>>,
     /// This instance's directory for run dirs (see the executor's `RunsDir`).
     pub(crate) runs_dir: PathBuf,
+    /// This instance's directory for mount skeletons: in memory where possible (see the
+    /// executor's `skeleton_dir`), else the runs dir.
+    pub(crate) skeletons_dir: PathBuf,
     pub(crate) plugin_cache: PathBuf,
     pub(crate) sandbox: KernelSandbox,
     /// The policy in force; replaced on reload (SIGHUP).
@@ -540,7 +543,7 @@ impl RunCtx<'_> {
         }
         let scratch = Scratch(
             self.env
-                .runs_dir
+                .skeletons_dir
                 .join(format!("{}.mnt", uuid::Uuid::new_v4().simple())),
         );
         let setup = self.env.sandbox.setup(
