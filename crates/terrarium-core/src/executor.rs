@@ -655,8 +655,11 @@ impl RunsDir {
 /// runs dir. Each instance claims a subdirectory under a lock, as in the runs dir, so a crashed
 /// instance's leftovers are removed by the next one.
 fn skeleton_dir() -> Option<RunsDir> {
+    skeleton_dir_in(Path::new("/dev/shm"))
+}
+
+fn skeleton_dir_in(shm: &Path) -> Option<RunsDir> {
     use std::os::unix::fs::{DirBuilderExt, MetadataExt};
-    let shm = Path::new("/dev/shm");
     let fs = nix::sys::statfs::statfs(shm).ok()?;
     if fs.filesystem_type() != nix::sys::statfs::TMPFS_MAGIC {
         return None;
@@ -792,5 +795,42 @@ mod tests {
         .await;
         assert!(r.is_error);
         assert_eq!(r.structured["error"]["kind"], "policy");
+    }
+}
+
+#[cfg(test)]
+mod skeleton_tests {
+    use super::*;
+
+    #[test]
+    fn skeletons_go_to_memory_only_into_a_directory_of_our_own() {
+        let Ok(shm) = tempfile::tempdir_in("/dev/shm") else {
+            eprintln!("no /dev/shm here");
+            return;
+        };
+        // SAFETY: a plain getter.
+        let uid = unsafe { libc::geteuid() };
+        let dir = skeleton_dir_in(shm.path()).expect("a tmpfs directory of our own");
+        assert!(
+            dir.path
+                .starts_with(shm.path().join(format!("terrarium-{uid}")))
+        );
+        // Not on a tmpfs: the runs dir instead.
+        assert!(skeleton_dir_in(Path::new(env!("CARGO_MANIFEST_DIR"))).is_none());
+        // A link planted where the directory goes, or a directory open to others: refused.
+        let other = tempfile::tempdir_in("/dev/shm").unwrap();
+        let planted = tempfile::tempdir_in("/dev/shm").unwrap();
+        std::os::unix::fs::symlink(
+            other.path(),
+            planted.path().join(format!("terrarium-{uid}")),
+        )
+        .unwrap();
+        assert!(skeleton_dir_in(planted.path()).is_none());
+        let open = tempfile::tempdir_in("/dev/shm").unwrap();
+        let base = open.path().join(format!("terrarium-{uid}"));
+        std::fs::create_dir(&base).unwrap();
+        std::fs::set_permissions(&base, std::os::unix::fs::PermissionsExt::from_mode(0o777))
+            .unwrap();
+        assert!(skeleton_dir_in(open.path()).is_none());
     }
 }
