@@ -11,8 +11,8 @@
 //!   exit of `/bin/true` as the baseline;
 //! - memory: peak RSS (VmHWM) of the idle server after `initialize` and `tools/list`, next to
 //!   that of `/bin/sleep` as the baseline; and the server's RSS after `BENCH_MEMORY_PLANS`
-//!   (default 100) plans of 1,000 resources next to its RSS after the first one (growth means
-//!   something is kept or fragmented per plan).
+//!   (default 100) plans of 1,000 resources next to its RSS after the first one, each half a
+//!   second after the call (growth means something is kept or fragmented per plan).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -246,9 +246,12 @@ async fn main() {
             .unwrap();
         assert_ne!(r.is_error, Some(true), "big plan failed: {:?}", r.content);
         if i == 0 {
+            // After the server's idle trim (see `memory.rs`), as at the end.
+            tokio::time::sleep(Duration::from_millis(500)).await;
             rss_after_first = status_kb(mem_pid, "VmRSS:");
         }
     }
+    tokio::time::sleep(Duration::from_millis(500)).await;
     let rss_after_all = status_kb(mem_pid, "VmRSS:");
     mem_client.cancel().await.unwrap();
 

@@ -172,6 +172,7 @@ impl ServerHandler for TerrariumServer {
         let arguments = request.arguments.map(Value::Object).unwrap_or(Value::Null);
         let started = std::time::Instant::now();
         let response = self.exec.call(&request.name, arguments, call).await;
+        crate::memory::after_call();
         if let Some(m) = &self.metrics {
             let outcome = if !response.is_error {
                 "ok".to_string()

@@ -24,10 +24,35 @@ pub(crate) fn tune_allocator() {
     }
 }
 
-/// Returns the free pages of every arena to the system: after a call that handled a large
-/// document, so the next idle period does not carry its peak.
-#[allow(dead_code)]
-pub(crate) fn release_free_memory() {
+/// How long the server stays quiet after a tool call before free memory is handed back (so a
+/// burst of calls pays for one trim, not one each).
+const QUIET: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// Called after each tool call: a moment later, off the response path, the free pages of
+/// every arena go back to the system, so the server's RSS returns to its working set after a
+/// large plan instead of keeping the plan's peak (the thresholds above cannot return free
+/// memory that sits between live blocks).
+pub(crate) fn after_call() {
+    static WAKE: std::sync::OnceLock<std::sync::Arc<tokio::sync::Notify>> =
+        std::sync::OnceLock::new();
+    let wake = WAKE.get_or_init(|| {
+        let wake = std::sync::Arc::new(tokio::sync::Notify::new());
+        let waiter = wake.clone();
+        tokio::spawn(async move {
+            loop {
+                waiter.notified().await;
+                tokio::time::sleep(QUIET).await;
+                release_free_memory();
+            }
+        });
+        wake
+    });
+    // One stored permit at most: calls during the pause collapse into the next trim.
+    wake.notify_one();
+}
+
+/// Returns the free pages of every arena to the system.
+fn release_free_memory() {
     #[cfg(target_env = "gnu")]
     // SAFETY: malloc_trim only releases memory malloc holds free.
     unsafe {
