@@ -180,6 +180,7 @@ pub fn summarize(plan: &Value, destroy_mode: bool) -> Result<PlanSummary, PlanPa
             });
         }
     }
+    resource_changes.sort_by(|a, b| a.address.cmp(&b.address));
     let deletes = destroy_mode || counts.destroy > 0;
     Ok(PlanSummary {
         deletes,
@@ -275,6 +276,9 @@ pub fn from_stream(report: &StreamReport, destroy_mode: bool, errored: bool) -> 
             action_reason: opt_str(change, "reason").map(|r| plan_reason(&r)),
         });
     }
+    // The stream reports changes in the order terraform's graph walk reached them, which differs
+    // from run to run: both summaries list them by address.
+    resource_changes.sort_by(|a, b| a.address.cmp(&b.address));
     let mut output_changes = Vec::new();
     for (name, o) in report
         .outputs
@@ -495,21 +499,21 @@ mod tests {
         assert_eq!(
             addresses,
             [
+                "module.m.terraform_data.c",
                 "terraform_data.a",
                 "terraform_data.b",
-                "module.m.terraform_data.c",
                 "terraform_data.e"
             ],
-            "reads are left out, as from the JSON plan"
+            "reads are left out, as from the JSON plan, and changes are in address order"
         );
-        let b = &s.resource_changes[1];
+        let b = &s.resource_changes[2];
         assert_eq!(b.actions, ["delete", "create"]);
         assert_eq!(
             b.action_reason.as_deref(),
             Some("replace_because_cannot_update")
         );
-        assert_eq!(s.resource_changes[2].mode, "managed");
-        assert_eq!(s.resource_changes[2].name, "c");
+        assert_eq!(s.resource_changes[0].mode, "managed");
+        assert_eq!(s.resource_changes[0].name, "c");
         let out = |n: &str| s.output_changes.iter().find(|o| o.name == n).unwrap();
         assert_eq!(out("plain").actions, ["create"]);
         assert_eq!(out("plain").after, None, "values are in the full plan only");
@@ -521,7 +525,7 @@ mod tests {
              "change": {"actions": ["delete", "create"]}, "action_reason": "replace_because_cannot_update"}]});
         assert_eq!(
             summarize(&json_plan, false).unwrap().resource_changes[0],
-            s.resource_changes[1]
+            s.resource_changes[2]
         );
     }
 
