@@ -15,14 +15,11 @@ pub enum Step {
     ServerGone,
     Descriptors,
     WorkingDir,
-    UserMapping,
     MountPrivate,
     MountRoot,
-    MountPoint,
     MountBind,
     BoundPathChanged,
     MountProc,
-    MountReadOnly,
     PivotRoot,
     DetachOldRoot,
     EnterWorkspace,
@@ -33,7 +30,7 @@ pub enum Step {
 }
 
 impl Step {
-    const ALL: [Step; 25] = [
+    const ALL: [Step; 22] = [
         Step::Stdio,
         Step::Signals,
         Step::Session,
@@ -44,14 +41,11 @@ impl Step {
         Step::ServerGone,
         Step::Descriptors,
         Step::WorkingDir,
-        Step::UserMapping,
         Step::MountPrivate,
         Step::MountRoot,
-        Step::MountPoint,
         Step::MountBind,
         Step::BoundPathChanged,
         Step::MountProc,
-        Step::MountReadOnly,
         Step::PivotRoot,
         Step::DetachOldRoot,
         Step::EnterWorkspace,
@@ -78,16 +72,13 @@ impl Step {
             Step::ServerGone => "checking the server is still there (it exited during the spawn)",
             Step::Descriptors => "closing inherited descriptors",
             Step::WorkingDir => "entering the workspace by its descriptor",
-            Step::UserMapping => "mapping the run's user in its user namespace",
             Step::MountPrivate => "mount namespace, making mounts private",
-            Step::MountRoot => "mount namespace, mounting the run's empty root",
-            Step::MountPoint => "mount namespace, creating a mount point",
+            Step::MountRoot => "mount namespace, binding the skeleton",
             Step::MountBind => "mount namespace, binding a granted path",
             Step::BoundPathChanged => {
                 "mount namespace, a granted directory was replaced while the run started"
             }
             Step::MountProc => "mount namespace, mounting the run's /proc",
-            Step::MountReadOnly => "mount namespace, making the run's root read-only",
             Step::PivotRoot => "mount namespace, pivot_root",
             Step::DetachOldRoot => "mount namespace, detaching the old root",
             Step::EnterWorkspace => "mount namespace, entering the working directory",
@@ -158,5 +149,23 @@ pub fn check(r: libc::c_long, step: Step) -> Result<(), ChildError> {
         Err(ChildError::last(step))
     } else {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_step_survives_the_pipe() {
+        for step in Step::ALL {
+            let e = ChildError::new(step, libc::ENOENT);
+            assert_eq!(ChildError::decode(e.encode()), e);
+        }
+        // Each code names one step.
+        let mut codes: Vec<u32> = Step::ALL.iter().map(|s| *s as u32).collect();
+        codes.dedup();
+        assert_eq!(codes.len(), Step::ALL.len());
+        assert_eq!(Step::from_code(Step::Exec as u32 + 1), None);
     }
 }
