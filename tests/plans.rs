@@ -288,14 +288,7 @@ protected = ["terraform_data.serv*"]
     .await;
     assert!(err_message(&r).contains("not allowed by this server's policy"));
 
-    call_ok(&session, "terraform_init", json!({"path": "replace"})).await;
-    let plan = call_ok(&session, "terraform_plan", json!({"path": "replace"})).await;
-    call_ok(
-        &session,
-        "terraform_apply",
-        json!({"path": "replace", "plan_id": plan["plan_id"]}),
-    )
-    .await;
+    deploy(&session, "replace").await;
     let replace = call_ok(
         &session,
         "terraform_plan",
@@ -475,14 +468,7 @@ async fn a_plan_file_replaced_during_the_plan_is_never_applied() {
     let apply = [("TERRARIUM_ENABLE_APPLY", "true")];
     // First a real deployment, so that a destroy plan has something to delete.
     let session = connect(&sb.env(&terraform(), &apply)).await;
-    call_ok(&session, "terraform_init", json!({"path": "basic"})).await;
-    let plan = call_ok(&session, "terraform_plan", json!({"path": "basic"})).await;
-    call_ok(
-        &session,
-        "terraform_apply",
-        json!({"path": "basic", "plan_id": plan["plan_id"]}),
-    )
-    .await;
+    deploy(&session, "basic").await;
     session.cancel().await.unwrap();
     std::fs::write(
         sb.root.join("basic/extra.tf"),

@@ -16,7 +16,7 @@ use rmcp::model::{CallToolRequestParams, CallToolResult, ProgressNotificationPar
 use rmcp::service::{NotificationContext, RunningService};
 use rmcp::transport::TokioChildProcess;
 use rmcp::{ClientHandler, RoleClient, ServiceExt};
-use serde_json::{Map, Value};
+use serde_json::{Map, Value, json};
 
 pub fn manifest_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -377,6 +377,19 @@ pub fn gone_within(pid: i32, secs: u64) -> bool {
 pub async fn call_ok(session: &Session, tool: &str, args: Value) -> Value {
     let r = call(session, tool, args).await;
     ok(&r).clone()
+}
+
+/// `terraform_init`, `terraform_plan` and `terraform_apply` of that plan in `path`, each
+/// expected to succeed (the server must have apply enabled).
+pub async fn deploy(session: &Session, path: &str) {
+    call_ok(session, "terraform_init", json!({ "path": path })).await;
+    let plan = call_ok(session, "terraform_plan", json!({ "path": path })).await;
+    call_ok(
+        session,
+        "terraform_apply",
+        json!({"path": path, "plan_id": plan["plan_id"]}),
+    )
+    .await;
 }
 
 impl Sandbox {
