@@ -68,14 +68,23 @@ pub struct Executor {
     idle: Notify,
 }
 
-impl Executor {
-    /// `host_env` is the server's environment, the only source of pass-through credentials.
-    pub fn new(
-        config: Config,
-        runner: Arc<dyn Runner>,
-        host_env: BTreeMap<String, String>,
-        source: Option<Arc<dyn WorkspaceSource>>,
-    ) -> Result<Executor, StartError> {
+/// What start-up opens besides the sandbox probe.
+struct Opened {
+    runs: RunsDir,
+    runs_dir: PathBuf,
+    skeletons: Option<RunsDir>,
+    skeletons_dir: PathBuf,
+    root: WorkspaceRoot,
+    plans: PlanStore,
+    secrets: SecretStore,
+    audit: Arc<Auditor>,
+    policy: crate::policy::Policy,
+    schemas: Schemas,
+    plugin_cache: PathBuf,
+}
+
+impl Opened {
+    fn open(config: &Config) -> Result<Opened, StartError> {
         let state_err = |path: &Path| {
             let path = path.to_path_buf();
             move |source| StartError::StateDir { path, source }
@@ -103,22 +112,62 @@ impl Executor {
         let secrets = SecretStore::open(&config.state_dir).map_err(state_err(&config.state_dir))?;
         let audit = Arc::new(Auditor::new(&config.audit)?);
         let policy = crate::policy::Policy::load(config.policy_file.as_deref())?;
-        // The two slowest steps of start-up, side by side: compiling the tools' JSON Schemas
-        // (~4 ms) and probing the kernel's sandbox layers (~3 ms, a child process).
-        let (sandbox, schemas) = std::thread::scope(|scope| {
-            let schemas = scope.spawn(Schemas::load);
-            let sandbox = KernelSandbox::new(
-                config.sandbox,
-                &config.sandbox_disable,
-                config.sandbox_connect_ports.clone(),
-                config.sandbox_read_paths.clone(),
-            );
-            let schemas = schemas
+        // Parsed only: each tool's schema is compiled on its first call (see `schema`).
+        let schemas = Schemas::load()?;
+        Ok(Opened {
+            runs,
+            runs_dir,
+            skeletons,
+            skeletons_dir,
+            root,
+            plans,
+            secrets,
+            audit,
+            policy,
+            schemas,
+            plugin_cache,
+        })
+    }
+}
+
+impl Executor {
+    /// `host_env` is the server's environment, the only source of pass-through credentials.
+    pub fn new(
+        config: Config,
+        runner: Arc<dyn Runner>,
+        host_env: BTreeMap<String, String>,
+        source: Option<Arc<dyn WorkspaceSource>>,
+    ) -> Result<Executor, StartError> {
+        // The slowest step of start-up, the sandbox probe (~2 ms: a child process that creates
+        // the run's namespaces), runs beside the rest.
+        let (sandbox, state) = std::thread::scope(|scope| {
+            let probe = scope.spawn(|| {
+                KernelSandbox::new(
+                    config.sandbox,
+                    &config.sandbox_disable,
+                    config.sandbox_connect_ports.clone(),
+                    config.sandbox_read_paths.clone(),
+                )
+            });
+            let state = Opened::open(&config);
+            let sandbox = probe
                 .join()
                 .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-            (sandbox, schemas)
+            (sandbox, state)
         });
-        let schemas = schemas?;
+        let Opened {
+            runs,
+            runs_dir,
+            skeletons,
+            skeletons_dir,
+            root,
+            plans,
+            secrets,
+            audit,
+            policy,
+            schemas,
+            plugin_cache,
+        } = state?;
         Ok(Executor {
             env: RunEnv {
                 slots: Arc::new(Semaphore::new(config.max_concurrent_runs)),

@@ -183,32 +183,67 @@ fn ends_with_newline(path: &Path) -> bool {
 }
 
 /// The last complete, parseable event in the newest audit file that has one, and whether a
-/// torn (incomplete) line was found after it. Reads at most the last 4 MiB of each file.
+/// torn (incomplete) line was found after it.
+///
+/// Reads each file from its end, 64 KiB first and twice as much each time no complete event is
+/// found, up to its last 4 MiB: start-up costs the size of the last event, not of the day's file.
 pub fn last_event(dir: &Path) -> (Option<serde_json::Value>, bool) {
+    const FIRST: u64 = 64 << 10;
+    const MOST: u64 = 4 << 20;
     let mut torn = false;
     for f in files(dir).iter().rev() {
         let Ok(mut file) = std::fs::File::open(f) else {
             continue;
         };
         let len = file.seek(SeekFrom::End(0)).unwrap_or(0);
-        let start = len.saturating_sub(4 << 20);
-        let _ = file.seek(SeekFrom::Start(start));
-        let mut buf = Vec::new();
-        if file.take(4 << 20).read_to_end(&mut buf).is_err() {
-            continue;
-        }
-        let text = String::from_utf8_lossy(&buf);
-        let complete = text.ends_with('\n');
-        let mut lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
-        if !complete && !lines.is_empty() {
-            lines.pop();
-            torn = true;
-        }
-        for l in lines.iter().rev() {
-            match serde_json::from_str::<serde_json::Value>(l) {
-                Ok(v) if v.get("hash").is_some() => return (Some(v), torn),
-                _ => torn = true,
+        let mut window = FIRST.min(len);
+        loop {
+            let start = len - window;
+            let mut buf = Vec::with_capacity(window as usize);
+            if file.seek(SeekFrom::Start(start)).is_err()
+                || (&mut file).take(window).read_to_end(&mut buf).is_err()
+            {
+                break;
             }
+            let (found, torn_here) = last_in(&buf, start == 0);
+            if let Some(event) = found {
+                return (Some(event), torn || torn_here);
+            }
+            if start == 0 || window >= MOST {
+                torn |= torn_here;
+                break;
+            }
+            window = (window * 2).min(MOST).min(len);
+        }
+    }
+    (None, torn)
+}
+
+/// The last complete event in `buf` (the tail of a file; its first line is whole only when
+/// `from_start`), and whether anything after it was torn or unparseable.
+fn last_in(buf: &[u8], from_start: bool) -> (Option<serde_json::Value>, bool) {
+    let mut torn = false;
+    let mut body = buf;
+    if !from_start {
+        // The bytes before the first newline may be the end of a longer line.
+        match body.iter().position(|b| *b == b'\n') {
+            Some(i) => body = &body[i + 1..],
+            None => return (None, false),
+        }
+    }
+    let complete = body.ends_with(b"\n");
+    let mut lines: Vec<&[u8]> = body
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.trim_ascii().is_empty())
+        .collect();
+    if !complete && !lines.is_empty() {
+        lines.pop();
+        torn = true;
+    }
+    for l in lines.iter().rev() {
+        match serde_json::from_slice::<serde_json::Value>(l) {
+            Ok(v) if v.get("hash").is_some() => return (Some(v), torn),
+            _ => torn = true,
         }
     }
     (None, torn)
@@ -277,6 +312,34 @@ mod tests {
             text.ends_with("{\"seq\":3,\"ha\n{\"seq\":3,\"hash\":\"c\"}\n"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn finds_the_last_event_from_the_end_of_a_large_file_whatever_its_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join(file_name("2026-01-01"));
+        let mut text = String::new();
+        for seq in 0..5_000 {
+            text.push_str(&format!(
+                "{{\"seq\":{seq},\"hash\":\"h\",\"pad\":\"{}\"}}\n",
+                "x".repeat(40)
+            ));
+        }
+        // The last event is longer than the first window read from the end (64 KiB).
+        let long = "y".repeat(300 << 10);
+        text.push_str(&format!(
+            "{{\"seq\":5000,\"hash\":\"h\",\"pad\":\"{long}\"}}\n"
+        ));
+        std::fs::write(&f, &text).unwrap();
+        let (last, torn) = last_event(dir.path());
+        assert_eq!(last.unwrap()["seq"], 5000);
+        assert!(!torn);
+        // A torn line longer than the window, after a complete event.
+        text.push_str(&format!("{{\"seq\":5001,\"pad\":\"{long}"));
+        std::fs::write(&f, &text).unwrap();
+        let (last, torn) = last_event(dir.path());
+        assert_eq!(last.unwrap()["seq"], 5000);
+        assert!(torn);
     }
 
     fn days(_year: u64) -> u64 {

@@ -18,7 +18,7 @@ pub use super::step::{ChildError, Step, check};
 ///
 /// # Safety
 /// Called in the child between `clone3` and `execve`.
-pub unsafe fn prepare(setup: &mut ChildSetup) -> Result<(), ChildError> {
+pub unsafe fn prepare(setup: &ChildSetup) -> Result<(), ChildError> {
     // SAFETY: plain syscalls on integers and on data prepared before the spawn.
     unsafe {
         // Signals arrive blocked (see `spawn`). Every handler goes back to its default
@@ -96,13 +96,15 @@ pub unsafe fn prepare(setup: &mut ChildSetup) -> Result<(), ChildError> {
             check(libc::fchdir(cwd.as_raw_fd()) as _, Step::WorkingDir)?;
         }
         if let Some(mounts) = &setup.mounts {
-            mounts.enter(setup.landlock_fd.as_ref().map(|f| f.as_fd()))?;
+            mounts.enter(setup.landlock.as_ref().map(|f| f.as_fd()))?;
         }
-    }
-    if let Some(ruleset) = setup.landlock.take() {
-        ruleset
-            .restrict_self()
-            .map_err(|_| ChildError::new(Step::Landlock, libc::EPERM))?;
+        // no_new_privs is set above, as Landlock requires of an unprivileged process.
+        if let Some(ruleset) = &setup.landlock {
+            check(
+                libc::syscall(libc::SYS_landlock_restrict_self, ruleset.as_raw_fd(), 0u32),
+                Step::Landlock,
+            )?;
+        }
     }
     if let Some(filters) = &setup.seccomp {
         for f in filters.iter() {

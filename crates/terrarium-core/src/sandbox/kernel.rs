@@ -5,8 +5,9 @@
 //! network namespace for actions that need no network). The mode decides what happens when a
 //! layer is missing: `strict` refuses to run, `best-effort` runs and warns, `off` applies none.
 
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use seccompiler::BpfProgram;
 use serde::Serialize;
@@ -164,7 +165,8 @@ impl KernelSandbox {
         connect_ports: Vec<u16>,
         read_paths: Vec<PathBuf>,
     ) -> KernelSandbox {
-        let abi = landlock_abi();
+        let facts = kernel_facts();
+        let abi = facts.landlock_abi;
         let landlock = Layer {
             disabled: false,
             name: LANDLOCK,
@@ -178,11 +180,7 @@ impl KernelSandbox {
                 "not supported or not enabled in this kernel".into()
             },
         };
-        let filters = if seccomp_supported() {
-            seccomp::build().map_err(|e| e.to_string())
-        } else {
-            Err("not supported by this kernel".into())
-        };
+        let filters = facts.seccomp.clone();
         let seccomp_layer = Layer {
             disabled: false,
             name: SECCOMP,
@@ -195,7 +193,7 @@ impl KernelSandbox {
                 Err(e) => e.clone(),
             },
         };
-        let ns = probe_namespaces();
+        let ns = facts.namespaces.clone();
         let ns_layer = Layer {
             disabled: false,
             name: NAMESPACES,
@@ -216,7 +214,7 @@ impl KernelSandbox {
         KernelSandbox {
             mode,
             layers,
-            seccomp: filters.ok().map(Arc::new),
+            seccomp: filters.ok(),
             connect_ports,
             extra_read: read_paths,
             landlock_abi: abi,
@@ -338,7 +336,16 @@ impl KernelSandbox {
         if self.usable(LANDLOCK) || partial {
             let strict = self.mode == SandboxMode::Strict;
             match access::ruleset(&run, &self.extra_read, strict) {
-                Ok(rs) => setup.landlock = Some(rs),
+                Ok(rs) => match Option::<OwnedFd>::from(rs) {
+                    Some(fd) => setup.landlock = Some(fd),
+                    // The crate found nothing to enforce on this kernel.
+                    None if strict => {
+                        return Err(SandboxError::Setup(
+                            "the Landlock ruleset has no descriptor".into(),
+                        ));
+                    }
+                    None => {}
+                },
                 Err(e) if strict => return Err(SandboxError::Setup(e.to_string())),
                 Err(e) => {
                     tracing::warn!(error = %e, "Landlock rules could not be built; running without them")
@@ -358,11 +365,6 @@ impl KernelSandbox {
                 SandboxError::Setup(format!("preparing the run's mount namespace: {e}"))
             })?;
             setup.mounts = Some(plan);
-            setup.landlock_fd = setup
-                .landlock
-                .as_ref()
-                .and_then(|rs| rs.try_clone().ok())
-                .and_then(|rs| rs.into());
         }
         Ok(setup)
     }
@@ -405,10 +407,56 @@ enum NamespaceProbeError {
     NoOwnProc,
     #[error("probe process was killed")]
     Killed,
+    #[error("user.max_net_namespaces is 0: this kernel allows no network namespace")]
+    NoNetNamespaces,
 }
 
-/// Forks a child that tries the run's `unshare` and reports the result in its exit code.
+/// What this kernel offers the sandbox. It does not change while the process runs, so it is
+/// found once and every [`KernelSandbox`] of the process shares it.
+struct KernelFacts {
+    landlock_abi: i32,
+    seccomp: Result<Arc<Vec<BpfProgram>>, String>,
+    namespaces: Result<(), String>,
+}
+
+static KERNEL_FACTS: OnceLock<KernelFacts> = OnceLock::new();
+
+fn kernel_facts() -> &'static KernelFacts {
+    KERNEL_FACTS.get_or_init(|| KernelFacts {
+        landlock_abi: landlock_abi(),
+        seccomp: if seccomp_supported() {
+            seccomp::build().map(Arc::new).map_err(|e| e.to_string())
+        } else {
+            Err("not supported by this kernel".into())
+        },
+        namespaces: probe_namespaces().map_err(|e| e.to_string()),
+    })
+}
+
+/// Starts probing the kernel (~2 ms: a child process that creates namespaces, and the seccomp
+/// filter's compile) in the background, so that a binary overlaps it with the rest of its
+/// start-up: called first, while the process is small (its fork copies little) and has its
+/// configuration still to load. [`KernelSandbox::new`] waits for it, or probes itself when
+/// nobody started it.
+pub fn start_probe() {
+    if KERNEL_FACTS.get().is_none() {
+        let _ = std::thread::Builder::new()
+            .name("sandbox-probe".into())
+            .spawn(kernel_facts);
+    }
+}
+
+/// Forks a child that tries the run's namespaces and reports the result in its exit code.
+///
+/// The network namespace is checked, not created: it is by far the costliest to make (~1 ms of
+/// kernel work, most of the probe) and a run gets it from the same `clone3` as its user
+/// namespace, so where the user namespace works only `user.max_net_namespaces = 0` (read here)
+/// or a security module refuses it. Such a refusal fails that run's spawn: terraform never runs
+/// without the namespace a run asked for.
 fn probe_namespaces() -> Result<(), NamespaceProbeError> {
+    if std::fs::read_to_string("/proc/sys/user/max_net_namespaces").is_ok_and(|v| v.trim() == "0") {
+        return Err(NamespaceProbeError::NoNetNamespaces);
+    }
     // A place to try mounting the run's own /proc on (in the probe's private mount namespace).
     let target =
         std::env::temp_dir().join(format!("terrarium-probe-{}", uuid::Uuid::new_v4().simple()));
@@ -432,10 +480,7 @@ fn probe_in_child(target: &std::ffi::CStr) -> Result<(), NamespaceProbeError> {
         match libc::fork() {
             -1 => Err(NamespaceProbeError::Os(std::io::Error::last_os_error())),
             0 => {
-                let flags = libc::CLONE_NEWUSER
-                    | libc::CLONE_NEWPID
-                    | libc::CLONE_NEWNET
-                    | libc::CLONE_NEWNS;
+                let flags = libc::CLONE_NEWUSER | libc::CLONE_NEWPID | libc::CLONE_NEWNS;
                 let private = libc::MS_REC | libc::MS_PRIVATE;
                 if libc::unshare(flags) != 0
                     || libc::mount(

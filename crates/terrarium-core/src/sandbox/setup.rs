@@ -5,7 +5,6 @@ use std::os::fd::OwnedFd;
 use std::path::Path;
 use std::sync::Arc;
 
-use landlock::RulesetCreated;
 use seccompiler::BpfProgram;
 
 use super::mounts::MountPlan;
@@ -42,7 +41,11 @@ pub struct ChildSetup {
     pub server_pidfd: Option<libc::c_int>,
     /// Namespace flags for `clone3`; 0 for none.
     pub namespaces: libc::c_int,
-    pub landlock: Option<RulesetCreated>,
+    /// The run's Landlock ruleset, by its descriptor: the child adds the rule for the `/proc`
+    /// it mounts itself (a new superblock no rule made in the server can name), then restricts
+    /// itself with it. A descriptor, not the `landlock` crate's ruleset value: the child shares
+    /// the server's memory until exec (see `spawn`) and must not move or drop anything in it.
+    pub landlock: Option<OwnedFd>,
     pub seccomp: Option<Arc<Vec<BpfProgram>>>,
     /// The directory the run starts in, held open: the child `fchdir`s to it (never a name).
     pub cwd: Option<Arc<OwnedFd>>,
@@ -54,9 +57,6 @@ pub struct ChildSetup {
     /// Raw descriptor of the cgroup's `cgroup.procs`, for a child that could not be created
     /// in the cgroup and joins it itself; valid in the child until exec.
     pub cgroup_procs: Option<libc::c_int>,
-    /// A second descriptor of the Landlock ruleset, so the child can grant reading the `/proc`
-    /// it mounts itself (a new superblock no rule made in the server can name).
-    pub landlock_fd: Option<OwnedFd>,
 }
 
 impl std::fmt::Debug for ChildSetup {
@@ -86,7 +86,6 @@ impl ChildSetup {
             mounts: None,
             cgroup: None,
             cgroup_procs: None,
-            landlock_fd: None,
         }
     }
 

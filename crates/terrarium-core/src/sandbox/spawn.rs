@@ -41,6 +41,16 @@ struct CloneArgs {
 
 const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
 
+/// The child shares the server's memory until it execs, and the spawning thread waits until
+/// then (what `posix_spawn` does): no copy of the server's page tables, no copy-on-write fault
+/// in either process, ~2 ms less per run. The child writes nothing but its own stack (see
+/// `child_main`). Starting a `clone3` child on a new stack takes a few instructions of
+/// assembly, written for x86_64; elsewhere `clone3` copies the address space like `fork`.
+#[cfg(target_arch = "x86_64")]
+const SHARE_UNTIL_EXEC: u64 = (libc::CLONE_VM | libc::CLONE_VFORK) as u64;
+#[cfg(not(target_arch = "x86_64"))]
+const SHARE_UNTIL_EXEC: u64 = 0;
+
 /// A started terraform process.
 #[derive(Debug)]
 pub struct Spawned {
@@ -110,12 +120,34 @@ fn spawn_with(
     };
     let ns = setup.namespaces as u64;
     let cgroup = setup.cgroup.as_ref().map(|c| c.dir_fd.as_raw_fd());
+    let mut child = ChildArgs {
+        program,
+        argv: &argv_ptrs,
+        env: &env_ptrs,
+        fds,
+        setup,
+    };
+    let stack = ChildStack::new()?;
 
     let mut pidfd: libc::c_int = -1;
     let mut args = CloneArgs {
-        flags: libc::CLONE_PIDFD as u64 | ns | cgroup.map_or(0, |_| CLONE_INTO_CGROUP),
+        flags: libc::CLONE_PIDFD as u64
+            | ns
+            | cgroup.map_or(0, |_| CLONE_INTO_CGROUP)
+            | SHARE_UNTIL_EXEC,
         pidfd: &mut pidfd as *mut libc::c_int as u64,
         exit_signal: libc::SIGCHLD as u64,
+        // A `clone3` child without CLONE_VM runs on a copy of this stack.
+        stack: if SHARE_UNTIL_EXEC != 0 {
+            stack.base() as u64
+        } else {
+            0
+        },
+        stack_size: if SHARE_UNTIL_EXEC != 0 {
+            stack.size() as u64
+        } else {
+            0
+        },
         cgroup: cgroup.map_or(0, |fd| fd as u64),
         ..CloneArgs::default()
     };
@@ -123,16 +155,10 @@ fn spawn_with(
     // spawning thread blocks every signal across the clone (the child clears its mask once
     // the handlers are back to their defaults), then restores its own mask.
     let blocked = BlockSignals::new();
-    // SAFETY: `clone3` without CLONE_VM behaves like fork: the child gets a copy of this
-    // address space with one thread, and runs only `child_main`, which never returns.
     let mut pid = match call {
-        Call::Clone3 => unsafe {
-            libc::syscall(
-                libc::SYS_clone3,
-                &mut args as *mut CloneArgs,
-                std::mem::size_of::<CloneArgs>(),
-            )
-        },
+        // SAFETY: see `clone3_child`; `child` outlives the call (the parent is suspended until
+        // the child has exec'd or exited).
+        Call::Clone3 => unsafe { clone3_child(&mut args, &mut child) },
         Call::Clone => {
             // SAFETY: setting errno for the check below.
             unsafe { *libc::__errno_location() = libc::ENOSYS };
@@ -145,29 +171,31 @@ fn spawn_with(
         io::Error::last_os_error().raw_os_error(),
         Some(libc::ENOSYS | libc::EPERM)
     );
-    if pid < 0 && refused && cfg!(any(target_arch = "x86_64", target_arch = "aarch64")) {
-        // The classic call: the same namespaces, the pidfd in `parent_tid` (its third argument
-        // on x86_64 and aarch64; other architectures order them differently); the child joins
-        // its cgroup itself.
-        setup.cgroup_procs = setup.cgroup.as_ref().map(|c| c.procs.as_raw_fd());
-        // SAFETY: as above; with a null stack the child runs on a copy of this one.
+    if pid < 0 && refused {
+        // The classic call, through the C library's wrapper (which starts the child on its
+        // stack in `child_entry`): the same namespaces, the pidfd in `parent_tid`; the child
+        // joins its cgroup itself.
+        child.setup.cgroup_procs = child.setup.cgroup.as_ref().map(|c| c.procs.as_raw_fd());
+        // SAFETY: as for `clone3_child`: the child runs only `child_entry` on its own stack,
+        // sharing this address space until exec with this thread suspended.
         pid = unsafe {
-            libc::syscall(
-                libc::SYS_clone,
-                libc::CLONE_PIDFD as libc::c_ulong | ns as libc::c_ulong | libc::SIGCHLD as u64,
-                0usize,
+            libc::clone(
+                child_entry,
+                stack.top(),
+                libc::CLONE_VM
+                    | libc::CLONE_VFORK
+                    | libc::CLONE_PIDFD
+                    | ns as libc::c_int
+                    | libc::SIGCHLD,
+                (&mut child as *mut ChildArgs).cast(),
                 &mut pidfd as *mut libc::c_int,
-                0usize,
-                0usize,
             )
-        };
-    }
-    if pid == 0 {
-        // SAFETY: we are the child.
-        unsafe { child_main(program, &argv_ptrs, &env_ptrs, fds, setup) }
+        } as libc::c_long;
     }
     let clone_error = io::Error::last_os_error();
     drop(blocked);
+    // The child has exec'd or exited: its stack is free.
+    drop(stack);
     if pid < 0 {
         return Err(SpawnFailure::Server(clone_error));
     }
@@ -244,8 +272,155 @@ struct Fds {
     report: RawFd,
 }
 
+/// What the child needs, on the spawning thread's stack (which stays put: that thread is
+/// suspended until the child has exec'd or exited).
+struct ChildArgs<'a> {
+    program: &'a CStr,
+    argv: &'a [*const libc::c_char],
+    env: &'a [*const libc::c_char],
+    fds: Fds,
+    setup: &'a mut ChildSetup,
+}
+
+/// Creates the child with `clone3` and starts it in [`child_entry`] on the stack `args` names.
+///
+/// # Safety
+/// `args.stack` is a fresh stack of `args.stack_size` bytes (16-byte aligned top) that nothing
+/// else uses; `child` stays valid until the child has exec'd or exited (CLONE_VFORK).
+#[cfg(target_arch = "x86_64")]
+unsafe fn clone3_child(args: &mut CloneArgs, child: &mut ChildArgs) -> libc::c_long {
+    let ret: libc::c_long;
+    // The kernel returns twice: 0 in the child, which is on its new stack with no frame to
+    // return to, so it calls the entry point at once (and faults should it ever return).
+    // SAFETY: the clone3 system call; registers other than rax, rcx and r11 survive it.
+    unsafe {
+        std::arch::asm!(
+            "syscall",
+            "test rax, rax",
+            "jnz 2f",
+            "xor ebp, ebp",
+            "mov rdi, r12",
+            "call r13",
+            "ud2",
+            "2:",
+            inlateout("rax") libc::SYS_clone3 => ret,
+            in("rdi") args as *mut CloneArgs,
+            in("rsi") std::mem::size_of::<CloneArgs>(),
+            in("r12") child as *mut ChildArgs,
+            in("r13") child_entry as extern "C" fn(*mut libc::c_void) -> libc::c_int,
+            lateout("rcx") _,
+            lateout("r11") _,
+            options(nostack),
+        );
+    }
+    if ret < 0 {
+        // SAFETY: the raw call returns -errno; set errno as the C wrappers do.
+        unsafe { *libc::__errno_location() = -ret as libc::c_int };
+        return -1;
+    }
+    ret
+}
+
+/// Creates the child with `clone3`, a copy of this address space (see [`SHARE_UNTIL_EXEC`]).
+///
+/// # Safety
+/// The child runs only [`child_entry`], which never returns.
+#[cfg(not(target_arch = "x86_64"))]
+unsafe fn clone3_child(args: &mut CloneArgs, child: &mut ChildArgs) -> libc::c_long {
+    // SAFETY: without CLONE_VM this behaves like fork.
+    unsafe {
+        let pid = libc::syscall(
+            libc::SYS_clone3,
+            args as *mut CloneArgs,
+            std::mem::size_of::<CloneArgs>(),
+        );
+        if pid == 0 {
+            child_entry((child as *mut ChildArgs).cast());
+        }
+        pid
+    }
+}
+
+/// The child's stack: mapped per spawn (pages are only touched as used), with a guard page
+/// below it, unmapped once the child has exec'd.
+struct ChildStack {
+    map: *mut libc::c_void,
+    len: usize,
+    guard: usize,
+}
+
+impl ChildStack {
+    /// Far more than the child's set-up needs (a few KiB): its frames are small and it never
+    /// recurses.
+    const SIZE: usize = 256 << 10;
+
+    fn new() -> io::Result<ChildStack> {
+        // SAFETY: a query.
+        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) as usize;
+        let len = Self::SIZE + page;
+        // SAFETY: a new private anonymous mapping; the first page becomes the guard.
+        unsafe {
+            let map = libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_STACK | libc::MAP_NORESERVE,
+                -1,
+                0,
+            );
+            if map == libc::MAP_FAILED {
+                return Err(io::Error::last_os_error());
+            }
+            let stack = ChildStack {
+                map,
+                len,
+                guard: page,
+            };
+            if libc::mprotect(map, page, libc::PROT_NONE) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(stack)
+        }
+    }
+
+    /// The lowest usable address.
+    fn base(&self) -> *mut libc::c_void {
+        // SAFETY: within the mapping.
+        unsafe { self.map.cast::<u8>().add(self.guard).cast() }
+    }
+
+    fn size(&self) -> usize {
+        self.len - self.guard
+    }
+
+    /// One past the highest address (stacks grow down); page-aligned, so 16-byte aligned.
+    fn top(&self) -> *mut libc::c_void {
+        // SAFETY: one past the end of the mapping.
+        unsafe { self.map.cast::<u8>().add(self.len).cast() }
+    }
+}
+
+impl Drop for ChildStack {
+    fn drop(&mut self) {
+        // SAFETY: our own mapping, no longer used by anyone.
+        unsafe {
+            libc::munmap(self.map, self.len);
+        }
+    }
+}
+
+/// Where the child starts, on its own stack.
+extern "C" fn child_entry(arg: *mut libc::c_void) -> libc::c_int {
+    // SAFETY: `arg` is the spawn's `ChildArgs`, alive while the parent waits for this child.
+    unsafe {
+        let args = &*(arg as *const ChildArgs);
+        child_main(args.program, args.argv, args.env, args.fds, &*args.setup)
+    }
+}
+
 /// The child: connect the streams, apply the set-up, exec; on failure report the step and
-/// exit.
+/// exit. It shares the server's memory until exec and writes none of it: it only reads
+/// `setup` and writes its own stack.
 ///
 /// # Safety
 /// Only in the child of `clone3`/`clone`; never returns.
@@ -254,11 +429,11 @@ unsafe fn child_main(
     argv: &[*const libc::c_char],
     env: &[*const libc::c_char],
     fds: Fds,
-    setup: &mut ChildSetup,
+    setup: &ChildSetup,
 ) -> ! {
     // SAFETY: async-signal-safe calls on data prepared before the clone.
     unsafe {
-        let mut run = || -> Result<(), ChildError> {
+        let run = || -> Result<(), ChildError> {
             child::install(fds.stdin, 0)?;
             child::install(fds.stdout, 1)?;
             child::install(fds.stderr, 2)?;
@@ -364,6 +539,29 @@ mod tests {
                 "{call:?}: {out}"
             );
         }
+    }
+
+    #[test]
+    fn children_spawned_from_many_threads_at_once_each_run_their_own_command() {
+        // The child shares the spawning thread's memory until exec: concurrent spawns, each
+        // with its own stack, arguments and result, on both system calls.
+        std::thread::scope(|scope| {
+            for t in 0..4 {
+                scope.spawn(move || {
+                    for i in 0..25 {
+                        let call = if i % 2 == 0 {
+                            Call::Clone3
+                        } else {
+                            Call::Clone
+                        };
+                        let mut setup = ChildSetup::plain(Limits::default());
+                        let (out, status) = sh(&format!("echo {t}-{i}"), &mut setup, call).unwrap();
+                        assert_eq!(status, 0, "{call:?}");
+                        assert_eq!(out.trim(), format!("{t}-{i}"), "{call:?}");
+                    }
+                });
+            }
+        });
     }
 
     #[test]
