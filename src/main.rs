@@ -139,5 +139,8 @@ fn run(cli: Cli, sources: Prepared) -> anyhow::Result<ExitCode> {
     // The stdio transport's blocking stdin read never ends while the client keeps the pipe
     // open: do not wait for it (everything that matters, the audit trail included, is done).
     runtime.shutdown_timeout(Duration::from_millis(200));
+    // Run dirs still being removed in the background (see `files::remove_later`) go before
+    // the process does.
+    terrarium_core::files::drain(Duration::from_secs(10));
     result
 }

@@ -275,6 +275,16 @@ pub struct RunDir {
 
 impl Drop for RunDir {
     fn drop(&mut self) {
+        // The files the server wrote at the top — variable values, a plan with them, the CLI
+        // configuration — go now, with the call; only the run's HOME and TMPDIR trees wait for
+        // the background removal.
+        if let Ok(entries) = std::fs::read_dir(&self.path) {
+            for e in entries.flatten() {
+                if e.file_type().is_ok_and(|t| !t.is_dir()) {
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
+        }
         crate::files::remove_later(std::mem::take(&mut self.path));
     }
 }
@@ -609,5 +619,28 @@ impl RunCtx<'_> {
             "terraform finished"
         );
         Ok(outcome)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_run_dir_loses_its_files_with_the_call_and_its_trees_soon_after() {
+        let base = tempfile::tempdir().unwrap();
+        let path = base.path().join("run-x");
+        std::fs::create_dir_all(path.join("home/.terraform.d")).unwrap();
+        std::fs::write(path.join("home/.terraform.d/f"), "x").unwrap();
+        let dir = RunDir { path: path.clone() };
+        dir.write("terrarium-vars.tfvars.json", b"{\"password\":\"hunter2\"}")
+            .unwrap();
+        dir.write("plan.tfplan", b"plan with values").unwrap();
+        drop(dir);
+        // The files with values are gone when the drop returns, not when the thread gets to it.
+        assert!(!path.join("terrarium-vars.tfvars.json").exists());
+        assert!(!path.join("plan.tfplan").exists());
+        assert!(crate::files::drain(std::time::Duration::from_secs(10)));
+        assert!(!path.exists());
     }
 }

@@ -199,13 +199,17 @@ pub fn last_event(dir: &Path) -> (Option<serde_json::Value>, bool) {
         let mut window = FIRST.min(len);
         loop {
             let start = len - window;
-            let mut buf = Vec::with_capacity(window as usize);
-            if file.seek(SeekFrom::Start(start)).is_err()
-                || (&mut file).take(window).read_to_end(&mut buf).is_err()
+            // One byte more, before the window: whether its first line starts at `start`.
+            let from = start.saturating_sub(1);
+            let mut buf = Vec::with_capacity((len - from) as usize);
+            if file.seek(SeekFrom::Start(from)).is_err()
+                || (&mut file).take(len - from).read_to_end(&mut buf).is_err()
             {
                 break;
             }
-            let (found, torn_here) = last_in(&buf, start == 0);
+            let whole_first = start == 0 || buf.first() == Some(&b'\n');
+            let body = if start == 0 { &buf[..] } else { &buf[1..] };
+            let (found, torn_here) = last_in(body, whole_first);
             if let Some(event) = found {
                 return (Some(event), torn || torn_here);
             }
@@ -219,8 +223,8 @@ pub fn last_event(dir: &Path) -> (Option<serde_json::Value>, bool) {
     (None, torn)
 }
 
-/// The last complete event in `buf` (the tail of a file; its first line is whole only when
-/// `from_start`), and whether anything after it was torn or unparseable.
+/// The last complete event in `buf` (the tail of a file; `from_start`: its first line starts
+/// at its first byte), and whether anything after it was torn or unparseable.
 fn last_in(buf: &[u8], from_start: bool) -> (Option<serde_json::Value>, bool) {
     let mut torn = false;
     let mut body = buf;
@@ -228,7 +232,8 @@ fn last_in(buf: &[u8], from_start: bool) -> (Option<serde_json::Value>, bool) {
         // The bytes before the first newline may be the end of a longer line.
         match body.iter().position(|b| *b == b'\n') {
             Some(i) => body = &body[i + 1..],
-            None => return (None, false),
+            // All of it is the end of one line with no newline: torn.
+            None => return (None, !body.is_empty()),
         }
     }
     let complete = body.ends_with(b"\n");
@@ -340,6 +345,18 @@ mod tests {
         let (last, torn) = last_event(dir.path());
         assert_eq!(last.unwrap()["seq"], 5000);
         assert!(torn);
+        // A torn tail longer than the most that is read: still reported as torn.
+        std::fs::write(&f, format!("{{\"seq\":1,\"pad\":\"{}", "z".repeat(5 << 20))).unwrap();
+        let (last, torn) = last_event(dir.path());
+        assert!(last.is_none());
+        assert!(torn);
+        // An event that starts exactly where the window does is found whole.
+        let event = "{\"seq\":7,\"hash\":\"h\"}\n";
+        let filler = "x".repeat((64 << 10) - event.len() - 1);
+        std::fs::write(&f, format!("before\n{event}{filler}\n")).unwrap();
+        let (last, torn) = last_event(dir.path());
+        assert_eq!(last.unwrap()["seq"], 7);
+        assert!(torn, "the filler line is not an event");
     }
 
     fn days(_year: u64) -> u64 {

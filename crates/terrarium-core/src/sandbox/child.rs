@@ -25,7 +25,7 @@ pub unsafe fn prepare(setup: &ChildSetup) -> Result<(), ChildError> {
         // first — the server's handlers must never run here, and an ignored signal (SIGPIPE,
         // or whatever the server was started with) would survive exec — then the mask is
         // cleared, so terraform starts with the defaults.
-        for sig in 1..libc::SIGRTMAX() {
+        for sig in 1..=libc::SIGRTMAX() {
             if sig != libc::SIGKILL && sig != libc::SIGSTOP {
                 // Signals the C library reserves for itself refuse this; they need no reset.
                 libc::signal(sig, libc::SIG_DFL);

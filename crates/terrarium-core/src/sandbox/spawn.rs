@@ -43,8 +43,8 @@ const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
 
 /// The child shares the server's memory until it execs, and the spawning thread waits until
 /// then (what `posix_spawn` does): no copy of the server's page tables, no copy-on-write fault
-/// in either process, ~2 ms less per run. The child writes nothing but its own stack (see
-/// `child_main`). Starting a `clone3` child on a new stack takes a few instructions of
+/// in either process, ~2 ms less per run. The child writes no server data but its own stack
+/// and the spawning thread's `errno` (see `child_main`). Starting a `clone3` child on a new stack takes a few instructions of
 /// assembly, written for x86_64; elsewhere `clone3` copies the address space like `fork`.
 #[cfg(target_arch = "x86_64")]
 const SHARE_UNTIL_EXEC: u64 = (libc::CLONE_VM | libc::CLONE_VFORK) as u64;
@@ -192,6 +192,8 @@ fn spawn_with(
             )
         } as libc::c_long;
     }
+    // Meaningful only when the clone failed: a child that shared this thread's memory may have
+    // written its errno since.
     let clone_error = io::Error::last_os_error();
     drop(blocked);
     // The child has exec'd or exited: its stack is free.
@@ -419,8 +421,9 @@ extern "C" fn child_entry(arg: *mut libc::c_void) -> libc::c_int {
 }
 
 /// The child: connect the streams, apply the set-up, exec; on failure report the step and
-/// exit. It shares the server's memory until exec and writes none of it: it only reads
-/// `setup` and writes its own stack.
+/// exit. It shares the server's memory until exec and writes none of its data: it reads
+/// `setup` and writes its own stack (and, through the C library, the suspended spawning
+/// thread's `errno`, which that thread reads only when the clone failed).
 ///
 /// # Safety
 /// Only in the child of `clone3`/`clone`; never returns.
