@@ -155,44 +155,32 @@ impl Executor {
                 .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
             (sandbox, state)
         });
-        let Opened {
-            runs,
-            runs_dir,
-            skeletons,
-            skeletons_dir,
-            root,
-            plans,
-            secrets,
-            audit,
-            policy,
-            schemas,
-            plugin_cache,
-        } = state?;
+        let o = state?;
         Ok(Executor {
             env: RunEnv {
                 slots: Arc::new(Semaphore::new(config.max_concurrent_runs)),
                 principal_slots: Mutex::new(HashMap::new()),
-                policy: std::sync::RwLock::new(Arc::new(policy)),
+                policy: std::sync::RwLock::new(Arc::new(o.policy)),
                 source,
                 sandbox,
-                root,
-                plans,
+                root: o.root,
+                plans: o.plans,
                 runner,
                 host_env,
-                runs_dir,
-                skeletons_dir,
-                plugin_cache,
+                runs_dir: o.runs_dir,
+                skeletons_dir: o.skeletons_dir,
+                plugin_cache: o.plugin_cache,
                 config: Arc::new(config),
             },
             shutdown: CancellationToken::new(),
             in_flight: AtomicUsize::new(0),
             idle: Notify::new(),
-            schemas,
-            secrets,
-            audit,
+            schemas: o.schemas,
+            secrets: o.secrets,
+            audit: o.audit,
             locks: Mutex::new(HashMap::new()),
-            _runs: runs,
-            _skeletons: skeletons,
+            _runs: o.runs,
+            _skeletons: o.skeletons,
         })
     }
 
