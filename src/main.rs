@@ -35,13 +35,6 @@ fn main() -> ExitCode {
         libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
     }
     let cli = Cli::parse();
-    if matches!(
-        cli.command,
-        Command::Serve { .. } | Command::Ci { .. } | Command::CheckConfig { .. }
-    ) {
-        // The slowest step of start-up, overlapped with configuration loading (see `start_probe`).
-        terrarium_core::sandbox::kernel::start_probe();
-    }
     if let Command::Audit {
         command: AuditCommand::Verify { files, json },
     } = &cli.command
@@ -58,6 +51,13 @@ fn main() -> ExitCode {
     {
         print!("{}", settings::defs::markdown_table());
         return ExitCode::SUCCESS;
+    }
+    if matches!(
+        cli.command,
+        Command::Serve { .. } | Command::Ci { .. } | Command::CheckConfig { .. }
+    ) {
+        // The slowest step of start-up, overlapped with configuration loading (see `start_probe`).
+        terrarium_core::sandbox::kernel::start_probe();
     }
     // Configuration never comes from workspace content (see `settings::sources`): the sources
     // are checked before anything of them is used.

@@ -138,7 +138,7 @@ impl Executor {
         host_env: BTreeMap<String, String>,
         source: Option<Arc<dyn WorkspaceSource>>,
     ) -> Result<Executor, StartError> {
-        // The slowest step of start-up, the sandbox probe (~2 ms: a child process that creates
+        // The slowest step of start-up, the sandbox probe (~3 ms: a child process that creates
         // the run's namespaces), runs beside the rest.
         let (sandbox, state) = std::thread::scope(|scope| {
             let probe = scope.spawn(|| {
